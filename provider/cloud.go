@@ -1,0 +1,129 @@
+// Package provider implements k8s.io/cloud-provider's Interface for herald:
+// it validates Services, reports outcomes as events and conditions, and
+// delegates the load balancers themselves to a Backend.
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/klog/v2"
+
+	"github.com/heraldlb/herald/provider/service"
+)
+
+// Name is the name herald registers under (--cloud-provider=herald).
+const Name = "herald"
+
+// FieldManager owns the fields herald writes on Services.
+const FieldManager = "herald-ccm"
+
+// ErrNotStarted is returned until the controller manager has handed the
+// provider its clients and informers.
+var ErrNotStarted = errors.New("herald provider is not started yet")
+
+// Provider is herald's cloudprovider.Interface.
+type Provider struct {
+	backend   Backend
+	selection service.Selection
+	now       func() time.Time
+
+	mu       sync.Mutex
+	ctx      context.Context
+	client   kubernetes.Interface
+	recorder record.EventRecorder
+	startErr error
+}
+
+var _ cloudprovider.Interface = (*Provider)(nil)
+var _ cloudprovider.InformerUser = (*Provider)(nil)
+
+// New returns a provider that delegates to backend.
+func New(backend Backend, selection service.Selection) *Provider {
+	return &Provider{backend: backend, selection: selection, now: time.Now, startErr: ErrNotStarted}
+}
+
+// Initialize builds the clients herald uses for events and conditions. The
+// controller manager calls it before SetInformers and before any controller
+// starts.
+func (p *Provider) Initialize(clientBuilder cloudprovider.ControllerClientBuilder, stop <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-stop
+		cancel()
+	}()
+	client := clientBuilder.ClientOrDie(FieldManager)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(3)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ctx = ctx
+	p.client = client
+	p.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: Name})
+}
+
+// SetInformers starts the backend: the shared informers are what it
+// rebuilds its state from.
+func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
+	services := factory.Core().V1().Services()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ctx == nil {
+		p.startErr = fmt.Errorf("%w: SetInformers called before Initialize", ErrNotStarted)
+		return
+	}
+	env := Env{
+		Services:       services.Lister(),
+		ServicesSynced: services.Informer().HasSynced,
+		Recorder:       p.recorder,
+		Selection:      p.selection,
+	}
+	if err := p.backend.Start(p.ctx, env); err != nil {
+		klog.FromContext(p.ctx).Error(err, "Starting the load balancer backend failed")
+		p.startErr = fmt.Errorf("starting backend: %w", err)
+		return
+	}
+	p.startErr = nil
+}
+
+func (p *Provider) ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.startErr
+}
+
+// LoadBalancer returns the load balancer implementation.
+func (p *Provider) LoadBalancer() (cloudprovider.LoadBalancer, bool) { return p, true }
+
+// Instances is not offered: herald does not manage machines.
+func (p *Provider) Instances() (cloudprovider.Instances, bool) { return nil, false }
+
+// InstancesV2 is not offered: herald does not manage machines.
+func (p *Provider) InstancesV2() (cloudprovider.InstancesV2, bool) { return nil, false }
+
+// Zones is not offered.
+func (p *Provider) Zones() (cloudprovider.Zones, bool) { return nil, false }
+
+// Clusters is not offered.
+func (p *Provider) Clusters() (cloudprovider.Clusters, bool) { return nil, false }
+
+// Routes is not offered: pod routing is the CNI's job.
+func (p *Provider) Routes() (cloudprovider.Routes, bool) { return nil, false }
+
+// ProviderName returns "herald".
+func (p *Provider) ProviderName() string { return Name }
+
+// HasClusterID is true: herald identifies what it owns by --cluster-name.
+func (p *Provider) HasClusterID() bool { return true }
