@@ -18,7 +18,7 @@ func (a *Allocator) find(r *request, prev *alloc) (*alloc, error) {
 		if err != nil {
 			return nil, err
 		}
-		return a.findInPools(r, []*poolState{p}, prev)
+		return a.findInPools(r, []*poolState{p}, prev, true)
 	}
 	var pools []*poolState
 	for _, p := range a.ps.preferred {
@@ -36,7 +36,7 @@ func (a *Allocator) find(r *request, prev *alloc) (*alloc, error) {
 			}
 		}
 	}
-	return a.findInPools(r, pools, prev)
+	return a.findInPools(r, pools, prev, false)
 }
 
 func (a *Allocator) namedPool(r *request) (*poolState, error) {
@@ -50,7 +50,7 @@ func (a *Allocator) namedPool(r *request) (*poolState, error) {
 	return p, nil
 }
 
-func (a *Allocator) findInPools(r *request, pools []*poolState, prev *alloc) (*alloc, error) {
+func (a *Allocator) findInPools(r *request, pools []*poolState, prev *alloc, named bool) (*alloc, error) {
 	var serving []*poolState
 	for _, p := range pools {
 		if p.servesAll(r.fams) {
@@ -58,7 +58,7 @@ func (a *Allocator) findInPools(r *request, pools []*poolState, prev *alloc) (*a
 		}
 	}
 	if len(serving) == 0 {
-		return nil, a.familyError(r, pools)
+		return nil, a.familyError(r, pools, named)
 	}
 	// With a sharing key, an address the key's services already use wins
 	// over pool order; otherwise services meant to share would not.
@@ -163,7 +163,7 @@ func (a *Allocator) findSpecific(r *request, prev *alloc) (*alloc, error) {
 		return nil, &PoolError{Err: ErrPoolNotEligible, Service: r.Service, Pool: pool.cfg.Name, Reason: reason}
 	}
 	if !pool.servesAll(r.fams) {
-		return nil, a.familyError(r, []*poolState{pool})
+		return nil, a.familyError(r, []*poolState{pool}, true)
 	}
 	probe := r.newAlloc(pool.cfg.Name, nil)
 	for _, w := range r.want {
@@ -181,15 +181,20 @@ func (a *Allocator) findSpecific(r *request, prev *alloc) (*alloc, error) {
 }
 
 // familyError explains why no pool in pools serves all requested families.
-func (a *Allocator) familyError(r *request, pools []*poolState) error {
+// named: pools is the one pool the request pins (by name or address).
+func (a *Allocator) familyError(r *request, pools []*poolState, named bool) error {
 	e := &PoolError{Err: ErrFamilyUnavailable, Service: r.Service}
-	if len(pools) == 0 {
-		e.Reason = "no pool is eligible: " + a.whyNotEligible(r)
+	if named {
+		e.Pool = pools[0].cfg.Name
+		for _, f := range r.fams {
+			if !pools[0].serves[famIndex(f)] {
+				e.Reason = fmt.Sprintf("the pool has no %s addresses", f)
+				break
+			}
+		}
 		return e
 	}
-	if len(pools) == 1 {
-		e.Pool = pools[0].cfg.Name
-	}
+	e.Reason = fmt.Sprintf("no eligible pool has both %s addresses; a service's addresses come from one pool", famList(r.fams))
 	for _, f := range r.fams {
 		served := false
 		for _, p := range pools {
@@ -197,10 +202,19 @@ func (a *Allocator) familyError(r *request, pools []*poolState) error {
 		}
 		if !served {
 			e.Reason = fmt.Sprintf("no eligible pool has %s addresses", f)
-			return e
+			break
 		}
 	}
-	e.Reason = fmt.Sprintf("no eligible pool has both %s addresses; a service's addresses come from one pool", famList(r.fams))
+	var names []string
+	for _, p := range pools {
+		names = append(names, p.cfg.Name)
+	}
+	if len(names) > 0 {
+		e.Reason += " (eligible: " + strings.Join(names, ", ") + ")"
+	}
+	if why := a.whyNotEligible(r); why != "" {
+		e.Reason += "; not eligible: " + why
+	}
 	return e
 }
 
@@ -212,12 +226,12 @@ func (a *Allocator) whyNotEligible(r *request) string {
 	for _, p := range a.ps.ordered {
 		switch reason := p.scopeReason(r); {
 		case !p.cfg.AutoAssign:
-			parts = append(parts, p.cfg.Name+": autoAssign is off, name it to use it")
+			parts = append(parts, p.cfg.Name+" (autoAssign is off; name it to use it)")
 		case reason != "":
-			parts = append(parts, p.cfg.Name+": "+reason)
+			parts = append(parts, p.cfg.Name+" ("+reason+")")
 		}
 	}
-	return strings.Join(parts, "; ")
+	return strings.Join(parts, ", ")
 }
 
 func famList(fams []Family) string {
