@@ -20,7 +20,8 @@ type Request struct {
 	// Families: one address per family, in this order (spec.ipFamilies).
 	Families []Family
 	// RequireAllFamilies is RequireDualStack. Without it (PreferDualStack)
-	// the first family alone is used when no pool can serve all of them.
+	// the first family alone is used when no pool can serve all of them
+	// (or the family of the one address in IPs, if there is one).
 	RequireAllFamilies bool
 	IPs                []netip.Addr // specific addresses, at most one per family
 	Pool               string       // named pool, "" = any eligible
@@ -112,6 +113,9 @@ func (a *Allocator) Allocate(req Request) (Assignment, error) {
 	if cur != nil {
 		switch a.fit(cur, r) {
 		case fitExact:
+			if sameUse(cur, r.use) {
+				return cur.assignment(), nil
+			}
 			return a.replace(cur, r.newAlloc(cur.pool, cur.ips)), nil
 		case fitFallback:
 			return a.tryUpgrade(cur, r), nil
@@ -119,9 +123,8 @@ func (a *Allocator) Allocate(req Request) (Assignment, error) {
 	}
 	a.uncommit(r.Service)
 	al, err := a.find(r, cur)
-	if err != nil && !r.RequireAllFamilies && len(r.fams) > 1 &&
-		(errors.Is(err, ErrFamilyUnavailable) || errors.Is(err, ErrPoolExhausted)) {
-		al, err = a.find(r.firstFamilyOnly(), cur)
+	if fb, ok := r.fallback(); ok && (errors.Is(err, ErrFamilyUnavailable) || errors.Is(err, ErrPoolExhausted)) {
+		al, err = a.find(fb, cur)
 	}
 	if err != nil {
 		if cur != nil {

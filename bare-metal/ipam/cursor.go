@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"container/heap"
+	"math/big"
 	"net/netip"
 )
 
@@ -25,23 +26,21 @@ func newRangeState(p *poolState, r Range) *rangeState {
 	return &rangeState{pool: p, r: r, cursor: r.First, queued: map[netip.Addr]struct{}{}}
 }
 
-// total counts the addresses this range hands out, saturating.
+// total counts the addresses this range hands out, saturating. It runs
+// once per configuration, so exact big arithmetic is affordable.
 func (rs *rangeState) total() uint64 {
-	n := rs.r.size()
-	if n == ^uint64(0) {
-		return n
-	}
 	avoid := rs.pool.cfg.AvoidBuggyIPs
+	n := rs.r.count()
 	if avoid {
-		n -= rs.r.buggyCount()
+		n.Sub(n, new(big.Int).SetUint64(rs.r.buggyCount()))
 	}
 	for _, e := range rs.excluded {
-		n -= e.size()
+		n.Sub(n, e.count())
 		if avoid {
-			n += e.buggyCount()
+			n.Add(n, new(big.Int).SetUint64(e.buggyCount()))
 		}
 	}
-	return n
+	return saturate(n)
 }
 
 // peek returns the lowest address of the range that is free in used. It

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"fmt"
+	"math/big"
 	"math/bits"
 	"net/netip"
 	"strings"
@@ -174,18 +175,25 @@ func setHostBits(b []byte, prefixBits int) {
 	}
 }
 
-// size returns the number of addresses in r, saturating at MaxUint64
-// because a single IPv6 /64 already has 2^64 of them.
-func (r Range) size() uint64 {
+// count returns the number of addresses in r; ::/0 has 2^128 of them.
+func (r Range) count() *big.Int {
 	f, l := r.First.As16(), r.Last.As16()
-	fh, fl := be64(f[:8]), be64(f[8:])
-	lh, ll := be64(l[:8]), be64(l[8:])
-	lo, borrow := bits.Sub64(ll, fl, 0)
-	hi, _ := bits.Sub64(lh, fh, borrow)
-	if hi != 0 || lo == ^uint64(0) {
-		return ^uint64(0)
+	n := new(big.Int).SetBytes(l[:])
+	n.Sub(n, new(big.Int).SetBytes(f[:]))
+	return n.Add(n, big.NewInt(1))
+}
+
+// size is count saturated to uint64: a single IPv6 /64 already has 2^64.
+func (r Range) size() uint64 { return saturate(r.count()) }
+
+func saturate(n *big.Int) uint64 {
+	if n.IsUint64() {
+		return n.Uint64()
 	}
-	return lo + 1
+	if n.Sign() < 0 {
+		return 0
+	}
+	return ^uint64(0)
 }
 
 // buggyCount counts the IPv4 addresses in r ending in .0 or .255.

@@ -9,9 +9,9 @@ import (
 // request is a validated Request.
 type request struct {
 	Request
-	fams  []Family
-	want  [2]netip.Addr // specific address per family index, zero if none
-	ports []Port
+	fams []Family
+	want [2]netip.Addr // specific address per family index, zero if none
+	use  *alloc        // the request's sharing attributes, without addresses
 }
 
 func invalidRequest(service, format string, args ...any) error {
@@ -58,36 +58,41 @@ func normalize(req Request) (*request, error) {
 			return nil, invalidRequest(req.Service, "address %s is not of a requested family %v", ip, r.fams)
 		}
 	}
-	r.ports = make([]Port, len(req.Ports))
+	ports := make([]Port, len(req.Ports))
 	for i, p := range req.Ports {
 		if p.Protocol == "" {
 			p.Protocol = "TCP"
 		}
-		r.ports[i] = p
+		ports[i] = p
 	}
+	r.use = &alloc{service: req.Service, key: req.SharingKey, local: req.LocalTrafficPolicy, backend: req.BackendKey, ports: ports}
 	return r, nil
 }
 
-// firstFamilyOnly is the PreferDualStack fallback.
-func (r *request) firstFamilyOnly() *request {
+// fallback is the PreferDualStack request for a single family: the first
+// one, or the family of the one specific address asked for, since dropping
+// an address the user named would be worse than dropping a family. With
+// RequireDualStack, one family, or two specific addresses there is none.
+func (r *request) fallback() (*request, bool) {
+	if r.RequireAllFamilies || len(r.fams) < 2 || (r.want[0].IsValid() && r.want[1].IsValid()) {
+		return nil, false
+	}
+	f := r.fams[0]
+	for _, w := range r.want {
+		if w.IsValid() {
+			f = FamilyOf(w)
+		}
+	}
 	c := *r
-	c.fams = r.fams[:1]
-	c.want = [2]netip.Addr{}
-	i := famIndex(r.fams[0])
-	c.want[i] = r.want[i]
-	return &c
+	c.fams = []Family{f}
+	return &c, true
 }
 
+// newAlloc returns a fresh alloc; the ports slice is shared, never mutated.
 func (r *request) newAlloc(pool string, ips []netip.Addr) *alloc {
-	return &alloc{
-		service: r.Service,
-		pool:    pool,
-		ips:     slices.Clone(ips),
-		key:     r.SharingKey,
-		local:   r.LocalTrafficPolicy,
-		backend: r.BackendKey,
-		ports:   slices.Clone(r.ports),
-	}
+	al := *r.use
+	al.pool, al.ips = pool, slices.Clone(ips)
+	return &al
 }
 
 type fitness int
@@ -109,9 +114,8 @@ func (a *Allocator) fit(cur *alloc, r *request) fitness {
 			return fitNone
 		}
 	}
-	next := r.newAlloc(cur.pool, cur.ips)
 	for _, ip := range cur.ips {
-		if a.shareCheck(ip, next) != nil {
+		if a.shareCheck(ip, r.use) != nil {
 			return fitNone
 		}
 	}
@@ -123,7 +127,7 @@ func (a *Allocator) fit(cur *alloc, r *request) fitness {
 		}
 		return fitExact
 	}
-	if !r.RequireAllFamilies && len(cur.ips) == 1 && FamilyOf(cur.ips[0]) == r.fams[0] {
+	if fb, ok := r.fallback(); ok && len(cur.ips) == 1 && FamilyOf(cur.ips[0]) == fb.fams[0] {
 		return fitFallback
 	}
 	return fitNone

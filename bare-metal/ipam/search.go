@@ -90,28 +90,28 @@ func (a *Allocator) findInPools(r *request, pools []*poolState, prev *alloc, nam
 // one, else the previous one, else one shared under the sharing key, else
 // (if fresh) the lowest free one.
 func (a *Allocator) pickAll(p *poolState, r *request, prev *alloc, fresh bool) (*alloc, bool) {
-	al := r.newAlloc(p.cfg.Name, make([]netip.Addr, 0, len(r.fams)))
-	for _, f := range r.fams {
-		ip, ok := a.pickOne(p, f, r, al, prev, fresh)
+	var buf [2]netip.Addr
+	for i, f := range r.fams {
+		ip, ok := a.pickOne(p, f, r, prev, fresh)
 		if !ok {
 			return nil, false
 		}
-		al.ips = append(al.ips, ip)
+		buf[i] = ip
 	}
-	return al, true
+	return r.newAlloc(p.cfg.Name, buf[:len(r.fams)]), true
 }
 
-func (a *Allocator) pickOne(p *poolState, f Family, r *request, al, prev *alloc, fresh bool) (netip.Addr, bool) {
+func (a *Allocator) pickOne(p *poolState, f Family, r *request, prev *alloc, fresh bool) (netip.Addr, bool) {
 	if w := r.want[famIndex(f)]; w.IsValid() {
 		return w, true
 	}
 	if prev != nil {
-		if ip, ok := prev.ip(f); ok && a.ownedBy(ip, p) && a.shareCheck(ip, al) == nil {
+		if ip, ok := prev.ip(f); ok && a.ownedBy(ip, p) && a.shareCheck(ip, r.use) == nil {
 			return ip, true
 		}
 	}
 	if r.SharingKey != "" {
-		if ip, ok := a.sharedCandidate(p, f, al); ok {
+		if ip, ok := a.sharedCandidate(p, f, r.use); ok {
 			return ip, true
 		}
 	}
@@ -165,10 +165,9 @@ func (a *Allocator) findSpecific(r *request, prev *alloc) (*alloc, error) {
 	if !pool.servesAll(r.fams) {
 		return nil, a.familyError(r, []*poolState{pool}, true)
 	}
-	probe := r.newAlloc(pool.cfg.Name, nil)
 	for _, w := range r.want {
 		if w.IsValid() {
-			if err := a.shareCheck(w, probe); err != nil {
+			if err := a.shareCheck(w, r.use); err != nil {
 				return nil, err
 			}
 		}

@@ -45,7 +45,6 @@ func (al *alloc) ip(f Family) (netip.Addr, bool) {
 type ipState struct {
 	owner   *rangeState // nil when no current pool hands the address out
 	holders []*alloc    // sorted by service, for stable messages
-	ports   map[Port]string
 }
 
 func (a *Allocator) isUsed(ip netip.Addr) bool {
@@ -58,7 +57,7 @@ func (a *Allocator) commit(al *alloc) {
 	for _, ip := range al.ips {
 		st := a.used[ip]
 		if st == nil {
-			st = &ipState{owner: a.ps.owner(ip), ports: map[Port]string{}}
+			st = &ipState{owner: a.ps.owner(ip)}
 			a.used[ip] = st
 			if st.owner != nil {
 				st.owner.pool.inUse[famIndex(FamilyOf(ip))]++
@@ -69,9 +68,6 @@ func (a *Allocator) commit(al *alloc) {
 		}
 		i, _ := slices.BinarySearchFunc(st.holders, al.service, func(h *alloc, s string) int { return strings.Compare(h.service, s) })
 		st.holders = slices.Insert(st.holders, i, al)
-		for _, p := range al.ports {
-			st.ports[p] = al.service
-		}
 	}
 	a.allocs[al.service] = al
 }
@@ -86,11 +82,6 @@ func (a *Allocator) uncommit(service string) *alloc {
 	for _, ip := range al.ips {
 		st := a.used[ip]
 		st.holders = slices.DeleteFunc(st.holders, func(h *alloc) bool { return h == al })
-		for _, p := range al.ports {
-			if st.ports[p] == service {
-				delete(st.ports, p)
-			}
-		}
 		if len(st.holders) > 0 {
 			continue
 		}
@@ -147,12 +138,7 @@ func (a *Allocator) shareCheck(ip netip.Addr, al *alloc) error {
 		}
 	}
 	if reason == "" {
-		for _, p := range al.ports {
-			if s, ok := st.ports[p]; ok && s != al.service {
-				sentinel, reason = ErrSharingConflict, fmt.Sprintf("port %s is already used by %s", p, s)
-				break
-			}
-		}
+		sentinel, reason = ErrSharingConflict, portClash(st.holders, al)
 	}
 	if reason == "" {
 		return nil
@@ -162,6 +148,24 @@ func (a *Allocator) shareCheck(ip netip.Addr, al *alloc) error {
 		pool = st.owner.pool.cfg.Name
 	}
 	return &AddressError{Err: sentinel, Service: al.service, Addr: ip, Pool: pool, Holders: others, Reason: reason}
+}
+
+// portClash names the first port al wants that another holder uses, or "".
+// Holders and their ports are few, so scanning beats keeping an index.
+func portClash(holders []*alloc, al *alloc) string {
+	for _, p := range al.ports {
+		for _, h := range holders {
+			if h.service != al.service && slices.Contains(h.ports, p) {
+				return fmt.Sprintf("port %s is already used by %s", p, h.service)
+			}
+		}
+	}
+	return ""
+}
+
+// sameUse reports whether a and b differ at most in their addresses.
+func sameUse(a, b *alloc) bool {
+	return a.key == b.key && a.local == b.local && a.backend == b.backend && slices.Equal(a.ports, b.ports)
 }
 
 // sharedCandidate returns the lowest address of family f in pool p that
