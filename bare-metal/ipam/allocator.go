@@ -101,7 +101,16 @@ func (a *Allocator) Conflicts() []Conflict {
 
 // Allocate gives the service addresses for req. It is idempotent: an
 // assignment that still satisfies req is returned unchanged. Otherwise the
-// service moves, all or nothing: on error it keeps what it had.
+// service moves, all or nothing: on error it keeps what it had, and a
+// moving service keeps whichever of its addresses still fit.
+//
+// "Satisfies" means: same families (or the PreferDualStack single family,
+// which grows to dual-stack from its own pool when that becomes possible),
+// the requested addresses and pool, and sharing still compatible with the
+// co-holders. Pool scope and autoAssign are not rechecked, and a pool that
+// was removed still satisfies a request that does not name another pool:
+// editing pools must not renumber live services; Release and Allocate to
+// migrate one on purpose.
 func (a *Allocator) Allocate(req Request) (Assignment, error) {
 	r, err := normalize(req)
 	if err != nil {
@@ -138,7 +147,8 @@ func (a *Allocator) Allocate(req Request) (Assignment, error) {
 
 // Restore gives the service exactly ips, to rebuild state from Service
 // status at start. Scope and autoAssign are not checked: the addresses are
-// already in use on the network. req.Families and req.IPs are ignored.
+// already in use on the network. req.Families, req.IPs and req.Pool are
+// ignored; the assignment's pool is the one owning the first address.
 func (a *Allocator) Restore(req Request, ips []netip.Addr) (Assignment, error) {
 	req.Families, req.IPs = nil, ips
 	r, err := normalize(req)
@@ -195,14 +205,15 @@ func (a *Allocator) Assigned(service string) (Assignment, bool) {
 	return Assignment{}, false
 }
 
-// Usage reports the current pools, by name.
+// Usage reports the current pools, by name. Addresses kept by services
+// after their pool was removed are in no pool's count.
 func (a *Allocator) Usage() []PoolUsage {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make([]PoolUsage, 0, len(a.ps.ordered))
 	for _, p := range a.ps.ordered {
 		u := PoolUsage{Name: p.cfg.Name}
-		for i, f := range families {
+		for i, f := range [2]Family{IPv4, IPv6} {
 			if p.serves[i] {
 				u.Families = append(u.Families, FamilyUsage{Family: f, Total: p.total[i], InUse: p.inUse[i]})
 			}

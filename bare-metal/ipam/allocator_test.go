@@ -50,6 +50,11 @@ func TestAllocateAny(t *testing.T) {
 				allocate(req("ns/b"), "192.0.2.0"),
 			},
 		},
+	})
+}
+
+func TestAutoAssignAndBuggyIPs(t *testing.T) {
+	runScenarios(t, []scenario{
 		{
 			name: "autoAssign off: skipped for any address",
 			pools: []Pool{
@@ -91,6 +96,11 @@ func TestAllocateAny(t *testing.T) {
 				restoreErr(req("ns/a"), ErrNotInAnyPool, "192.0.2.0"),
 			},
 		},
+	})
+}
+
+func TestAllocateEdges(t *testing.T) {
+	runScenarios(t, []scenario{
 		{
 			name:  "IPv6 only",
 			pools: []Pool{pool("v4", "192.0.2.0/30"), pool("v6", "2001:db8::/120")},
@@ -445,6 +455,21 @@ func TestPoolChanges(t *testing.T) {
 				allocate(req("n/b"), "192.0.2.1"),
 				release("n/a", "192.0.2.0"),
 				allocate(req("n/c"), "192.0.2.0"),
+			},
+		},
+		{
+			name:  "narrowed scope and dropped pool name keep the assignment",
+			pools: []Pool{pool("a", "192.0.2.0/30"), with(pool("m", "198.51.100.0/30"), func(p *Pool) { p.AutoAssign = false })},
+			steps: []step{
+				allocIn(req("n/a"), "a", "192.0.2.0"),
+				allocIn(req("n/b", fromPool("m")), "m", "198.51.100.0"),
+				setPools([]Pool{
+					with(pool("a", "192.0.2.0/30"), func(p *Pool) { p.Namespaces = []string{"other"} }),
+					with(pool("m", "198.51.100.0/30"), func(p *Pool) { p.AutoAssign = false }),
+				}),
+				allocIn(req("n/a"), "a", "192.0.2.0"),
+				allocIn(req("n/b"), "m", "198.51.100.0"),
+				allocErr(req("n/c"), ErrFamilyUnavailable),
 			},
 		},
 		{

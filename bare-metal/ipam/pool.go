@@ -66,8 +66,6 @@ func famIndex(f Family) int {
 	return 0
 }
 
-var families = [2]Family{IPv4, IPv6}
-
 func (p *poolState) servesAll(fams []Family) bool {
 	for _, f := range fams {
 		if !p.serves[famIndex(f)] {

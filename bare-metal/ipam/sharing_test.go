@@ -81,6 +81,12 @@ func TestSharing(t *testing.T) {
 				allocate(req("n/b", key("k"), ports("TCP/81"), backend("app=b")), "192.0.2.0"),
 			},
 		},
+	})
+}
+
+func TestSharingPreference(t *testing.T) {
+	a := pool("a", "192.0.2.0/30")
+	runScenarios(t, []scenario{
 		{
 			name: "an address shared under the key beats pool priority",
 			pools: []Pool{
