@@ -1,0 +1,190 @@
+// Package baremetal is herald's bare-metal backend: it gives each
+// LoadBalancer Service addresses from address pools; the node agents
+// announce them (ARP/NDP or BGP).
+package baremetal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
+
+	"github.com/heraldlb/herald/bare-metal/ipam"
+	"github.com/heraldlb/herald/provider"
+	"github.com/heraldlb/herald/provider/service"
+)
+
+// Condition type and event reasons users see on their Services.
+const (
+	ConditionAddressAllocated = "herald.dev/AddressAllocated"
+	ReasonAllocationFailed    = "AllocationFailed"
+	ReasonIPAllocated         = "IPAllocated"
+	ReasonIPReleased          = "IPReleased"
+)
+
+// ErrStateNotRecovered is returned while the Services the allocation state
+// is rebuilt from are not yet known: allocating before that could hand out
+// an address a Service already has.
+var ErrStateNotRecovered = errors.New("address allocations not yet recovered from Service status")
+
+// Allocator is the address allocator the backend needs (ipam.Allocator).
+type Allocator interface {
+	Allocate(req ipam.Request) (ipam.Assignment, error)
+	Restore(req ipam.Request, ips []netip.Addr) (ipam.Assignment, error)
+	Release(service string) []netip.Addr
+	Assigned(service string) (ipam.Assignment, bool)
+}
+
+// AllocationError is an allocation that failed for a reason the user can
+// fix (pool exhausted, address taken, unknown pool, ...).
+type AllocationError struct{ Err error }
+
+func (e *AllocationError) Error() string { return e.Err.Error() }
+func (e *AllocationError) Unwrap() error { return e.Err }
+
+// Reason is the event and condition reason for the failure.
+func (e *AllocationError) Reason() string { return ReasonAllocationFailed }
+
+// Backend is the bare-metal provider.Backend.
+type Backend struct {
+	alloc Allocator
+
+	mu        sync.Mutex
+	env       provider.Env
+	recovered bool
+}
+
+var _ provider.Backend = (*Backend)(nil)
+
+// New returns a backend allocating from alloc.
+func New(alloc Allocator) *Backend { return &Backend{alloc: alloc} }
+
+// Start keeps the cluster handles; state is recovered on first use, when
+// the Service informer has synced.
+func (b *Backend) Start(_ context.Context, env provider.Env) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.env = env
+	return nil
+}
+
+// ConditionType is herald.dev/AddressAllocated.
+func (b *Backend) ConditionType() string { return ConditionAddressAllocated }
+
+// Ensure allocates (or keeps) lb's addresses.
+func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.LoadBalancerStatus, error) {
+	if err := b.recover(ctx); err != nil {
+		return nil, err
+	}
+	before, had := b.alloc.Assigned(lb.Key())
+	assignment, err := b.alloc.Allocate(requestFor(lb))
+	if err != nil {
+		return nil, &AllocationError{Err: err}
+	}
+	if !had || !equalAddrs(before.IPs, assignment.IPs) {
+		logger := klog.FromContext(ctx)
+		logger.Info("Allocated load balancer addresses", "vip", assignment.IPs, "pool", assignment.Pool)
+		b.event(lb.Ref(), v1.EventTypeNormal, ReasonIPAllocated,
+			fmt.Sprintf("Assigned %s from pool %s", joinAddrs(assignment.IPs), assignment.Pool))
+	}
+	return statusOf(assignment.IPs), nil
+}
+
+// UpdateNodes has nothing to do: which nodes announce a VIP is decided by
+// the node agents.
+func (b *Backend) UpdateNodes(ctx context.Context, _ *service.LoadBalancer) error {
+	return b.recover(ctx)
+}
+
+// Get reports the addresses held for ref.
+func (b *Backend) Get(ctx context.Context, ref service.Ref) (*v1.LoadBalancerStatus, bool, error) {
+	if err := b.recover(ctx); err != nil {
+		return nil, false, err
+	}
+	assignment, ok := b.alloc.Assigned(ref.Key())
+	if !ok {
+		return nil, false, nil
+	}
+	return statusOf(assignment.IPs), true, nil
+}
+
+// Delete releases ref's addresses.
+func (b *Backend) Delete(ctx context.Context, ref service.Ref) error {
+	if err := b.recover(ctx); err != nil {
+		return err
+	}
+	released := b.alloc.Release(ref.Key())
+	if len(released) == 0 {
+		return nil
+	}
+	klog.FromContext(ctx).Info("Released load balancer addresses", "vip", released)
+	b.event(ref, v1.EventTypeNormal, ReasonIPReleased, "Released "+joinAddrs(released))
+	return nil
+}
+
+func (b *Backend) event(ref service.Ref, eventType, reason, message string) {
+	b.mu.Lock()
+	recorder := b.env.Recorder
+	b.mu.Unlock()
+	if recorder == nil {
+		return
+	}
+	recorder.Event(&v1.ObjectReference{Kind: "Service", APIVersion: "v1", Namespace: ref.Service.Namespace,
+		Name: ref.Service.Name, UID: ref.UID}, eventType, reason, message)
+}
+
+func requestFor(lb *service.LoadBalancer) ipam.Request {
+	req := ipam.Request{
+		Service:            lb.Key(),
+		Namespace:          lb.Service.Namespace,
+		ServiceLabels:      lb.Labels,
+		RequireAllFamilies: lb.IPFamilyPolicy == v1.IPFamilyPolicyRequireDualStack,
+		IPs:                lb.RequestedIPs,
+		Pool:               lb.Pool,
+		SharingKey:         lb.SharingKey,
+		LocalTrafficPolicy: lb.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal,
+		BackendKey:         labels.SelectorFromSet(lb.Selector).String(),
+	}
+	for _, f := range lb.IPFamilies {
+		req.Families = append(req.Families, ipam.Family(f))
+	}
+	for _, p := range lb.Ports {
+		req.Ports = append(req.Ports, ipam.Port{Protocol: string(p.Protocol), Port: p.Port})
+	}
+	return req
+}
+
+func statusOf(ips []netip.Addr) *v1.LoadBalancerStatus {
+	vip := v1.LoadBalancerIPModeVIP
+	status := &v1.LoadBalancerStatus{}
+	for _, ip := range ips {
+		status.Ingress = append(status.Ingress, v1.LoadBalancerIngress{IP: ip.String(), IPMode: &vip})
+	}
+	return status
+}
+
+func equalAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func joinAddrs(ips []netip.Addr) string {
+	parts := make([]string, len(ips))
+	for i, ip := range ips {
+		parts[i] = ip.String()
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/yaml"
+
+	baremetal "github.com/heraldlb/herald/bare-metal"
+	"github.com/heraldlb/herald/bare-metal/ipam"
+)
+
+// Backend names accepted in the cloud config's "backend" field.
+const (
+	backendBareMetal = "bare-metal"
+	backendAWS       = "aws"
+)
+
+// errNoCloudConfig is returned when --cloud-config is missing: herald cannot
+// guess which backend or which addresses to use.
+var errNoCloudConfig = errors.New("--cloud-config is required: it selects the backend (bare-metal or aws)")
+
+// cloudConfig is the file passed with --cloud-config.
+type cloudConfig struct {
+	// Backend is "bare-metal" or "aws".
+	Backend   string            `json:"backend"`
+	BareMetal *baremetal.Config `json:"bareMetal,omitempty"`
+	// AWS is accepted so a file written for the AWS backend fails with
+	// "not available yet" instead of "unknown field".
+	AWS map[string]any `json:"aws,omitempty"`
+}
+
+// loadedConfig is a validated cloud config, ready to wire.
+type loadedConfig struct {
+	backend string
+	pools   []ipam.Pool
+}
+
+// parseCloudConfig reads and validates the cloud config. Errors name the
+// field at fault, e.g. `bareMetal.pools[0].addresses[1]: Invalid value: ...`.
+func parseCloudConfig(r io.Reader) (*loadedConfig, error) {
+	if r == nil {
+		return nil, errNoCloudConfig
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading cloud config: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("cloud config is empty: %w", errNoCloudConfig)
+	}
+	var cfg cloudConfig
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return nil, fmt.Errorf("cloud config: %w", err)
+	}
+	var errs field.ErrorList
+	loaded := &loadedConfig{backend: cfg.Backend}
+	switch cfg.Backend {
+	case backendBareMetal:
+		if cfg.BareMetal == nil {
+			errs = append(errs, field.Required(field.NewPath("bareMetal"), "the bare-metal backend needs its address pools"))
+			break
+		}
+		pools, poolErrs := cfg.BareMetal.AddressPools(field.NewPath("bareMetal"))
+		errs = append(errs, poolErrs...)
+		loaded.pools = pools
+	case backendAWS:
+		errs = append(errs, field.NotSupported(field.NewPath("backend"), cfg.Backend, []string{backendBareMetal}))
+		errs = append(errs, field.Forbidden(field.NewPath("backend"), "the aws backend is not available in this release yet"))
+	case "":
+		errs = append(errs, field.Required(field.NewPath("backend"), "bare-metal or aws"))
+	default:
+		errs = append(errs, field.NotSupported(field.NewPath("backend"), cfg.Backend, []string{backendBareMetal, backendAWS}))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("invalid cloud config: %w", errs.ToAggregate())
+	}
+	return loaded, nil
+}

@@ -1,0 +1,108 @@
+// Command herald-ccm is herald's cloud-controller-manager: the standard
+// k8s.io/cloud-provider controller manager with the "herald" provider, whose
+// backend (bare-metal or aws) the --cloud-config file selects.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/util/wait"
+	cloudprovider "k8s.io/cloud-provider"
+	"k8s.io/cloud-provider/app"
+	cloudcontrollerconfig "k8s.io/cloud-provider/app/config"
+	"k8s.io/cloud-provider/names"
+	"k8s.io/cloud-provider/options"
+	"k8s.io/component-base/cli"
+	cliflag "k8s.io/component-base/cli/flag"
+	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics on /metrics
+	_ "k8s.io/component-base/metrics/prometheus/version"  // build info on /metrics
+	"k8s.io/klog/v2"
+
+	baremetal "github.com/heraldlb/herald/bare-metal"
+	"github.com/heraldlb/herald/bare-metal/ipam"
+	"github.com/heraldlb/herald/provider"
+	"github.com/heraldlb/herald/provider/service"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	cloudprovider.RegisterCloudProvider(provider.Name, newProvider)
+
+	ccmOptions, err := options.NewCloudControllerManagerOptions()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "herald-ccm: %v\n", err)
+		return 1
+	}
+	ccmOptions.KubeCloudShared.CloudProvider.Name = provider.Name
+	command := app.NewCloudControllerManagerCommand(ccmOptions, initCloud, controllerInitializers(),
+		names.CCMControllerAliases(), cliflag.NamedFlagSets{}, wait.NeverStop)
+	command.Use = "herald-ccm"
+	// Check the cloud config before the controller manager connects
+	// anywhere, so a broken file fails fast with the field it gets wrong.
+	command.PreRunE = func(*cobra.Command, []string) error {
+		return checkCloudFlags(ccmOptions.KubeCloudShared.CloudProvider.Name, ccmOptions.KubeCloudShared.CloudProvider.CloudConfigFile)
+	}
+	command.SilenceUsage = true
+	return cli.Run(command)
+}
+
+func checkCloudFlags(name, configFile string) error {
+	if name != provider.Name {
+		return fmt.Errorf("--cloud-provider=%q: herald-ccm only runs the %q provider", name, provider.Name)
+	}
+	if configFile == "" {
+		return errNoCloudConfig
+	}
+	f, err := os.Open(configFile)
+	if err != nil {
+		return fmt.Errorf("--cloud-config: %w", err)
+	}
+	defer f.Close()
+	if _, err := parseCloudConfig(f); err != nil {
+		return fmt.Errorf("--cloud-config=%s: %w", configFile, err)
+	}
+	return nil
+}
+
+// newProvider is the factory registered as "herald".
+func newProvider(config io.Reader) (cloudprovider.Interface, error) {
+	cfg, err := parseCloudConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	alloc, err := ipam.New(cfg.pools)
+	if err != nil {
+		return nil, fmt.Errorf("address pools: %w", err)
+	}
+	return provider.New(baremetal.New(alloc), service.Selection{}), nil
+}
+
+// initCloud builds the provider. The flags were checked before this runs,
+// so failing here means the file changed in between: exit with the reason.
+func initCloud(c *cloudcontrollerconfig.CompletedConfig) cloudprovider.Interface {
+	shared := c.ComponentConfig.KubeCloudShared.CloudProvider
+	cloud, err := cloudprovider.InitCloudProvider(shared.Name, shared.CloudConfigFile)
+	if err != nil || cloud == nil {
+		klog.ErrorS(err, "Cloud provider could not be initialized", "provider", shared.Name, "config", shared.CloudConfigFile)
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+	return cloud
+}
+
+// controllerInitializers gives each controller its own client name, so its
+// requests and RBAC are attributable to herald.
+func controllerInitializers() map[string]app.ControllerInitFuncConstructor {
+	initializers := app.DefaultInitFuncConstructors
+	if c, ok := initializers[names.ServiceLBController]; ok {
+		c.InitContext.ClientName = "herald-service-controller"
+		initializers[names.ServiceLBController] = c
+	}
+	return initializers
+}
