@@ -50,20 +50,15 @@ func (a *Applier) SyncFull(ctx context.Context, desired *Ruleset) (SyncResult, e
 func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncResult, error) {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
-	if !full && !sameDefinitions(a.applied, desired) {
+	if !full && !partialPossible(a.applied, desired) {
 		full = true
 	}
 	res := SyncResult{Full: full}
-	var tx *knftables.Transaction
+	tx := a.nft.NewTransaction()
 	if full {
-		existing, err := a.nft.ListAll(ctx)
-		if err != nil && !knftables.IsNotFound(err) {
-			a.applied = nil
-			return res, fmt.Errorf("%w: list table %s: %w", ErrApply, TableName, err)
-		}
-		tx = fullTransaction(a.nft.NewTransaction(), desired, existing)
+		fullTransaction(tx, desired)
 	} else {
-		tx = partialTransaction(a.nft.NewTransaction(), a.applied, desired)
+		partialTransaction(tx, a.applied, desired)
 	}
 	res.Operations = tx.NumOperations()
 	if res.Operations > 0 {
@@ -76,35 +71,33 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	prev := a.applied
 	a.applied = desired
 	logger.V(2).Info("Synced nftables", "full", full, "operations", res.Operations, "elapsed", time.Since(start))
-	if full || affinityShrank(prev, desired) {
+	if !full && affinityShrank(prev, desired) {
 		a.purgeAffinity(ctx, desired)
 	}
 	return res, nil
 }
 
-// fullTransaction replaces the table's content in one atomic transaction.
-// Chains and static maps are flushed and refilled rather than the table being
-// deleted, so the packet-written affinity maps keep their entries; objects of
-// an older ruleset that are no longer wanted are removed.
-func fullTransaction(tx *knftables.Transaction, desired *Ruleset, existing map[string][]string) *knftables.Transaction {
+// fullTransaction replaces the table in one atomic transaction: it deletes
+// the table (whatever an older herald or anyone else left in it) and writes
+// it anew. Recreating rather than flushing is forced by nft 1.0.6, which can
+// add a rule naming a dnat map only in the transaction that creates the map
+// (see addFamilyContainers). The price: remembered ClientIP choices are
+// forgotten at a full sync; established connections keep their conntrack
+// NAT and are not affected.
+func fullTransaction(tx *knftables.Transaction, desired *Ruleset) {
+	tx.Add(&knftables.Table{})
+	tx.Delete(&knftables.Table{})
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("herald service load balancing")})
 	for _, name := range sortedKeys(desired.Chains) {
 		c := desired.Chains[name].Chain
 		tx.Add(&c)
-		tx.Flush(&knftables.Chain{Name: name})
 	}
 	for _, name := range sortedKeys(desired.Sets) {
 		tx.Add(desired.Sets[name])
-		tx.Flush(&knftables.Set{Name: name})
 	}
 	for _, name := range sortedKeys(desired.Maps) {
-		m := desired.Maps[name]
-		tx.Add(m)
-		if !isDynamic(m) {
-			tx.Flush(&knftables.Map{Name: name})
-		}
+		tx.Add(desired.Maps[name])
 	}
-	deleteStale(tx, desired, existing)
 	for _, name := range sortedKeys(desired.Chains) {
 		addRules(tx, desired.Chains[name])
 	}
@@ -113,44 +106,6 @@ func fullTransaction(tx *knftables.Transaction, desired *Ruleset, existing map[s
 		for _, k := range sortedKeys(els) {
 			tx.Add(toKnft(desired, name, els[k]))
 		}
-	}
-	return tx
-}
-
-// deleteStale removes objects the table holds but desired does not. Stale
-// chains are flushed and stale maps emptied before anything is deleted, since
-// nftables refuses to delete a chain that a rule or verdict still names.
-func deleteStale(tx *knftables.Transaction, desired *Ruleset, existing map[string][]string) {
-	var chains, sets, maps []string
-	for _, n := range existing["chain"] {
-		if desired.Chains[n] == nil {
-			chains = append(chains, n)
-		}
-	}
-	for _, n := range existing["set"] {
-		if desired.Sets[n] == nil {
-			sets = append(sets, n)
-		}
-	}
-	for _, n := range existing["map"] {
-		if desired.Maps[n] == nil {
-			maps = append(maps, n)
-		}
-	}
-	for _, n := range chains {
-		tx.Flush(&knftables.Chain{Name: n})
-	}
-	for _, n := range maps {
-		tx.Flush(&knftables.Map{Name: n})
-	}
-	for _, n := range chains {
-		tx.Delete(&knftables.Chain{Name: n})
-	}
-	for _, n := range sets {
-		tx.Delete(&knftables.Set{Name: n})
-	}
-	for _, n := range maps {
-		tx.Delete(&knftables.Map{Name: n})
 	}
 }
 

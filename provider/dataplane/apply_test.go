@@ -85,26 +85,32 @@ func TestPartialEqualsFull(t *testing.T) {
 		name   string
 		svcs   []*v1.Service
 		slices []*discoveryv1.EndpointSlice
+		full   bool
 	}{
-		{"one endpoint", []*v1.Service{webService()}, []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}},
+		{"first", []*v1.Service{webService()}, nil, true},
+		{"one endpoint", []*v1.Service{webService()}, []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}, false},
 		{"scale to three", []*v1.Service{webService()}, []*discoveryv1.EndpointSlice{
-			webSlice(ep{"192.0.2.101", thisNode, ready}, ep{"192.0.2.102", otherNode, ready}, ep{"192.0.2.103", otherNode, ready})}},
+			webSlice(ep{"192.0.2.101", thisNode, ready}, ep{"192.0.2.102", otherNode, ready}, ep{"192.0.2.103", otherNode, ready})}, false},
 		{"add LB with affinity", []*v1.Service{webService(),
 			service("lb", clusterIPs("198.51.100.2"), ports(port("http", v1.ProtocolTCP, 80, 30080)), lbIngress("203.0.113.2"), clientIPAffinity(30))},
 			[]*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready}),
-				endpointSlice("lb", "lb-1", discoveryv1.AddressTypeIPv4, tcpHTTP, ep{"192.0.2.104", otherNode, ready})}},
-		{"all gone", nil, nil},
+				endpointSlice("lb", "lb-1", discoveryv1.AddressTypeIPv4, tcpHTTP, ep{"192.0.2.104", otherNode, ready})},
+			true}, // a new affinity timeout adds a chain
+		{"LB loses its endpoint", []*v1.Service{webService(),
+			service("lb", clusterIPs("198.51.100.2"), ports(port("http", v1.ProtocolTCP, 80, 30080)), lbIngress("203.0.113.2"), clientIPAffinity(30))},
+			[]*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}, false},
+		{"all gone", nil, nil, false},
 	}
 	fake := knftables.NewFake(TableFamily, TableName)
 	a := NewApplier(fake)
-	for i, st := range steps {
+	for _, st := range steps {
 		r := Build(st.svcs, st.slices, testNode, Options{})
 		res := syncOK(t, a, r)
-		if res.Full != (i == 0) {
+		if res.Full != st.full {
 			t.Fatalf("%s: full=%t", st.name, res.Full)
 		}
-		if i > 0 && strings.Contains(fake.LastTransaction.String(), "flush map") {
-			t.Errorf("%s: partial sync flushed a map:\n%s", st.name, fake.LastTransaction)
+		if tx := fake.LastTransaction.String(); !st.full && (strings.Contains(tx, "add rule") || strings.Contains(tx, "table")) {
+			t.Errorf("%s: partial sync touched rules or the table:\n%s", st.name, tx)
 		}
 		ref := knftables.NewFake(TableFamily, TableName)
 		syncOK(t, NewApplier(ref), r)
@@ -166,33 +172,51 @@ func TestFailedSyncForcesFull(t *testing.T) {
 	}
 }
 
-func TestFullSyncRemovesStaleObjectsKeepsAffinity(t *testing.T) {
+func TestFullSyncReplacesTable(t *testing.T) {
 	fake := knftables.NewFake(TableFamily, TableName)
-	svcs := []*v1.Service{service("web", clusterIPs("198.51.100.1"), ports(port("http", v1.ProtocolTCP, 80, 0)), clientIPAffinity(30))}
-	sls := []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}
-	r := Build(svcs, sls, testNode, Options{})
+	r := Build([]*v1.Service{webService()}, []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}, testNode, Options{})
 	syncOK(t, NewApplier(fake), r)
 
-	// What an older herald left, and what the packet path remembered.
+	// What an older herald, or someone else, left in the table.
 	tx := fake.NewTransaction()
 	tx.Add(&knftables.Chain{Name: "old-chain"})
 	tx.Add(&knftables.Map{Name: "old-map", Type: "ipv4_addr : verdict"})
 	tx.Add(&knftables.Element{Map: "old-map", Key: []string{"192.0.2.1"}, Value: []string{"goto old-chain"}})
-	tx.Add(&knftables.Element{Map: "aff4", Key: []string{"203.0.113.9", "198.51.100.1", "tcp", "80"}, Value: []string{"192.0.2.101", "8080"}})
-	tx.Add(&knftables.Element{Map: "aff4", Key: []string{"203.0.113.8", "198.51.100.1", "tcp", "80"}, Value: []string{"192.0.2.199", "8080"}})
+	tx.Add(&knftables.Rule{Chain: "services", Rule: "ip daddr 192.0.2.1 drop"})
 	if err := fake.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}
 	// A restarted agent starts with a full sync.
 	syncOK(t, NewApplier(fake), r)
-	dump := fake.Dump()
-	if strings.Contains(dump, "old-") {
-		t.Errorf("stale objects survived:\n%s", dump)
+	ref := knftables.NewFake(TableFamily, TableName)
+	syncOK(t, NewApplier(ref), r)
+	if got, want := fake.Dump(), ref.Dump(); got != want {
+		t.Errorf("full sync left foreign content:\n%s", got)
 	}
+}
+
+func TestPartialSyncPurgesStaleAffinity(t *testing.T) {
+	fake := knftables.NewFake(TableFamily, TableName)
+	a := NewApplier(fake)
+	svcs := []*v1.Service{service("web", clusterIPs("198.51.100.1"), ports(port("http", v1.ProtocolTCP, 80, 0)), clientIPAffinity(30))}
+	syncOK(t, a, Build(svcs, []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready}, ep{"192.0.2.102", otherNode, ready})}, testNode, Options{}))
+
+	// What the packet path remembered for two clients.
+	tx := fake.NewTransaction()
+	tx.Add(&knftables.Element{Map: "aff4", Key: []string{"203.0.113.9", "198.51.100.1", "tcp", "80"}, Value: []string{"192.0.2.101", "8080"}})
+	tx.Add(&knftables.Element{Map: "aff4", Key: []string{"203.0.113.8", "198.51.100.1", "tcp", "80"}, Value: []string{"192.0.2.102", "8080"}})
+	if err := fake.Run(context.Background(), tx); err != nil {
+		t.Fatal(err)
+	}
+	res := syncOK(t, a, Build(svcs, []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}, testNode, Options{}))
+	if res.Full {
+		t.Fatalf("want a partial sync")
+	}
+	dump := fake.Dump()
 	if !strings.Contains(dump, "aff4 { 203.0.113.9 . 198.51.100.1 . tcp . 80 : 192.0.2.101 . 8080 }") {
 		t.Errorf("valid affinity entry lost:\n%s", dump)
 	}
-	if strings.Contains(dump, "192.0.2.199") {
+	if strings.Contains(dump, "203.0.113.8") {
 		t.Errorf("affinity entry to a gone endpoint kept:\n%s", dump)
 	}
 }

@@ -14,6 +14,10 @@ import (
 
 const defaultAffinitySeconds int32 = 10800
 
+// PrecreatedPickChains is how many endpoint counts have a pick chain whether
+// or not a Service uses them.
+const PrecreatedPickChains = 16
+
 // frontend is one address (or, for a NodePort, every node address) plus
 // protocol and port that a client may send service traffic to.
 type frontend struct {
@@ -41,6 +45,14 @@ func Build(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, 
 	addSkeleton(r, opts)
 	b := builder{r: r, node: node, opts: opts, nodePortIPs: map[string][]netip.Addr{}}
 	b.addNodeAndPodAddresses()
+	// Pick chains for the usual endpoint counts exist up front, so that a
+	// Service scaling among them is a partial sync (see Applier).
+	for n := 1; n <= PrecreatedPickChains; n++ {
+		for _, f := range families {
+			b.pickChain(f, false, n)
+			b.pickChain(f, true, n)
+		}
+	}
 
 	bySvc := slicesByService(endpointSlices)
 	sorted := slices.Clone(services)

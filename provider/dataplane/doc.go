@@ -4,10 +4,17 @@
 //
 // Build is pure (stdlib, k8s.io/api, knftables types): it returns a Ruleset,
 // plain data for one table, inet "herald", that herald owns alone. Applier
-// writes it: a full sync replaces the table's content in one transaction; a
-// partial sync sends only the element adds and deletes since the last
-// successful sync. Any failed transaction makes the next sync full, because
-// after a failure we no longer know what the kernel holds.
+// writes it: a full sync deletes and recreates the table in one atomic
+// transaction; a partial sync sends only the element adds and deletes since
+// the last successful sync. Any failed transaction makes the next sync full,
+// because after a failure we no longer know what the kernel holds.
+//
+// Rules never change in a partial sync. nft 1.0.6 (Debian 12) refuses a rule
+// that names an existing map whose data type is "address . th dport" (the
+// dnat maps), so such rules are only written together with their maps, by a
+// full sync. Pick chains for 1 to PrecreatedPickChains endpoints therefore
+// exist up front; a Service reaching a larger endpoint count for the first
+// time, or a new affinity timeout, costs one full sync.
 //
 // # Why the ruleset looks the way it does
 //
@@ -55,10 +62,10 @@
 // recorded after NAT: a filter chain at priority dstnat+10 sees the packet
 // already rewritten to the endpoint and writes aff4[saddr . original
 // frontend] = endpoint with the Service's timeout; the services chain looks
-// aff4 up before the random pick. Those entries are not desired state, so the
-// applier purges the ones pointing at endpoints that went away (otherwise a
-// client would follow a dead pod until the timeout) and full syncs keep the
-// dynamic maps instead of deleting the table.
+// aff4 up before the random pick. Those entries are not desired state, so
+// after a partial sync the applier purges the ones pointing at endpoints that
+// went away (otherwise a client would follow a dead pod until the timeout).
+// A full sync recreates the table and so forgets them all.
 //
 // Traffic to a frontend with no usable endpoint is not DNATed and reaches
 // the block chain at priority filter in input, forward and output: reject

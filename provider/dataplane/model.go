@@ -125,14 +125,3 @@ func (r *Ruleset) addDynamicMap(name, typeOf string, size uint64, timeout time.D
 		Timeout: &timeout,
 	}
 }
-
-// isDynamic reports whether a map is written by the packet path; its contents
-// survive syncs.
-func isDynamic(m *knftables.Map) bool {
-	for _, f := range m.Flags {
-		if f == knftables.DynamicFlag {
-			return true
-		}
-	}
-	return false
-}

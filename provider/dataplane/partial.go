@@ -10,74 +10,65 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// partialTransaction sends only what changed between applied and desired.
-// Since herald has no per-service chains, a Service or endpoint change is a
-// handful of element deletes and adds, whatever the number of Services. If a
-// set or map definition changed, the caller must sync in full instead.
-func partialTransaction(tx *knftables.Transaction, applied, desired *Ruleset) *knftables.Transaction {
-	// 1. containers and chains first: new elements and rules may name them.
-	for _, name := range sortedKeys(desired.Sets) {
-		if applied.Sets[name] == nil {
-			tx.Add(desired.Sets[name])
-		}
-	}
-	for _, name := range sortedKeys(desired.Maps) {
-		if applied.Maps[name] == nil {
-			tx.Add(desired.Maps[name])
-		}
-	}
-	for _, name := range sortedKeys(desired.Chains) {
-		c, old := desired.Chains[name], applied.Chains[name]
-		if old != nil && slices.Equal(old.Rules, c.Rules) {
-			continue
-		}
-		ch := c.Chain
-		tx.Add(&ch)
-		tx.Flush(&knftables.Chain{Name: name})
-		addRules(tx, c)
-	}
-	// 2. elements: delete what went or changed, then add what came or changed.
+// partialTransaction sends only element changes, and deletes chains no longer
+// used. Since herald has no per-service chains, a Service or endpoint change
+// is a handful of element deletes and adds, whatever the number of Services.
+// partialPossible must have approved the pair.
+func partialTransaction(tx *knftables.Transaction, applied, desired *Ruleset) {
+	// Delete what went or changed, then add what came or changed.
 	// A changed map value is deleted and re-added: the kernel will not
 	// overwrite an element's value with "add".
 	for _, name := range sortedKeys(applied.Elements) {
 		if !desired.has(name) {
 			continue
 		}
-		want, had := desired.Elements[name], applied.Elements[name]
-		for _, k := range sortedKeys(had) {
-			e := had[k]
-			if d, ok := want[k]; !ok || !d.same(e) {
-				tx.Delete(&knftables.Element{Set: setName(applied, name), Map: mapName(applied, name), Key: e.Key})
-			}
+		had := applied.Elements[name]
+		for _, k := range changedKeys(had, desired.Elements[name]) {
+			tx.Delete(&knftables.Element{Set: setName(applied, name), Map: mapName(applied, name), Key: had[k].Key})
 		}
 	}
 	for _, name := range sortedKeys(desired.Elements) {
-		had, want := applied.Elements[name], desired.Elements[name]
-		for _, k := range sortedKeys(want) {
-			e := want[k]
-			if old, ok := had[k]; !ok || !old.same(e) {
-				tx.Add(toKnft(desired, name, e))
-			}
+		want := desired.Elements[name]
+		for _, k := range changedKeys(want, applied.Elements[name]) {
+			tx.Add(toKnft(desired, name, want[k]))
 		}
 	}
-	// 3. what is gone, last, once nothing names it any more.
+	// chains no verdict names any more go last
 	for _, name := range sortedKeys(applied.Chains) {
 		if desired.Chains[name] == nil {
 			tx.Flush(&knftables.Chain{Name: name})
 			tx.Delete(&knftables.Chain{Name: name})
 		}
 	}
-	for _, name := range sortedKeys(applied.Sets) {
-		if desired.Sets[name] == nil {
-			tx.Delete(&knftables.Set{Name: name})
+}
+
+// partialPossible reports whether desired can be reached from applied with
+// element changes and chain deletions only. New or changed rules need a full
+// sync (nft 1.0.6 cannot add a rule naming an existing dnat map), and so do
+// changed set or map definitions (nftables cannot retype a set). With pick
+// chains for the usual endpoint counts made up front, that happens when a
+// Service first reaches an unusual endpoint count or affinity timeout.
+func partialPossible(applied, desired *Ruleset) bool {
+	if applied == nil || len(applied.Sets) != len(desired.Sets) || len(applied.Maps) != len(desired.Maps) {
+		return false
+	}
+	for n, s := range desired.Sets {
+		if !reflect.DeepEqual(s, applied.Sets[n]) {
+			return false
 		}
 	}
-	for _, name := range sortedKeys(applied.Maps) {
-		if desired.Maps[name] == nil {
-			tx.Delete(&knftables.Map{Name: name})
+	for n, m := range desired.Maps {
+		if !reflect.DeepEqual(m, applied.Maps[n]) {
+			return false
 		}
 	}
-	return tx
+	for n, c := range desired.Chains {
+		old := applied.Chains[n]
+		if old == nil || !slices.Equal(old.Rules, c.Rules) {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Ruleset) has(container string) bool {
@@ -86,22 +77,6 @@ func (r *Ruleset) has(container string) bool {
 
 func setName(r *Ruleset, c string) string { return pick(r.Sets[c] != nil, c, "") }
 func mapName(r *Ruleset, c string) string { return pick(r.Maps[c] != nil, c, "") }
-
-// sameDefinitions reports whether every set and map present in both rulesets
-// is defined alike; nftables cannot change a set's type in place.
-func sameDefinitions(a, b *Ruleset) bool {
-	for n, s := range a.Sets {
-		if o := b.Sets[n]; o != nil && !reflect.DeepEqual(s, o) {
-			return false
-		}
-	}
-	for n, m := range a.Maps {
-		if o := b.Maps[n]; o != nil && !reflect.DeepEqual(m, o) {
-			return false
-		}
-	}
-	return true
-}
 
 // affinityShrank reports whether some (frontend, endpoint) pair that affinity
 // entries could hold is no longer valid.
@@ -150,6 +125,20 @@ func (a *Applier) purgeAffinity(ctx context.Context, desired *Ruleset) {
 		// expire on their own.
 		logger.V(2).Info("Cannot purge stale affinity entries", "err", err)
 	}
+}
+
+// changedKeys lists, sorted, the keys of a that b lacks or holds with another
+// value. Only the changes are sorted: a sync must not cost a sort of every
+// element of a 30k-element map.
+func changedKeys(a, b Elements) []string {
+	var out []string
+	for k, e := range a {
+		if o, ok := b[k]; !ok || !o.same(e) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // sortedKeys makes transactions deterministic, so dumps and logs compare.

@@ -148,6 +148,11 @@ func postroutingRules() []string {
 
 func addFamilyContainers(r *Ruleset, f ipFamily, affSize uint64) {
 	ipKey := f.ip + " daddr . meta l4proto . th dport"
+	// nft 1.0.6 (Debian 12) cannot add a rule that names a map whose data
+	// typeof has "th dport" unless the map is created in the same
+	// transaction ("conflicting protocols specified: tcp vs. th"); no other
+	// spelling of address . port is accepted at all. So rules naming these
+	// maps are only ever written by a full sync, which recreates the table.
 	target := f.ip + " daddr . th dport"
 	r.addSet(f.nodePortIPs(), f.ip+" daddr")
 	r.addMap(f.svc(), ipKey+" : verdict")
