@@ -1,0 +1,93 @@
+package dataplane
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+func addrsOf(eps []endpoint) []string {
+	var out []string
+	for _, e := range eps {
+		out = append(out, netip.AddrPortFrom(e.addr, uint16(e.port)).String())
+	}
+	return out
+}
+
+func TestUsable(t *testing.T) {
+	mk := func(ip string, local, ready, serving, term bool) endpoint {
+		return endpoint{addr: netip.MustParseAddr(ip), port: 80, local: local, ready: ready, serving: serving, terminating: term}
+	}
+	r1 := mk("192.0.2.1", false, true, true, false)
+	r2 := mk("192.0.2.2", true, true, true, false)
+	t1 := mk("192.0.2.3", true, false, true, true)
+	t2 := mk("192.0.2.4", false, false, true, true)
+	nr := mk("192.0.2.5", true, false, false, false)
+	dead := mk("192.0.2.6", true, false, false, true)
+	cases := []struct {
+		name      string
+		eps       []endpoint
+		localOnly bool
+		want      []string
+	}{
+		{"ready ones", []endpoint{r1, r2, t1, nr}, false, []string{"192.0.2.1:80", "192.0.2.2:80"}},
+		{"local ready", []endpoint{r1, r2, t1}, true, []string{"192.0.2.2:80"}},
+		{"terminating fallback", []endpoint{t1, t2, nr, dead}, false, []string{"192.0.2.3:80", "192.0.2.4:80"}},
+		{"local terminating fallback though remote ready", []endpoint{r1, t1}, true, []string{"192.0.2.3:80"}},
+		{"nothing usable", []endpoint{nr, dead}, false, nil},
+		{"no local", []endpoint{r1, t2}, true, nil},
+	}
+	for _, c := range cases {
+		if got := addrsOf(usable(c.eps, c.localOnly)); !slices.Equal(got, c.want) {
+			t.Errorf("%s: got %v want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestPortEndpoints(t *testing.T) {
+	sp := port("http", v1.ProtocolTCP, 80, 0)
+	other := []discoveryv1.EndpointPort{epPort("metrics", v1.ProtocolTCP, 9090)}
+	udp := []discoveryv1.EndpointPort{epPort("http", v1.ProtocolUDP, 8080)}
+	nilConds := endpointSlice("web", "nil", v4, httpPorts)
+	nilConds.Endpoints = append(nilConds.Endpoints, discoveryv1.Endpoint{Addresses: []string{"192.0.2.9"}})
+	sl := []*discoveryv1.EndpointSlice{
+		endpointSlice("web", "b", v4, httpPorts, ep{"192.0.2.3", thisNode, ready}, ep{"192.0.2.1", otherNode, ready}),
+		// the same pod again while it moves between slices
+		endpointSlice("web", "c", v4, httpPorts, ep{"192.0.2.3", thisNode, notReady}),
+		endpointSlice("web", "metrics", v4, other, ep{"192.0.2.50", thisNode, ready}),
+		endpointSlice("web", "udp", v4, udp, ep{"192.0.2.51", thisNode, ready}),
+		endpointSlice("web", "six", v6, httpPorts, ep{"2001:db8::3", thisNode, ready}),
+		nilConds,
+	}
+	got := portEndpoints(sl, sp, false, thisNode)
+	if want := []string{"192.0.2.1:8080", "192.0.2.3:8080", "192.0.2.9:8080"}; !slices.Equal(addrsOf(got), want) {
+		t.Fatalf("got %v want %v", addrsOf(got), want)
+	}
+	if !got[1].local || !got[1].ready || got[0].local {
+		t.Errorf("locality or readiness lost: %+v", got)
+	}
+	if !got[2].ready {
+		t.Errorf("nil conditions must read as ready: %+v", got[2])
+	}
+	if six := portEndpoints(sl, sp, true, thisNode); !slices.Equal(addrsOf(six), []string{"[2001:db8::3]:8080"}) {
+		t.Errorf("IPv6: %v", addrsOf(six))
+	}
+}
+
+func TestBuildIsDeterministic(t *testing.T) {
+	svcs, sl := traceCluster()
+	a := Build(svcs, sl, testNode, Options{})
+	slices.Reverse(svcs)
+	slices.Reverse(sl)
+	b := Build(svcs, sl, testNode, Options{})
+	for name, els := range a.Elements {
+		for k, e := range els {
+			if o, ok := b.Elements[name][k]; !ok || !o.same(e) {
+				t.Errorf("%s %s differs with input order", name, k)
+			}
+		}
+	}
+}

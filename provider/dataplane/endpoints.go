@@ -1,0 +1,152 @@
+package dataplane
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// endpoint is one backend of one service port.
+type endpoint struct {
+	addr        netip.Addr
+	port        int32
+	local       bool
+	ready       bool
+	serving     bool
+	terminating bool
+}
+
+// slicesByService groups EndpointSlices by "namespace/service". The service
+// label, not a selector, is what ties a slice to its Service, so manually
+// managed slices of selector-less Services are found the same way.
+func slicesByService(all []*discoveryv1.EndpointSlice) map[string][]*discoveryv1.EndpointSlice {
+	out := map[string][]*discoveryv1.EndpointSlice{}
+	for _, s := range all {
+		if s == nil {
+			continue
+		}
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		key := s.Namespace + "/" + name
+		out[key] = append(out[key], s)
+	}
+	return out
+}
+
+// portEndpoints returns the endpoints of one service port in one family,
+// sorted and de-duplicated (a pod may appear in two slices while the
+// controller moves it), so that index i means the same endpoint on every sync.
+func portEndpoints(sl []*discoveryv1.EndpointSlice, sp v1.ServicePort, v6 bool, node string) []endpoint {
+	want := discoveryv1.AddressTypeIPv4
+	if v6 {
+		want = discoveryv1.AddressTypeIPv6
+	}
+	seen := map[netip.AddrPort]int{}
+	var out []endpoint
+	for _, s := range sl {
+		if s.AddressType != want {
+			continue
+		}
+		port, ok := slicePort(s, sp)
+		if !ok {
+			continue
+		}
+		for i := range s.Endpoints {
+			ep := &s.Endpoints[i]
+			if len(ep.Addresses) == 0 {
+				continue
+			}
+			addr, err := netip.ParseAddr(ep.Addresses[0])
+			if err != nil || addr.Is6() != v6 {
+				continue
+			}
+			e := newEndpoint(ep, addr.Unmap(), port, node)
+			ap := netip.AddrPortFrom(e.addr, uint16(port))
+			if j, dup := seen[ap]; dup {
+				// keep the most usable view of a duplicated endpoint
+				out[j].ready = out[j].ready || e.ready
+				out[j].serving = out[j].serving || e.serving
+				continue
+			}
+			seen[ap] = len(out)
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b endpoint) int {
+		if c := a.addr.Compare(b.addr); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.port, b.port)
+	})
+	return out
+}
+
+func newEndpoint(ep *discoveryv1.Endpoint, addr netip.Addr, port int32, node string) endpoint {
+	// A nil condition is "unknown": the API asks consumers to read ready as
+	// true, serving as ready, and terminating as false.
+	ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+	serving := ready
+	if ep.Conditions.Serving != nil {
+		serving = *ep.Conditions.Serving
+	}
+	terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
+	return endpoint{
+		addr: addr, port: port,
+		local:       node != "" && ep.NodeName != nil && *ep.NodeName == node,
+		ready:       ready && !terminating,
+		serving:     serving,
+		terminating: terminating,
+	}
+}
+
+// slicePort finds the slice port that serves sp: same name and protocol.
+func slicePort(s *discoveryv1.EndpointSlice, sp v1.ServicePort) (int32, bool) {
+	for _, p := range s.Ports {
+		name := ""
+		if p.Name != nil {
+			name = *p.Name
+		}
+		proto := v1.ProtocolTCP
+		if p.Protocol != nil {
+			proto = *p.Protocol
+		}
+		if name == sp.Name && proto == protocolOf(sp) && p.Port != nil {
+			return *p.Port, true
+		}
+	}
+	return 0, false
+}
+
+func protocolOf(sp v1.ServicePort) v1.Protocol {
+	if sp.Protocol == "" {
+		return v1.ProtocolTCP
+	}
+	return sp.Protocol
+}
+
+// usable picks the endpoints traffic may go to: the ready ones in scope, or,
+// when none is ready, those still serving while terminating, so that a
+// rolling update of the last pods does not blackhole in-flight clients.
+func usable(eps []endpoint, localOnly bool) []endpoint {
+	var ready, fallback []endpoint
+	for _, e := range eps {
+		if localOnly && !e.local {
+			continue
+		}
+		switch {
+		case e.ready:
+			ready = append(ready, e)
+		case e.serving && e.terminating:
+			fallback = append(fallback, e)
+		}
+	}
+	if len(ready) > 0 {
+		return ready
+	}
+	return fallback
+}

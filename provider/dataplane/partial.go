@@ -1,0 +1,147 @@
+package dataplane
+
+import (
+	"context"
+	"maps"
+	"reflect"
+	"slices"
+
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/knftables"
+)
+
+// partialTransaction sends only element changes, and deletes chains no longer
+// used. Since herald has no per-service chains, a Service or endpoint change
+// is a handful of element deletes and adds, whatever the number of Services.
+// partialPossible must have approved the pair.
+func partialTransaction(tx *knftables.Transaction, applied, desired *Ruleset) {
+	// Delete what went or changed, then add what came or changed.
+	// A changed map value is deleted and re-added: the kernel will not
+	// overwrite an element's value with "add".
+	for _, name := range sortedKeys(applied.Elements) {
+		if !desired.has(name) {
+			continue
+		}
+		had := applied.Elements[name]
+		for _, k := range changedKeys(had, desired.Elements[name]) {
+			tx.Delete(&knftables.Element{Set: setName(applied, name), Map: mapName(applied, name), Key: had[k].Key})
+		}
+	}
+	for _, name := range sortedKeys(desired.Elements) {
+		want := desired.Elements[name]
+		for _, k := range changedKeys(want, applied.Elements[name]) {
+			tx.Add(toKnft(desired, name, want[k]))
+		}
+	}
+	// chains no verdict names any more go last
+	for _, name := range sortedKeys(applied.Chains) {
+		if desired.Chains[name] == nil {
+			tx.Flush(&knftables.Chain{Name: name})
+			tx.Delete(&knftables.Chain{Name: name})
+		}
+	}
+}
+
+// partialPossible reports whether desired can be reached from applied with
+// element changes and chain deletions only. New or changed rules need a full
+// sync (nft 1.0.6 cannot add a rule naming an existing dnat map), and so do
+// changed set or map definitions (nftables cannot retype a set). With pick
+// chains for the usual endpoint counts made up front, that happens when a
+// Service first reaches an unusual endpoint count or affinity timeout.
+func partialPossible(applied, desired *Ruleset) bool {
+	if applied == nil || len(applied.Sets) != len(desired.Sets) || len(applied.Maps) != len(desired.Maps) {
+		return false
+	}
+	for n, s := range desired.Sets {
+		if !reflect.DeepEqual(s, applied.Sets[n]) {
+			return false
+		}
+	}
+	for n, m := range desired.Maps {
+		if !reflect.DeepEqual(m, applied.Maps[n]) {
+			return false
+		}
+	}
+	for n, c := range desired.Chains {
+		old := applied.Chains[n]
+		if old == nil || !slices.Equal(old.Rules, c.Rules) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Ruleset) has(container string) bool {
+	return r.Sets[container] != nil || r.Maps[container] != nil
+}
+
+func setName(r *Ruleset, c string) string { return pick(r.Sets[c] != nil, c, "") }
+func mapName(r *Ruleset, c string) string { return pick(r.Maps[c] != nil, c, "") }
+
+// affinityShrank reports whether some (frontend, endpoint) pair that affinity
+// entries could hold is no longer valid.
+func affinityShrank(prev, cur *Ruleset) bool {
+	if prev == nil {
+		return true
+	}
+	for fam, pairs := range prev.Affinity {
+		for k := range pairs {
+			if !cur.Affinity[fam][k] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// purgeAffinity deletes remembered ClientIP choices that point at endpoints a
+// frontend no longer has, so clients are re-balanced at once instead of being
+// sent to a dead pod until the entry times out. It is best effort: a failure
+// only delays the cleanup until the entries expire.
+func (a *Applier) purgeAffinity(ctx context.Context, desired *Ruleset) {
+	logger := klog.FromContext(ctx)
+	tx := a.nft.NewTransaction()
+	for _, f := range families {
+		els, err := a.nft.ListElements(ctx, "map", f.aff())
+		if err != nil {
+			logger.V(2).Info("Cannot list affinity map", "map", f.aff(), "err", err)
+			continue
+		}
+		valid := desired.Affinity[f.n]
+		for _, e := range els {
+			if len(e.Key) != 4 || len(e.Value) != 2 {
+				continue
+			}
+			if !valid[affinityKey(e.Key[1], e.Key[2], e.Key[3], e.Value[0], e.Value[1])] {
+				tx.Delete(&knftables.Element{Map: f.aff(), Key: e.Key})
+			}
+		}
+	}
+	if tx.NumOperations() == 0 {
+		return
+	}
+	if err := a.nft.Run(ctx, tx); err != nil {
+		// An entry may have expired between list and delete; the rest
+		// expire on their own.
+		logger.V(2).Info("Cannot purge stale affinity entries", "err", err)
+	}
+}
+
+// changedKeys lists, sorted, the keys of a that b lacks or holds with another
+// value. Only the changes are sorted: a sync must not cost a sort of every
+// element of a 30k-element map.
+func changedKeys(a, b Elements) []string {
+	var out []string
+	for k, e := range a {
+		if o, ok := b[k]; !ok || !o.same(e) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// sortedKeys makes transactions deterministic, so dumps and logs compare.
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

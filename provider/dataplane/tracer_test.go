@@ -1,0 +1,395 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/knftables"
+)
+
+// origin is where a traced packet starts: it decides the netfilter hooks it
+// crosses (prerouting for anything arriving, output for the node's own
+// processes).
+type origin int
+
+const (
+	offNode  origin = iota // another host, through the node's interface
+	localPod               // a pod on this node, through its veth
+	hostProc               // a process in the node's network namespace
+)
+
+type packet struct {
+	src, dst string
+	proto    string // tcp, udp, sctp
+	port     int
+	from     origin
+}
+
+// traceResult is what happened to the first packet of a connection.
+type traceResult struct {
+	verdict    string   // "dnat", "drop", "reject", "accept" (untouched)
+	endpoints  []string // DNAT candidates, "ip:port", sorted; several when picked at random
+	masquerade bool
+	// affinity is the timeout the packet path recorded a ClientIP choice with.
+	affinity string
+	// rejectTCPReset is set when a TCP reset, not an ICMP error, answers.
+	rejectTCPReset bool
+}
+
+// tracer interprets the rules of knftables.Fake's herald table. It knows
+// the statement and expression forms the builder writes and fails the test
+// on anything else, so that a rule it cannot read is never silently skipped.
+type tracer struct {
+	t     *testing.T
+	table *knftables.FakeTable
+	nodes []netip.Addr
+}
+
+func newTracer(t *testing.T, fake *knftables.Fake, nodeIPs ...netip.Addr) *tracer {
+	t.Helper()
+	if fake.Table == nil {
+		t.Fatal("no table")
+	}
+	return &tracer{t: t, table: fake.Table, nodes: nodeIPs}
+}
+
+// pktState is the packet as a chain sees it.
+type pktState struct {
+	packet
+	v6      bool
+	natted  bool
+	target  netip.AddrPort // after DNAT
+	res     *traceResult
+	hookNow knftables.BaseChainHook
+}
+
+func (tr *tracer) trace(p packet) traceResult {
+	tr.t.Helper()
+	res := &traceResult{verdict: "accept"}
+	st := &pktState{packet: p, v6: strings.Contains(p.dst, ":"), res: res}
+	first := knftables.PreroutingHook
+	if p.from == hostProc {
+		first = knftables.OutputHook
+	}
+	if v := tr.runHook(st, first); v != "" {
+		return tr.finish(res, v)
+	}
+	if p.from != hostProc {
+		// routing: to this node's own address without DNAT means input
+		next := knftables.ForwardHook
+		if !st.natted && tr.isNodeIP(p.dst) {
+			next = knftables.InputHook
+		}
+		if v := tr.runHook(st, next); v != "" {
+			return tr.finish(res, v)
+		}
+		if next == knftables.InputHook {
+			return tr.finish(res, "accept")
+		}
+	}
+	if v := tr.runHook(st, knftables.PostroutingHook); v != "" {
+		return tr.finish(res, v)
+	}
+	return tr.finish(res, "accept")
+}
+
+func (tr *tracer) finish(res *traceResult, v string) traceResult {
+	switch {
+	case v == "drop" || v == "reject":
+		res.verdict, res.endpoints, res.masquerade = v, nil, false
+	case len(res.endpoints) > 0:
+		res.verdict = "dnat"
+	}
+	sort.Strings(res.endpoints)
+	return *res
+}
+
+func (tr *tracer) isNodeIP(s string) bool {
+	a := netip.MustParseAddr(s)
+	return slices.Contains(tr.nodes, a)
+}
+
+// runHook runs the base chains of one hook in priority order; it returns
+// "drop" or "reject" when a chain ends the packet, else "".
+func (tr *tracer) runHook(st *pktState, hook knftables.BaseChainHook) string {
+	type base struct {
+		prio int
+		ch   *knftables.FakeChain
+	}
+	var chains []base
+	for _, c := range tr.table.Chains {
+		if c.Hook != nil && *c.Hook == hook {
+			prio, err := knftables.ParsePriority(knftables.InetFamily, string(*c.Priority))
+			if err != nil {
+				tr.t.Fatalf("chain %s: %v", c.Name, err)
+			}
+			chains = append(chains, base{prio, c})
+		}
+	}
+	sort.Slice(chains, func(i, j int) bool { return chains[i].prio < chains[j].prio })
+	st.hookNow = hook
+	for _, b := range chains {
+		if v, _ := tr.runChain(st, b.ch.Name); v == "drop" || v == "reject" {
+			return v
+		}
+	}
+	return ""
+}
+
+// runChain returns the verdict of a chain ("" when it falls off the end or
+// returns) and whether that verdict is final for the hook ("accept" from a
+// NAT statement ends the hook's chains of this table as well).
+func (tr *tracer) runChain(st *pktState, name string) (string, bool) {
+	c := tr.table.Chains[name]
+	if c == nil {
+		tr.t.Fatalf("no chain %q", name)
+	}
+	for _, r := range c.Rules {
+		v, stop := tr.runRule(st, strings.Fields(r.Rule))
+		if stop {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+type ruleOutcome int
+
+const (
+	next     ruleOutcome = iota // rule did not match or matched without verdict
+	returned                    // the chain ends, the caller goes on
+	terminal                    // the packet's fate in this base chain is decided
+)
+
+func (tr *tracer) runRule(st *pktState, toks []string) (string, bool) {
+	out, v := tr.evalRule(st, toks)
+	return v, out != next
+}
+
+func (tr *tracer) evalRule(st *pktState, toks []string) (ruleOutcome, string) {
+	for i := 0; i < len(toks); {
+		switch {
+		case toks[i] == "jump" || toks[i] == "goto":
+			v, stop := tr.runChain(st, toks[i+1])
+			if stop && v != "" {
+				return terminal, v
+			}
+			if toks[i] == "goto" {
+				return returned, ""
+			}
+			return next, ""
+		case toks[i] == "return":
+			return returned, ""
+		case toks[i] == "drop" || toks[i] == "accept":
+			return terminal, toks[i]
+		case toks[i] == "reject":
+			st.res.rejectTCPReset = strings.Join(toks[i:], " ") == "reject with tcp reset"
+			return terminal, "reject"
+		case toks[i] == "masquerade":
+			st.res.masquerade = true
+			return terminal, "accept"
+		case toks[i] == "ct" && toks[i+1] == "state" && toks[i+2] == "new":
+			i += 3
+		case toks[i] == "ct" && toks[i+1] == "status" && toks[i+2] == "dnat":
+			if !st.natted {
+				return next, ""
+			}
+			i += 3
+		case toks[i] == "meta" && toks[i+1] == "l4proto" && toks[i+2] != ".":
+			n, ok := tr.matchProto(st, toks[i+2:])
+			if !ok {
+				return next, ""
+			}
+			i += 2 + n
+		case toks[i] == "dnat":
+			return tr.evalDNAT(st, toks[i:])
+		case toks[i] == "update":
+			if !tr.evalUpdate(st, toks[i:]) {
+				return next, ""
+			}
+			return next, ""
+		default:
+			n, out, v := tr.evalLookup(st, toks[i:])
+			if out != next || n == 0 {
+				return out, v
+			}
+			i += n
+		}
+	}
+	return next, ""
+}
+
+// matchProto reads "tcp" or "{ tcp, udp, sctp }" and says how many tokens it took.
+func (tr *tracer) matchProto(st *pktState, toks []string) (int, bool) {
+	if toks[0] != "{" {
+		return 1, toks[0] == st.proto
+	}
+	end := slices.Index(toks, "}")
+	found := false
+	for _, p := range toks[1:end] {
+		found = found || strings.TrimSuffix(p, ",") == st.proto
+	}
+	return end + 1, found
+}
+
+// evalExpr reads a concatenation and returns every value it may take
+// (numgen gives one per outcome), the tokens consumed, and false when the
+// expression does not apply to the packet's family.
+func (tr *tracer) evalExpr(st *pktState, toks []string) ([][]string, int, bool) {
+	keys := [][]string{nil}
+	ok := true
+	i := 0
+	for {
+		vals, n, applies := tr.evalComponent(st, toks[i:])
+		if n == 0 {
+			tr.t.Fatalf("tracer cannot read %q", strings.Join(toks[i:], " "))
+		}
+		ok = ok && applies
+		var grown [][]string
+		for _, k := range keys {
+			for _, v := range vals {
+				grown = append(grown, append(slices.Clone(k), v))
+			}
+		}
+		keys, i = grown, i+n
+		if i >= len(toks) || toks[i] != "." {
+			return keys, i, ok
+		}
+		i++
+	}
+}
+
+func (tr *tracer) evalComponent(st *pktState, toks []string) ([]string, int, bool) {
+	ipOK := func(fam string) bool { return (fam == "ip6") == st.v6 }
+	daddr, dport := st.dst, strconv.Itoa(st.port)
+	if st.natted {
+		daddr, dport = st.target.Addr().String(), strconv.Itoa(int(st.target.Port()))
+	}
+	switch {
+	case (toks[0] == "ip" || toks[0] == "ip6") && toks[1] == "saddr":
+		return []string{st.src}, 2, ipOK(toks[0])
+	case (toks[0] == "ip" || toks[0] == "ip6") && toks[1] == "daddr":
+		return []string{daddr}, 2, ipOK(toks[0])
+	case toks[0] == "meta" && toks[1] == "l4proto":
+		return []string{st.proto}, 2, true
+	case toks[0] == "th" && toks[1] == "dport":
+		return []string{dport}, 2, true
+	case toks[0] == "ct" && toks[1] == "original" && toks[2] == "proto-dst":
+		return []string{strconv.Itoa(st.port)}, 3, true
+	case toks[0] == "ct" && toks[1] == "original" && toks[3] == "daddr":
+		return []string{st.dst}, 4, ipOK(toks[2])
+	case toks[0] == "numgen" && toks[1] == "random" && toks[2] == "mod":
+		n, _ := strconv.Atoi(toks[3])
+		var out []string
+		for i := range n {
+			out = append(out, strconv.Itoa(i))
+		}
+		return out, 4, true
+	}
+	return nil, 0, false
+}
+
+// evalLookup handles "EXPR @set", "EXPR != @set" and "EXPR vmap @map".
+func (tr *tracer) evalLookup(st *pktState, toks []string) (int, ruleOutcome, string) {
+	keys, n, applies := tr.evalExpr(st, toks)
+	if !applies {
+		return 0, next, "" // the rule is for the other family
+	}
+	switch {
+	case toks[n] == "vmap":
+		m := tr.table.Maps[strings.TrimPrefix(toks[n+1], "@")]
+		for _, k := range keys {
+			if e := findElem(m.Elements, k); e != nil {
+				out, v := tr.evalRule(st, strings.Fields(e.Value[0]))
+				return n + 2, pick(out == next, returned, out), v
+			}
+		}
+		return 0, next, ""
+	case strings.HasPrefix(toks[n], "@") || toks[n] == "!=":
+		negate := toks[n] == "!="
+		name := strings.TrimPrefix(toks[n+pick(negate, 1, 0)], "@")
+		found := false
+		for _, k := range keys {
+			found = found || findElem(tr.table.Sets[name].Elements, k) != nil
+		}
+		if found == negate {
+			return 0, next, ""
+		}
+		return n + pick(negate, 2, 1), next, ""
+	}
+	tr.t.Fatalf("tracer cannot read %q", strings.Join(toks, " "))
+	return 0, next, ""
+}
+
+func (tr *tracer) evalDNAT(st *pktState, toks []string) (ruleOutcome, string) {
+	// dnat ip|ip6 to EXPR map @M
+	if (toks[1] == "ip6") != st.v6 {
+		return next, ""
+	}
+	keys, n, applies := tr.evalExpr(st, toks[3:])
+	if !applies || toks[3+n] != "map" {
+		return next, ""
+	}
+	m := tr.table.Maps[strings.TrimPrefix(toks[4+n], "@")]
+	var targets []string
+	for _, k := range keys {
+		if e := findElem(m.Elements, k); e != nil {
+			ap := netip.AddrPortFrom(netip.MustParseAddr(e.Value[0]), uint16(mustAtoi(e.Value[1])))
+			targets = append(targets, ap.String())
+			if !st.natted {
+				st.target = ap
+			}
+			st.natted = true
+		}
+	}
+	if len(targets) == 0 {
+		return next, ""
+	}
+	st.res.endpoints = targets
+	return terminal, "accept"
+}
+
+// evalUpdate records that the packet path would remember a ClientIP choice:
+// update @M { EXPR timeout Ns : EXPR }.
+func (tr *tracer) evalUpdate(st *pktState, toks []string) bool {
+	t := slices.Index(toks, "timeout")
+	st.res.affinity = toks[t+1]
+	return true
+}
+
+func findElem(els []*knftables.Element, key []string) *knftables.Element {
+	for _, e := range els {
+		if len(e.Key) == len(key) && elemMatches(e.Key, key) {
+			return e
+		}
+	}
+	return nil
+}
+
+func elemMatches(pattern, key []string) bool {
+	for i := range pattern {
+		if strings.Contains(pattern[i], "/") {
+			p, err := netip.ParsePrefix(pattern[i])
+			a, err2 := netip.ParseAddr(key[i])
+			if err != nil || err2 != nil || !p.Contains(a) {
+				return false
+			}
+		} else if pattern[i] != key[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func mustAtoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		panic(fmt.Sprintf("not a number: %q", s))
+	}
+	return n
+}
