@@ -38,12 +38,17 @@ for target in etcd:./etcd kubectl:k8s.io/kubernetes/cmd/kubectl kube-apiserver:k
 	name=${target%%:*}
 	echo "tools: building $name" >&2
 	t0=$SECONDS
-	go build -v -trimpath -ldflags "$ldflags" -o "$staging/$name" "${target#*:}" 2>&1 |
-		awk '{ n++; if (n % 50 == 0) printf "tools:   %d packages compiled (%s)\n", n, $0 > "/dev/stderr" }'
-	[[ -x "$staging/$name" ]] || { echo "tools: building $name failed" >&2; exit 1; }
+	log="$staging/$name.log"
+	if ! go build -v -trimpath -ldflags "$ldflags" -o "$staging/$name" "${target#*:}" 2> >(tee "$log" |
+		awk '{ n++; if (n % 50 == 0) printf "tools:   %d packages compiled (%s)\n", n, $0 > "/dev/stderr" }'); then
+		echo "tools: building $name failed:" >&2
+		grep -v '^[a-z0-9./_-]*$' "$log" | tail -n 40 >&2
+		exit 1
+	fi
 	echo "tools: built $name in $((SECONDS - t0)) s" >&2
 done
 
+rm -f "$staging"/*.log
 rm -rf "$out"
 mv "$staging" "$out"
 echo "$out"
