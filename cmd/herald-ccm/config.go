@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	baremetal "github.com/heraldlb/herald/bare-metal"
@@ -52,9 +53,19 @@ func parseCloudConfig(r io.Reader) (*loadedConfig, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, fmt.Errorf("cloud config is empty: %w", errNoCloudConfig)
 	}
+	jsonData, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, fmt.Errorf("cloud config is not YAML: %w", err)
+	}
 	var cfg cloudConfig
-	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+	// The strict decoder names unknown fields by their full path
+	// (bareMetal.pols), which a plain json.Decoder does not.
+	strictErrs, err := sigsjson.UnmarshalStrict(jsonData, &cfg, sigsjson.DisallowUnknownFields)
+	if err != nil {
 		return nil, fmt.Errorf("cloud config: %w", err)
+	}
+	if len(strictErrs) > 0 {
+		return nil, fmt.Errorf("cloud config: %w", errors.Join(strictErrs...))
 	}
 	var errs field.ErrorList
 	loaded := &loadedConfig{backend: cfg.Backend}

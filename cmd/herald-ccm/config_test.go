@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseCloudConfig(t *testing.T) {
+	tests := []struct {
+		name      string
+		config    string
+		wantErr   string // substring naming the field at fault
+		wantPools int
+	}{
+		{name: "minimal", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/28]\n", wantPools: 1},
+		{name: "ranges and v6", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [\"198.51.100.1-198.51.100.9\", \"2001:db8::/120\"]\n  - name: b\n    addresses: [203.0.113.0/24]\n    autoAssign: false\n", wantPools: 2},
+		{name: "empty file", config: "  \n", wantErr: "--cloud-config is required"},
+		{name: "not yaml", config: "backend: [", wantErr: "not YAML"},
+		{name: "unknown top-level field", config: "backend: bare-metal\nbackedn: x\n", wantErr: `unknown field "backedn"`},
+		{name: "unknown nested field", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    adresses: []\n", wantErr: `unknown field "bareMetal.pools[0].adresses"`},
+		{name: "wrong type", config: "backend: bare-metal\nbareMetal:\n  pools: 3\n", wantErr: "pools"},
+		{name: "no backend", config: "bareMetal: {}\n", wantErr: "backend: Required value"},
+		{name: "unknown backend", config: "backend: gce\n", wantErr: `backend: Unsupported value: "gce"`},
+		{name: "aws not yet", config: "backend: aws\naws: {region: eu-west-1}\n", wantErr: "aws backend is not available"},
+		{name: "bare-metal without section", config: "backend: bare-metal\n", wantErr: "bareMetal: Required value"},
+		{name: "no pools", config: "backend: bare-metal\nbareMetal:\n  pools: []\n", wantErr: "bareMetal.pools: Required value"},
+		{name: "pool without name", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - addresses: [198.51.100.0/28]\n", wantErr: "bareMetal.pools[0].name: Required value"},
+		{name: "duplicate pool", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/28]\n  - name: a\n    addresses: [203.0.113.0/28]\n", wantErr: `bareMetal.pools[1].name: Duplicate value: "a"`},
+		{name: "pool without addresses", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n", wantErr: "bareMetal.pools[0].addresses: Required value"},
+		{name: "bad cidr", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/33]\n", wantErr: "bareMetal.pools[0].addresses[0]: Invalid value"},
+		{name: "reversed range", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/28, \"198.51.100.20-198.51.100.19\"]\n", wantErr: "bareMetal.pools[0].addresses[1]: Invalid value"},
+		{name: "overlap", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/28]\n  - name: b\n    addresses: [198.51.100.8/29]\n", wantErr: "overlaps pool a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseCloudConfig(strings.NewReader(tt.config))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("error = %v", err)
+			}
+			if cfg.backend != backendBareMetal || len(cfg.pools) != tt.wantPools {
+				t.Fatalf("config = %+v, want bare-metal with %d pools", cfg, tt.wantPools)
+			}
+		})
+	}
+}
+
+func TestParseCloudConfigWithoutFile(t *testing.T) {
+	if _, err := parseCloudConfig(nil); !errors.Is(err, errNoCloudConfig) {
+		t.Fatalf("error = %v, want errNoCloudConfig", err)
+	}
+}
+
+func TestCheckCloudFlags(t *testing.T) {
+	if err := checkCloudFlags("aws", "x"); err == nil || !strings.Contains(err.Error(), "--cloud-provider") {
+		t.Errorf("foreign provider: %v", err)
+	}
+	if err := checkCloudFlags("herald", ""); !errors.Is(err, errNoCloudConfig) {
+		t.Errorf("no config: %v", err)
+	}
+	if err := checkCloudFlags("herald", "/nonexistent/cloud.yaml"); err == nil || !strings.Contains(err.Error(), "--cloud-config") {
+		t.Errorf("missing file: %v", err)
+	}
+}

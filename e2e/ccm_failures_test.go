@@ -1,0 +1,169 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	baremetal "github.com/heraldlb/herald/bare-metal"
+	"github.com/heraldlb/herald/provider"
+	"github.com/heraldlb/herald/provider/service"
+)
+
+// An exhausted pool and a broken annotation are reported on the Services at
+// fault; the CCM keeps running and keeps serving everyone else.
+func TestBadRequestsAreReportedAndOthersKeepBeingServed(t *testing.T) {
+	_, client, m := startLab(t, twoPools)
+	createNamespace(t, client, "team")
+	inSmall := map[string]string{service.AnnotationAddressPool: "small"}
+	createService(t, client, newService("team", "holder", v1.ServiceTypeLoadBalancer, inSmall))
+	waitForService(t, client, "team", "holder", "has an ingress IP", hasIngress)
+
+	createService(t, client, newService("team", "starved", v1.ServiceTypeLoadBalancer, inSmall))
+	message := waitForEvent(t, client, "team", "starved", v1.EventTypeWarning, baremetal.ReasonAllocationFailed)
+	if !strings.Contains(message, "small") {
+		t.Errorf("AllocationFailed message %q does not name the pool", message)
+	}
+	starved := waitForService(t, client, "team", "starved", "has a False condition", func(s *v1.Service) bool {
+		c := meta.FindStatusCondition(s.Status.Conditions, baremetal.ConditionAddressAllocated)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == baremetal.ReasonAllocationFailed
+	})
+	if hasIngress(starved) {
+		t.Errorf("starved service got ingress %v", starved.Status.LoadBalancer.Ingress)
+	}
+
+	broken := map[string]string{service.AnnotationLoadBalancerIPs: "198.51.100.10,not-an-ip"}
+	createService(t, client, newService("team", "broken", v1.ServiceTypeLoadBalancer, broken))
+	message = waitForEvent(t, client, "team", "broken", v1.EventTypeWarning, provider.ReasonInvalidAnnotation)
+	if !strings.Contains(message, service.AnnotationLoadBalancerIPs) || !strings.Contains(message, "not-an-ip") {
+		t.Errorf("InvalidAnnotation message %q does not name the annotation and value", message)
+	}
+	waitForService(t, client, "team", "broken", "has a False condition", func(s *v1.Service) bool {
+		c := meta.FindStatusCondition(s.Status.Conditions, baremetal.ConditionAddressAllocated)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == provider.ReasonInvalidAnnotation
+	})
+
+	createService(t, client, newService("team", "healthy", v1.ServiceTypeLoadBalancer, nil))
+	healthy := waitForService(t, client, "team", "healthy", "has an ingress IP", hasIngress)
+	if ips := ingressIPs(healthy); !strings.HasPrefix(ips[0], "198.51.100.") {
+		t.Errorf("healthy service got %v, want an address of pool main", ips)
+	}
+	holder, err := client.CoreV1().Services("team").Get(context.Background(), "holder", metav1.GetOptions{})
+	if err != nil || !slices.Equal(ingressIPs(holder), []string{"203.0.113.200"}) {
+		t.Errorf("holder lost its address: %v %v", err, holder)
+	}
+	m.requireRunning(t)
+}
+
+// A restarted CCM rebuilds its allocations from Service status: every
+// Service keeps its address and no Service object is written.
+func TestRestartKeepsEveryAddress(t *testing.T) {
+	c, client, m := startLab(t, `
+backend: bare-metal
+bareMetal:
+  pools:
+  - name: wide
+    addresses: ["198.51.100.0/24"]
+`)
+	createNamespace(t, client, "fleet")
+	const services = 30
+	names := make([]string, services)
+	for i := range names {
+		names[i] = "svc-" + string(rune('a'+i/26)) + string(rune('a'+i%26))
+		createService(t, client, newService("fleet", names[i], v1.ServiceTypeLoadBalancer, nil))
+	}
+	before := map[string]*v1.Service{}
+	for _, name := range names {
+		before[name] = waitForService(t, client, "fleet", name, "has an ingress IP", hasIngress)
+	}
+	allocatedBefore := countEvents(t, client, "fleet", baremetal.ReasonIPAllocated)
+
+	m.stop()
+	restarted := startCCM(t, c, `
+backend: bare-metal
+bareMetal:
+  pools:
+  - name: wide
+    addresses: ["198.51.100.0/24"]
+`)
+	// The restarted service controller queues every existing Service before
+	// this one, so once it has an address, all were re-ensured.
+	createService(t, client, newService("fleet", "after-restart", v1.ServiceTypeLoadBalancer, nil))
+	fresh := waitForService(t, client, "fleet", "after-restart", "has an ingress IP", hasIngress)
+
+	list, err := client.CoreV1().Services("fleet").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, after := range list.Items {
+		old, ok := before[after.Name]
+		if !ok {
+			continue
+		}
+		if after.ResourceVersion != old.ResourceVersion {
+			t.Errorf("%s was written after the restart: status %+v -> %+v", after.Name, old.Status, after.Status)
+		}
+		if slices.Equal(ingressIPs(&after), ingressIPs(fresh)) {
+			t.Errorf("%s and after-restart share %v", after.Name, ingressIPs(fresh))
+		}
+	}
+	if got := countEvents(t, client, "fleet", baremetal.ReasonIPAllocated); got != allocatedBefore+1 {
+		t.Errorf("IPAllocated events went from %d to %d, want only the new Service's", allocatedBefore, got)
+	}
+	restarted.requireRunning(t)
+}
+
+func TestBrokenCloudConfigExitsNamingTheField(t *testing.T) {
+	tests := []struct {
+		name   string
+		config string
+		want   string
+	}{
+		{"bad range", "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [\"198.51.100.9-198.51.100.1\"]\n",
+			"bareMetal.pools[0].addresses[0]"},
+		{"unknown field", "backend: bare-metal\nbareMetal:\n  pols: []\n", `unknown field "bareMetal.pols"`},
+		{"unknown backend", "backend: gce\n", "backend"},
+		{"missing pools", "backend: bare-metal\n", "bareMetal"},
+		{"overlapping pools", "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [\"198.51.100.0/28\"]\n  - name: b\n    addresses: [\"198.51.100.8/29\"]\n",
+			"bareMetal.pools"},
+	}
+	binary := heraldBinary(t, "herald-ccm")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "cloud.yaml")
+			if err := os.WriteFile(path, []byte(tt.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(binary, "--cloud-provider=herald", "--cloud-config="+path,
+				"--kubeconfig=/nonexistent").CombinedOutput()
+			var exit *exec.ExitError
+			if !errorsAs(err, &exit) || exit.ExitCode() == 0 {
+				t.Fatalf("herald-ccm exited with %v, want a non-zero exit\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tt.want) {
+				t.Fatalf("output does not name %q:\n%s", tt.want, out)
+			}
+		})
+	}
+}
+
+func TestHelpListsStandardCCMFlags(t *testing.T) {
+	out, err := exec.Command(heraldBinary(t, "herald-ccm"), "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("herald-ccm --help: %v\n%s", err, out)
+	}
+	for _, flag := range []string{"--kubeconfig", "--cloud-provider", "--cloud-config", "--leader-elect",
+		"--controllers", "--secure-port", "--cluster-name", "--concurrent-service-syncs"} {
+		if !strings.Contains(string(out), flag) {
+			t.Errorf("--help does not list %s", flag)
+		}
+	}
+}

@@ -1,0 +1,254 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/heraldlb/herald/e2e/cluster"
+)
+
+var (
+	binaryOnce sync.Once
+	binaryDir  string
+	binaryErr  error
+)
+
+// heraldBinary builds a herald command once per test binary, so the tests
+// exercise exactly what users run, flags and all.
+func heraldBinary(t *testing.T, name string) string {
+	t.Helper()
+	binaryOnce.Do(func() {
+		binaryDir, binaryErr = os.MkdirTemp("", "herald-bin-")
+		if binaryErr != nil {
+			return
+		}
+		out, err := exec.Command("go", "build", "-o", binaryDir, "../cmd/...").CombinedOutput()
+		if err != nil {
+			binaryErr = fmt.Errorf("go build ../cmd/...: %w\n%s", err, out)
+		}
+	})
+	if binaryErr != nil {
+		t.Fatal(binaryErr)
+	}
+	return filepath.Join(binaryDir, name)
+}
+
+// ccm is a running herald-ccm.
+type ccm struct {
+	*cluster.Process
+}
+
+// startCCM runs herald-ccm against c with the given cloud config and stops
+// it (by PID) when the test ends.
+func startCCM(t *testing.T, c *cluster.Cluster, cloudConfig string) *ccm {
+	t.Helper()
+	dir := t.TempDir()
+	configPath := filepath.Join(dir, "cloud-config.yaml")
+	if err := os.WriteFile(configPath, []byte(cloudConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := cluster.StartProcess("herald-ccm", filepath.Join(dir, "herald-ccm.log"), heraldBinary(t, "herald-ccm"),
+		"--kubeconfig="+c.Kubeconfig,
+		"--cloud-provider=herald",
+		"--cloud-config="+configPath,
+		"--cluster-name=herald-e2e",
+		"--leader-elect=false",
+		"--controllers=service-lb-controller",
+		"--secure-port=0",
+		"--v=2",
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &ccm{Process: p}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("herald-ccm log (tail):\n%s", p.LogTail(60))
+		}
+		p.Stop(10 * time.Second)
+	})
+	return m
+}
+
+// stop ends the CCM now (SIGTERM, as a rolling update would).
+func (m *ccm) stop() { m.Stop(10 * time.Second) }
+
+// requireRunning fails the test if the CCM has died.
+func (m *ccm) requireRunning(t *testing.T) {
+	t.Helper()
+	if err := m.ExitedErr(); err != nil {
+		t.Fatalf("herald-ccm died: %v", err)
+	}
+}
+
+func createNodes(t *testing.T, client kubernetes.Interface, names ...string) {
+	t.Helper()
+	ctx := context.Background()
+	for i, name := range names {
+		node, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		node.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue,
+			LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "KubeletReady"}}
+		node.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: fmt.Sprintf("192.0.2.%d", 11+i)}}
+		if _, err := client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func createNamespace(t *testing.T, client kubernetes.Interface, name string) {
+	t.Helper()
+	if _, err := client.CoreV1().Namespaces().Create(context.Background(),
+		&v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newService returns a Service of the given type with one TCP port.
+func newService(namespace, name string, typ v1.ServiceType, annotations map[string]string) *v1.Service {
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Annotations: annotations},
+		Spec: v1.ServiceSpec{
+			Type:     typ,
+			Selector: map[string]string{"app": name},
+			Ports:    []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}},
+		},
+	}
+}
+
+func createService(t *testing.T, client kubernetes.Interface, svc *v1.Service) *v1.Service {
+	t.Helper()
+	created, err := client.CoreV1().Services(svc.Namespace).Create(context.Background(), svc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return created
+}
+
+const waitTimeout = 20 * time.Second
+
+// waitForService polls until cond holds for the Service, and returns it.
+func waitForService(t *testing.T, client kubernetes.Interface, namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
+	t.Helper()
+	var last *v1.Service
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
+		func(ctx context.Context) (bool, error) {
+			svc, err := client.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, nil //nolint:nilerr // keep polling through transient errors
+			}
+			last = svc
+			return cond(svc), nil
+		})
+	if err != nil {
+		t.Fatalf("service %s/%s: %s: not within %v; last seen: status=%+v finalizers=%v", namespace, name, what, waitTimeout,
+			lastStatus(last), lastFinalizers(last))
+	}
+	return last
+}
+
+func lastStatus(svc *v1.Service) any {
+	if svc == nil {
+		return nil
+	}
+	return svc.Status
+}
+
+func lastFinalizers(svc *v1.Service) []string {
+	if svc == nil {
+		return nil
+	}
+	return svc.Finalizers
+}
+
+func hasIngress(svc *v1.Service) bool { return len(svc.Status.LoadBalancer.Ingress) > 0 }
+
+func ingressIPs(svc *v1.Service) []string {
+	var ips []string
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		ips = append(ips, in.IP)
+	}
+	return ips
+}
+
+// waitForEvent polls until an event with reason exists for the Service and
+// returns its message.
+func waitForEvent(t *testing.T, client kubernetes.Interface, namespace, name, eventType, reason string) string {
+	t.Helper()
+	var message string
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
+		func(ctx context.Context) (bool, error) {
+			events, err := client.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{
+				FieldSelector: "involvedObject.kind=Service,involvedObject.name=" + name})
+			if err != nil {
+				return false, nil //nolint:nilerr // keep polling through transient errors
+			}
+			for _, e := range events.Items {
+				if e.Type == eventType && e.Reason == reason {
+					message = e.Message
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+	if err != nil {
+		t.Fatalf("no %s event %q for service %s/%s within %v", eventType, reason, namespace, name, waitTimeout)
+	}
+	return message
+}
+
+func countEvents(t *testing.T, client kubernetes.Interface, namespace, reason string) int {
+	t.Helper()
+	events, err := client.CoreV1().Events(namespace).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range events.Items {
+		if e.Reason == reason {
+			n += int(e.Count)
+		}
+	}
+	return n
+}
+
+func kubectl(t *testing.T, c *cluster.Cluster, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(c.BinDir, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// waitForServiceAbsent polls until the Service is gone: its finalizer was
+// removed and the deletion completed.
+func waitForServiceAbsent(t *testing.T, client kubernetes.Interface, namespace, name string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
+		func(ctx context.Context) (bool, error) {
+			_, err := client.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+	if err != nil {
+		t.Fatalf("service %s/%s still exists after %v", namespace, name, waitTimeout)
+	}
+}
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
