@@ -157,4 +157,3 @@ func TestAddressIsReleasedOnDeleteAndTypeChange(t *testing.T) {
 	}
 	m.requireRunning(t)
 }
-

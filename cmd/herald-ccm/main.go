@@ -46,8 +46,13 @@ func run() int {
 	command.Use = "herald-ccm"
 	// Check the cloud config before the controller manager connects
 	// anywhere, so a broken file fails fast with the field it gets wrong.
-	command.PreRunE = func(*cobra.Command, []string) error {
-		return checkCloudFlags(ccmOptions.KubeCloudShared.CloudProvider.Name, ccmOptions.KubeCloudShared.CloudProvider.CloudConfigFile)
+	command.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		err := checkCloudFlags(ccmOptions.KubeCloudShared.CloudProvider.Name, ccmOptions.KubeCloudShared.CloudProvider.CloudConfigFile)
+		if err != nil {
+			// Plainly, for a human: the structured log line escapes quotes.
+			fmt.Fprintf(cmd.ErrOrStderr(), "herald-ccm: %v\n", err)
+		}
+		return err
 	}
 	command.SilenceUsage = true
 	return cli.Run(command)

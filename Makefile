@@ -1,0 +1,56 @@
+# herald — build, test, lint. `make test` is the whole test suite and what CI
+# runs (.ci/run); `make demo` shows a LoadBalancer Service getting its address
+# from herald-ccm on a real kube-apiserver.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+GO ?= go
+GOLANGCI_LINT := $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+# Debian packages the tests and the lab need.
+APT_PACKAGES := nftables iproute2
+# Packages of the unit tier: everything but the end-to-end tests.
+UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
+# Prints the folder with kube-apiserver, etcd and kubectl, building them
+# (once, cached outside the clone) if needed.
+K8S_BIN = $$(e2e/tools/build.sh)
+
+.PHONY: all build test test-unit test-integration lint bench tools deps demo clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+# Installs the Debian packages the tests need, only when one is missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# kube-apiserver, etcd and kubectl v1.37.2 from the Go module proxy.
+tools:
+	@e2e/tools/build.sh
+
+test: deps test-unit test-integration
+
+test-unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+test-integration:
+	bin=$(K8S_BIN); HERALD_K8S_BIN=$$bin $(GO) test -count=1 -timeout 25m ./e2e/...
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GOLANGCI_LINT) run ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(UNIT_PKGS)
+
+demo: build
+	bin=$(K8S_BIN); $(GO) run ./e2e/demo --k8s-bin "$$bin" --ccm bin/herald-ccm
+
+clean:
+	rm -rf bin

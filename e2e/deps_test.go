@@ -1,0 +1,107 @@
+package e2e
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/heraldlb/herald/"
+
+// pure packages (★ in ARCHITECTURE.md) may import only the standard
+// library, Kubernetes API types and other pure packages.
+var pure = []string{
+	"provider/service",
+	"bare-metal/ipam",
+	"bare-metal/election",
+	"aws/model",
+	"aws/build",
+}
+
+func isPure(pkg string) bool {
+	return slices.Contains(pure, pkg)
+}
+
+func pureImportAllowed(imp string) bool {
+	first, _, _ := strings.Cut(imp, "/")
+	switch {
+	case !strings.Contains(first, "."):
+		return true // standard library
+	case strings.HasPrefix(imp, "k8s.io/api/"),
+		strings.HasPrefix(imp, "k8s.io/apimachinery/"):
+		return true
+	case strings.HasPrefix(imp, module):
+		return isPure(strings.TrimPrefix(imp, module))
+	}
+	return false
+}
+
+// packageImports lists, for every package of the module, its direct
+// (non-test) imports, or with deps, everything it depends on.
+func packageImports(t *testing.T, deps bool) map[string][]string {
+	t.Helper()
+	field := "{{join .Imports \" \"}}"
+	if deps {
+		field = "{{join .Deps \" \"}}"
+	}
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} "+field, "../...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	imports := map[string][]string{}
+	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		imports[strings.TrimPrefix(fields[0], module)] = fields[1:]
+	}
+	return imports
+}
+
+// TestDependencyRule keeps the import rules of ARCHITECTURE.md.
+func TestDependencyRule(t *testing.T) {
+	direct := packageImports(t, false)
+	all := packageImports(t, true)
+	if len(direct) < 5 {
+		t.Fatalf("go list found only %d packages", len(direct))
+	}
+	for pkg, imports := range direct {
+		for _, imp := range imports {
+			local, ours := strings.CutPrefix(imp, module)
+			switch {
+			case isPure(pkg) && !pureImportAllowed(imp):
+				t.Errorf("pure package %s imports %s", pkg, imp)
+			case ours && (strings.HasPrefix(local, "cmd/") || local == "cmd") && !strings.HasPrefix(pkg, "cmd/"):
+				t.Errorf("%s imports %s: nothing imports cmd/", pkg, imp)
+			case ours && strings.HasPrefix(local, "e2e") && !strings.HasPrefix(pkg, "e2e"):
+				t.Errorf("%s imports %s: nothing outside e2e imports it", pkg, imp)
+			case strings.HasPrefix(imp, "github.com/aws/aws-sdk-go-v2/service/") && pkg != "aws/api":
+				t.Errorf("%s imports %s: only aws/api talks to the AWS SDK services", pkg, imp)
+			case strings.HasPrefix(imp, "github.com/osrg/gobgp") && pkg != "bare-metal/bgp/gobgp":
+				t.Errorf("%s imports %s: only bare-metal/bgp/gobgp imports GoBGP", pkg, imp)
+			}
+		}
+	}
+	for pkg, deps := range all {
+		for _, dep := range deps {
+			local, ours := strings.CutPrefix(dep, module)
+			if !ours {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(pkg, "provider") && (strings.HasPrefix(local, "bare-metal") || strings.HasPrefix(local, "aws")):
+				t.Errorf("%s depends on %s: provider never depends on a backend", pkg, local)
+			case strings.HasPrefix(pkg, "bare-metal") && strings.HasPrefix(local, "aws"),
+				strings.HasPrefix(pkg, "aws") && strings.HasPrefix(local, "bare-metal"):
+				t.Errorf("%s depends on %s: the backends are independent", pkg, local)
+			}
+		}
+	}
+	for _, p := range []string{"provider/service", "bare-metal/ipam"} {
+		if _, ok := direct[p]; !ok {
+			t.Errorf("pure package %s not found by go list: is the list in this test stale?", p)
+		}
+	}
+	if !slices.Contains(all["cmd/herald-ccm"], module+"provider") {
+		t.Errorf("cmd/herald-ccm does not depend on provider: is go list output parsed right?")
+	}
+}
