@@ -7,8 +7,9 @@
 #             in the error (so each CEL rule is shown to fire on its own input);
 #   gaps/     known gaps: accepted by the CRD today, caught by herald-ccm.
 # It then creates one pool for real to show defaults, a status update and the
-# printer columns. With --chart it also renders charts/herald with helm and
-# dry-runs the result with --validate=strict.
+# printer columns. With --chart it also renders charts/herald with helm,
+# dry-runs the result with --validate=strict, applies it, and runs herald-ccm
+# (built from this tree) with the chart's args, config and ServiceAccount.
 #
 #   bare-metal/api/check-crd.sh [--chart] [BIN_DIR]
 #
@@ -31,9 +32,9 @@ for b in etcd kube-apiserver kubectl; do
 done
 
 tmp=$(mktemp -d)
-etcd_pid= apiserver_pid=
+etcd_pid= apiserver_pid= ccm_pid=
 cleanup() {
-	for pid in $apiserver_pid $etcd_pid; do
+	for pid in $ccm_pid $apiserver_pid $etcd_pid; do
 		kill "$pid" 2>/dev/null || true
 		wait "$pid" 2>/dev/null || true
 	done
@@ -129,13 +130,53 @@ else
 fi
 
 if $chart; then
-	k create namespace herald-system >/dev/null
-	if out=$(cd "$root" && go run "$helm" template herald charts/herald --namespace herald-system --kube-version v1.37.2 |
-		k apply --dry-run=server --validate=strict -f - 2>&1); then
-		pass "chart: helm template | kubectl apply --dry-run=server --validate=strict"
-		sed 's/^/      /' <<<"$out"
+	# The chart as an admin would install it (with the ci/ values), then
+	# herald-ccm built from this tree, run here with the chart's args, cloud
+	# config and ServiceAccount token: it must win the lease and give a
+	# LoadBalancer Service an address without any RBAC refusal.
+	ns=herald-system
+	k create namespace "$ns" >/dev/null
+	(cd "$root" && go run "$helm" template herald charts/herald --namespace "$ns" --kube-version v1.37.2 \
+		-f charts/herald/ci/bare-metal-values.yaml) >"$tmp/chart.yaml"
+	if out=$(k apply --dry-run=server --validate=strict -f "$tmp/chart.yaml" 2>&1); then
+		pass "chart: helm template | kubectl apply --dry-run=server --validate=strict ($(wc -l <<<"$out") objects)"
 	else
 		fail "chart: $out"
+	fi
+	k apply -f "$tmp/chart.yaml" >/dev/null
+	(cd "$root" && go build -o "$tmp/herald-ccm" ./cmd/herald-ccm)
+	k -n "$ns" get configmap herald-ccm-config -o jsonpath='{.data.cloud-config\.yaml}' >"$tmp/cloud-config.yaml"
+	sed "s/$token/$(k -n "$ns" create token herald-ccm)/" "$tmp/kubeconfig" >"$tmp/ccm-kubeconfig"
+	mapfile -t args < <(k -n "$ns" get deployment herald-ccm \
+		-o go-template='{{range (index .spec.template.spec.containers 0).args}}{{.}}{{"\n"}}{{end}}')
+	args=("${args[@]/#--cloud-config=*/--cloud-config=$tmp/cloud-config.yaml}")
+	ccm_port=$(free_port)
+	"$tmp/herald-ccm" "${args[@]}" --kubeconfig "$tmp/ccm-kubeconfig" --authentication-kubeconfig "$tmp/ccm-kubeconfig" \
+		--authorization-kubeconfig "$tmp/ccm-kubeconfig" --bind-address 127.0.0.1 --secure-port "$ccm_port" >"$tmp/ccm.log" 2>&1 &
+	ccm_pid=$!
+	k apply -f - >/dev/null <<-EOF
+		apiVersion: v1
+		kind: Node
+		metadata: {name: node-a}
+		---
+		apiVersion: v1
+		kind: Service
+		metadata: {name: web, namespace: default}
+		spec: {type: LoadBalancer, selector: {app: web}, ports: [{port: 80}]}
+	EOF
+	vip=
+	for _ in $(seq 60); do
+		vip=$(k get service web -o jsonpath='{.status.loadBalancer.ingress[*].ip}')
+		[[ -n $vip ]] && break
+		sleep 1
+	done
+	[[ $vip == 192.0.2.* ]] && pass "herald-ccm with the chart's RBAC gave Service web $vip" || fail "Service web got no address"
+	holder=$(k -n "$ns" get lease herald-ccm -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+	[[ -n $holder ]] && pass "lease $ns/herald-ccm held" || fail "no lease $ns/herald-ccm"
+	if grep -qi forbidden "$tmp/ccm.log"; then
+		fail "RBAC refused herald-ccm: $(grep -i forbidden "$tmp/ccm.log" | head -3)"
+	else
+		pass "no RBAC refusal in herald-ccm's log"
 	fi
 fi
 
