@@ -249,11 +249,3 @@ func usage(pool string, f Family, total, inUse uint64) step {
 		return nil, "", fmt.Errorf("%w: no usage for %s %s in %+v", errMismatch, pool, f, a.Usage())
 	}}
 }
-
-// check runs an arbitrary assertion.
-func check(desc string, f func(t *testing.T, a *Allocator)) step {
-	return step{desc: desc, do: func(t *testing.T, a *Allocator) ([]netip.Addr, string, error) {
-		f(t, a)
-		return nil, "", nil
-	}}
-}

@@ -12,6 +12,7 @@ import (
 // IPFamily so callers convert with a plain type conversion.
 type Family string
 
+// The two address families.
 const (
 	IPv4 Family = "IPv4"
 	IPv6 Family = "IPv6"
@@ -60,7 +61,7 @@ func ParseRange(s string) (Range, error) {
 func parseCIDR(in string) (Range, error) {
 	p, err := netip.ParsePrefix(in)
 	if err != nil {
-		return Range{}, fmt.Errorf("%w: %q is not a valid CIDR: %v", ErrInvalidRange, in, err)
+		return Range{}, fmt.Errorf("%w: %q is not a valid CIDR: %w", ErrInvalidRange, in, err)
 	}
 	if p.Addr().Is4In6() {
 		return Range{}, fmt.Errorf("%w: %q uses an IPv4-mapped IPv6 address; write the IPv4 form", ErrInvalidRange, in)

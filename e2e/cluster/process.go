@@ -68,12 +68,16 @@ func (p *Process) Stop(grace time.Duration) {
 func (p *Process) ExitedErr() error {
 	select {
 	case <-p.exited:
-		return fmt.Errorf("%s exited (%v):\n%s", p.name, p.err, p.LogTail(30))
+		if p.err == nil {
+			return fmt.Errorf("%s exited with status 0:\n%s", p.name, p.LogTail(30))
+		}
+		return fmt.Errorf("%s exited (%w):\n%s", p.name, p.err, p.LogTail(30))
 	default:
 		return nil
 	}
 }
 
+// LogTail returns the last lines of the process output.
 func (p *Process) LogTail(lines int) string {
 	data, err := os.ReadFile(p.logPath)
 	if err != nil {

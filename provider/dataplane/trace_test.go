@@ -150,14 +150,14 @@ func TestTrace(t *testing.T) {
 }
 
 func TestTraceAffinityHit(t *testing.T) {
-	fake, tr := buildTraced(t, testNode, Options{})
+	fake, _ := buildTraced(t, testNode, Options{})
 	// what the packet path would have remembered for this client
 	tx := fake.NewTransaction()
 	tx.Add(&knftables.Element{Map: "aff4", Key: []string{"192.0.2.99", "198.51.100.14", "tcp", "80"}, Value: []string{"192.0.2.102", "8080"}})
 	if err := fake.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}
-	tr = newTracer(t, fake, testNode.IPs...)
+	tr := newTracer(t, fake, testNode.IPs...)
 	got := tr.trace(packet{"192.0.2.99", "198.51.100.14", "tcp", 80, localPod})
 	if got.verdict != "dnat" || !slices.Equal(got.endpoints, remote) || got.affinity != "60s" {
 		t.Errorf("remembered client: %+v", got)

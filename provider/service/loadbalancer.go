@@ -34,7 +34,7 @@ type LoadBalancer struct {
 	// SharingKey lets Services with the same key share an address.
 	SharingKey string
 
-	ExternalTrafficPolicy v1.ServiceExternalTrafficPolicyType
+	ExternalTrafficPolicy v1.ServiceExternalTrafficPolicy
 	HealthCheckNodePort   int32
 	SourceRanges          []netip.Prefix
 
