@@ -203,6 +203,27 @@ func TestAgentSyncsServiceAndEndpointChanges(t *testing.T) {
 	if got := testutil.ToFloat64(h.agent.metrics.elements); got == 0 {
 		t.Error("herald_dataplane_elements not set")
 	}
+
+	// A new Service and its slice: its frontend and endpoint appear, and
+	// since it has no healthCheckNodePort, no server opens for it.
+	api := webService()
+	api.Name, api.Spec.ClusterIP, api.Spec.ClusterIPs = "api", "198.51.100.2", []string{"198.51.100.2"}
+	api.Spec.Type, api.Spec.ExternalTrafficPolicy, api.Spec.HealthCheckNodePort = v1.ServiceTypeClusterIP, "", 0
+	api.Spec.Ports[0].NodePort, api.Status = 0, v1.ServiceStatus{}
+	apiSlice := webSlice("192.0.2.103", "node-b")
+	apiSlice.Name, apiSlice.Labels[discoveryv1.LabelServiceName] = "api-1", "api"
+	ctx := context.Background()
+	if _, err := h.client.CoreV1().Services("ns").Create(ctx, api, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.client.DiscoveryV1().EndpointSlices("ns").Create(ctx, apiSlice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor(t, `add element inet herald svc4 { 198.51.100.2 . tcp . 80 comment "ns/api:http" : goto pick4-1 }`,
+		"add element inet herald ep4 { 198.51.100.2 . tcp . 80 . 0 : 192.0.2.103 . 8080 }")
+	if got := testutil.ToFloat64(h.agent.metrics.hcServers); got != 1 {
+		t.Errorf("herald_healthcheck_servers = %v, want 1", got)
+	}
 }
 
 // startInformers runs the informers without the sync loop, so a test can call

@@ -19,6 +19,8 @@ import (
 // applied) and every FullSyncPeriod. It runs only on the Runner's goroutine.
 func (a *Agent) sync(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
+	// The duration covers building too: at scale it is a good part of a sync.
+	start := a.clock.Now()
 	svcs, err := a.services.List(labels.Everything())
 	if err != nil {
 		return fmt.Errorf("list services: %w", err)
@@ -30,7 +32,6 @@ func (a *Agent) sync(ctx context.Context) error {
 	node := a.node(ctx)
 	ruleset := dataplane.Build(svcs, eps, node, a.cfg.Dataplane)
 
-	start := a.clock.Now()
 	forceFull := a.lastFull.IsZero() || start.Sub(a.lastFull) >= a.cfg.FullSyncPeriod
 	var res dataplane.SyncResult
 	if forceFull {
@@ -52,6 +53,10 @@ func (a *Agent) sync(ctx context.Context) error {
 		a.lastFull = now
 	}
 	a.metrics.synced(ruleset, res, now)
+	if res.Full && !a.health.isReady() {
+		logger.Info("First full sync done; the node forwards service traffic", "services", len(svcs),
+			"operations", res.Operations, "elapsed", now.Sub(start))
+	}
 	a.health.synced(res.Full)
 	logger.V(2).Info("Dataplane synced", "mode", syncMode(res.Full), "operations", res.Operations,
 		"services", len(svcs), "endpointSlices", len(eps), "elapsed", now.Sub(start))
