@@ -1,0 +1,167 @@
+// Command herald-agent is herald's node agent, run as a DaemonSet: it keeps
+// the node's nftables table (ClusterIP, NodePort, LoadBalancer and external
+// IP forwarding) in line with the cluster and serves healthCheckNodePorts.
+//
+// Exit codes: 0 on SIGTERM/SIGINT or after --cleanup, 2 for invalid flags,
+// 1 for any other failure. On a normal stop the nftables table is left in
+// place so that traffic keeps flowing while the agent restarts; only
+// --cleanup removes it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/knftables"
+
+	"github.com/heraldlb/herald/provider/agent"
+	"github.com/heraldlb/herald/provider/dataplane"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	code := run(ctx, os.Args[1:], os.Stderr, newNFT)
+	stop()
+	klog.Flush()
+	os.Exit(code)
+}
+
+func newNFT() (knftables.Interface, error) {
+	return knftables.New(dataplane.TableFamily, dataplane.TableName)
+}
+
+// run is main without the process: tests pass their own arguments, output
+// and knftables.
+func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knftables.Interface, error)) int {
+	var o options
+	fs := newFlagSet(&o)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "herald-agent: %v\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "herald-agent: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if err := o.validate(); err != nil {
+		fmt.Fprintf(stderr, "herald-agent: %v\n", err)
+		return 2
+	}
+	ctx = klog.NewContext(ctx, klog.Background())
+	if err := start(ctx, &o, nft); err != nil {
+		klog.FromContext(ctx).Error(err, "herald-agent failed")
+		return 1
+	}
+	return 0
+}
+
+func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, error)) error {
+	nft, err := newNFT()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	if o.cleanup {
+		if err := dataplane.DeleteTable(ctx, nft); err != nil {
+			return err
+		}
+		klog.FromContext(ctx).Info("Deleted the herald nftables table", "table", dataplane.TableName)
+		return nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("--kubeconfig=%q: %w", o.kubeconfig, err)
+	}
+	cfg.UserAgent = "herald-agent"
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := agent.New(o.agentConfig(), agent.Deps{Client: client, NFT: nft, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	stopServers, err := serve(ctx, o, a.HealthHandler(), promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if err != nil {
+		return err
+	}
+	defer stopServers()
+	return a.Run(ctx)
+}
+
+// serve listens on the health and metrics addresses (one server when they
+// are the same) before the agent starts, so that probes get an answer, a
+// 503, while the caches fill. Listening up front turns a busy port into an
+// error naming its flag. The returned function shuts the servers down.
+func serve(ctx context.Context, o *options, health, metrics http.Handler) (func(), error) {
+	type listener struct {
+		flag, addr string
+		mux        *http.ServeMux
+	}
+	var ls []*listener
+	muxFor := func(flagName, addr string) *http.ServeMux {
+		for _, l := range ls {
+			if l.addr == addr {
+				return l.mux
+			}
+		}
+		l := &listener{flag: flagName, addr: addr, mux: http.NewServeMux()}
+		ls = append(ls, l)
+		return l.mux
+	}
+	if o.healthBindAddress != "" {
+		m := muxFor("--health-bind-address", o.healthBindAddress)
+		for _, p := range []string{"/readyz", "/livez", "/healthz"} {
+			m.Handle(p, health)
+		}
+	}
+	if o.metricsBindAddress != "" {
+		muxFor("--metrics-bind-address", o.metricsBindAddress).Handle("/metrics", metrics)
+	}
+
+	var servers []*http.Server
+	stop := func() {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, s := range servers {
+			_ = s.Shutdown(shutdownCtx) // best effort on the way out
+		}
+	}
+	logger := klog.FromContext(ctx)
+	for _, l := range ls {
+		nl, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("%s=%q: %w", l.flag, l.addr, err)
+		}
+		s := &http.Server{Handler: l.mux, ReadHeaderTimeout: 5 * time.Second}
+		servers = append(servers, s)
+		go func() {
+			if err := s.Serve(nl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error(err, "HTTP server stopped", "address", l.addr)
+			}
+		}()
+		logger.Info("Serving", "address", nl.Addr().String(), "flag", l.flag)
+	}
+	return stop, nil
+}

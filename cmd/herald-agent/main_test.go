@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/knftables"
+
+	"github.com/heraldlb/herald/provider/dataplane"
+)
+
+func TestFlagValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // substring of the error; "" means valid
+	}{
+		{"minimal", []string{"--node-name=n1"}, ""},
+		{"everything", []string{"--node-name=n1", "--kubeconfig=/k", "--nodeport-addresses=192.0.2.0/24,2001:db8::/64",
+			"--cluster-cidr=10.244.0.0/16", "--masquerade-all", "--min-sync-period=0", "--sync-period=1m", "--burst=5",
+			"--full-sync-period=2h", "--health-bind-address=[::]:9000", "--metrics-bind-address=:9000", "-v=2"}, ""},
+		{"disabled servers", []string{"--node-name=n1", "--health-bind-address=", "--metrics-bind-address="}, ""},
+		{"cleanup needs no node", []string{"--cleanup"}, ""},
+		{"node name missing", nil, "--node-name is required"},
+		{"bad nodeport cidr", []string{"--node-name=n1", "--nodeport-addresses=192.0.2.1"}, `--nodeport-addresses: "192.0.2.1" is not a CIDR`},
+		{"bad cluster cidr", []string{"--node-name=n1", "--cluster-cidr=pods"}, `--cluster-cidr: "pods" is not a CIDR`},
+		{"negative min sync", []string{"--node-name=n1", "--min-sync-period=-1s"}, "--min-sync-period=-1s must not be negative"},
+		{"zero sync period", []string{"--node-name=n1", "--sync-period=0"}, "--sync-period=0s must be positive"},
+		{"min above max", []string{"--node-name=n1", "--min-sync-period=1m", "--sync-period=30s"}, "--min-sync-period=1m0s must not exceed --sync-period=30s"},
+		{"full shorter than sync", []string{"--node-name=n1", "--full-sync-period=10s"}, "--full-sync-period=10s must not be shorter than --sync-period=30s"},
+		{"zero burst", []string{"--node-name=n1", "--burst=0"}, "--burst=0 must be at least 1"},
+		{"health address without port", []string{"--node-name=n1", "--health-bind-address=0.0.0.0"}, `--health-bind-address="0.0.0.0": want host:port`},
+		{"metrics host not an IP", []string{"--node-name=n1", "--metrics-bind-address=localhost:1"}, `--metrics-bind-address="localhost:1": host "localhost" is not an IP address`},
+		{"metrics port out of range", []string{"--node-name=n1", "--metrics-bind-address=:70000"}, `--metrics-bind-address=":70000": port "70000" must be in 1-65535`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var o options
+			if err := newFlagSet(&o).Parse(tc.args); err != nil {
+				t.Fatalf("parse: %v", err)
+			}
+			err := o.validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("want valid, got %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("want an error containing %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
+func TestAgentConfigFromFlags(t *testing.T) {
+	var o options
+	err := newFlagSet(&o).Parse([]string{"--node-name=n1", "--nodeport-addresses=192.0.2.7/24",
+		"--cluster-cidr=10.244.0.0/16,fd00::/48", "--masquerade-all", "--burst=3", "--min-sync-period=2s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := o.agentConfig()
+	if c.NodeName != "n1" || c.Burst != 3 || c.MinSyncPeriod != 2*time.Second || c.SyncPeriod != 30*time.Second ||
+		!c.Dataplane.MasqueradeAll || len(c.Dataplane.PodCIDRs) != 2 ||
+		len(c.Dataplane.NodePortCIDRs) != 1 || c.Dataplane.NodePortCIDRs[0].String() != "192.0.2.0/24" {
+		t.Errorf("config %+v", c)
+	}
+}
+
+func noNFT() (knftables.Interface, error) { return nil, errors.New("nft must not be used") }
+
+func TestRunExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"missing node name", nil, 2, "herald-agent: --node-name is required"},
+		{"unknown flag", []string{"--node-nme=x"}, 2, "unknown flag: --node-nme"},
+		{"stray argument", []string{"--node-name=n1", "extra"}, 2, `unexpected arguments ["extra"]`},
+		{"help", []string{"--help"}, 0, "--nodeport-addresses"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			if code := run(context.Background(), tc.args, &stderr, noNFT); code != tc.code {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.stderr) {
+				t.Errorf("stderr lacks %q:\n%s", tc.stderr, stderr.String())
+			}
+		})
+	}
+}
+
+func TestCleanupDeletesTheTableIdempotently(t *testing.T) {
+	fake := knftables.NewFake(dataplane.TableFamily, dataplane.TableName)
+	nft := func() (knftables.Interface, error) { return fake, nil }
+	tx := fake.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Add(&knftables.Chain{Name: "services"})
+	if err := fake.Run(context.Background(), tx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // the second run finds no table
+		var stderr bytes.Buffer
+		if code := run(context.Background(), []string{"--cleanup"}, &stderr, nft); code != 0 {
+			t.Fatalf("run %d: exit %d: %s", i, code, stderr.String())
+		}
+		if d := fake.Dump(); d != "" {
+			t.Fatalf("run %d: table left:\n%s", i, d)
+		}
+	}
+}
+
+func TestBusyBindAddressNamesTheFlag(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Skipf("cannot listen on 127.0.0.1: %v", err)
+	}
+	defer l.Close()
+	o := options{healthBindAddress: l.Addr().String(), metricsBindAddress: "127.0.0.1:0"}
+	_, err = serve(context.Background(), &o, http.NotFoundHandler(), http.NotFoundHandler())
+	if err == nil || !strings.Contains(err.Error(), "--health-bind-address=") {
+		t.Errorf("want an error naming --health-bind-address, got %v", err)
+	}
+}

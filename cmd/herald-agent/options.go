@@ -1,0 +1,156 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/klog/v2"
+
+	"github.com/heraldlb/herald/provider/agent"
+	"github.com/heraldlb/herald/provider/dataplane"
+)
+
+// Default listen addresses. They differ from kube-proxy's (10256, 10249) so
+// that both can run on one node while a cluster moves from one to the other.
+const (
+	defaultHealthBindAddress  = "0.0.0.0:10276"
+	defaultMetricsBindAddress = "127.0.0.1:10279"
+)
+
+// options are herald-agent's flags. Configuration comes from flags only.
+type options struct {
+	kubeconfig         string
+	nodeName           string
+	nodePortAddresses  []string
+	clusterCIDRs       []string
+	masqueradeAll      bool
+	minSyncPeriod      time.Duration
+	syncPeriod         time.Duration
+	fullSyncPeriod     time.Duration
+	burst              int
+	cleanup            bool
+	healthBindAddress  string
+	metricsBindAddress string
+}
+
+func newFlagSet(o *options) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("herald-agent", pflag.ContinueOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig file; empty means the in-cluster configuration.")
+	fs.StringVar(&o.nodeName, "node-name", "", "Name of the Node this agent runs on (required; in a DaemonSet, from spec.nodeName).")
+	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil,
+		"CIDRs of the node addresses that answer NodePorts and healthCheckNodePorts; empty means all node addresses.")
+	fs.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil,
+		"The cluster's pod CIDRs; ClusterIP traffic from outside them is masqueraded so replies return through this node.")
+	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "Masquerade all traffic to ClusterIPs.")
+	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", time.Second,
+		"Minimum time between two syncs once --burst syncs have run back to back; 0 disables the limit.")
+	fs.DurationVar(&o.syncPeriod, "sync-period", 30*time.Second, "Maximum time between two syncs.")
+	fs.DurationVar(&o.fullSyncPeriod, "full-sync-period", agent.DefaultFullSyncPeriod,
+		"How often a sync rewrites the whole table (this forgets ClientIP affinity choices).")
+	fs.IntVar(&o.burst, "burst", 2, "Syncs that may run back to back before --min-sync-period applies.")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "Delete herald's nftables table and exit.")
+	fs.StringVar(&o.healthBindAddress, "health-bind-address", defaultHealthBindAddress,
+		"host:port serving /readyz, /livez and /healthz; empty disables.")
+	fs.StringVar(&o.metricsBindAddress, "metrics-bind-address", defaultMetricsBindAddress,
+		"host:port serving /metrics; empty disables. May equal --health-bind-address.")
+	gofs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(gofs)
+	fs.AddGoFlagSet(gofs)
+	return fs
+}
+
+// validate checks the flags; each error names the flag at fault.
+func (o *options) validate() error {
+	if o.cleanup {
+		return nil // --cleanup needs nothing else
+	}
+	var errs []error
+	if o.nodeName == "" {
+		errs = append(errs, errors.New("--node-name is required"))
+	}
+	if _, err := parseCIDRs("--nodeport-addresses", o.nodePortAddresses); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := parseCIDRs("--cluster-cidr", o.clusterCIDRs); err != nil {
+		errs = append(errs, err)
+	}
+	switch {
+	case o.minSyncPeriod < 0:
+		errs = append(errs, fmt.Errorf("--min-sync-period=%v must not be negative", o.minSyncPeriod))
+	case o.syncPeriod <= 0:
+		errs = append(errs, fmt.Errorf("--sync-period=%v must be positive", o.syncPeriod))
+	case o.minSyncPeriod > o.syncPeriod:
+		errs = append(errs, fmt.Errorf("--min-sync-period=%v must not exceed --sync-period=%v", o.minSyncPeriod, o.syncPeriod))
+	}
+	if o.fullSyncPeriod < o.syncPeriod {
+		errs = append(errs, fmt.Errorf("--full-sync-period=%v must not be shorter than --sync-period=%v", o.fullSyncPeriod, o.syncPeriod))
+	}
+	if o.burst < 1 {
+		errs = append(errs, fmt.Errorf("--burst=%d must be at least 1", o.burst))
+	}
+	for _, b := range [...]struct{ flag, addr string }{
+		{"--health-bind-address", o.healthBindAddress}, {"--metrics-bind-address", o.metricsBindAddress},
+	} {
+		if err := checkBindAddress(b.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", b.flag, b.addr, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func parseCIDRs(flagName string, in []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(in))
+	for _, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not a CIDR: %w", flagName, s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// checkBindAddress accepts "" (disabled) or host:port with an IP or empty host.
+func checkBindAddress(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want host:port: %w", err)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("host %q is not an IP address", host)
+		}
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("port %q must be in 1-65535", port)
+	}
+	return nil
+}
+
+// agentConfig turns validated flags into the agent's configuration.
+func (o *options) agentConfig() agent.Config {
+	// validate has parsed these already
+	nodePorts, _ := parseCIDRs("--nodeport-addresses", o.nodePortAddresses)
+	pods, _ := parseCIDRs("--cluster-cidr", o.clusterCIDRs)
+	return agent.Config{
+		NodeName: o.nodeName,
+		Dataplane: dataplane.Options{
+			NodePortCIDRs: nodePorts,
+			PodCIDRs:      pods,
+			MasqueradeAll: o.masqueradeAll,
+		},
+		MinSyncPeriod:  o.minSyncPeriod,
+		SyncPeriod:     o.syncPeriod,
+		FullSyncPeriod: o.fullSyncPeriod,
+		Burst:          o.burst,
+	}
+}

@@ -1,0 +1,243 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/knftables"
+
+	"github.com/heraldlb/herald/provider/dataplane"
+)
+
+// Defaults for the optional Config fields.
+const (
+	// DefaultFullSyncPeriod is kube-proxy's: a full sync repairs anything
+	// changed behind herald's back, but also forgets ClientIP affinity
+	// choices, so it is not run at every periodic sync.
+	DefaultFullSyncPeriod = time.Hour
+	// labelServiceProxyName marks Services that another proxy handles;
+	// herald, like kube-proxy, leaves them alone.
+	labelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+)
+
+// Config is what cmd/herald-agent's flags set.
+type Config struct {
+	// NodeName is the Node this agent runs on; required.
+	NodeName string
+	// Dataplane tunes the ruleset (node port CIDRs, pod CIDRs, masquerade).
+	Dataplane dataplane.Options
+	// MinSyncPeriod, SyncPeriod and Burst bound the sync frequency: at most
+	// Burst syncs back to back, then one per MinSyncPeriod; at least one
+	// every SyncPeriod.
+	MinSyncPeriod time.Duration
+	SyncPeriod    time.Duration
+	Burst         int
+	// FullSyncPeriod is how often a sync rewrites the whole table even when
+	// a partial one would do; 0 means DefaultFullSyncPeriod.
+	FullSyncPeriod time.Duration
+	// LivenessThreshold is how long a sync may stay due before /livez
+	// fails; 0 means twice SyncPeriod.
+	LivenessThreshold time.Duration
+}
+
+// Deps are the agent's connections to the outside world. Client, NFT and
+// Registerer are required; Clock and Listen default to the real ones.
+type Deps struct {
+	Client     kubernetes.Interface
+	NFT        knftables.Interface
+	Registerer prometheus.Registerer
+	Clock      clock.WithTicker
+	// Listen opens the healthCheckNodePort listeners.
+	Listen ListenFunc
+}
+
+// Agent keeps this node's herald nftables table in line with the cluster's
+// Services and EndpointSlices, and serves healthCheckNodePorts.
+type Agent struct {
+	cfg      Config
+	clock    clock.WithTicker
+	factory  informers.SharedInformerFactory
+	nodeInf  informers.SharedInformerFactory
+	services corelisters.ServiceLister
+	slices   discoverylisters.EndpointSliceLister
+	nodes    corelisters.NodeLister
+	synced   []cache.InformerSynced
+	applier  *dataplane.Applier
+	runner   *Runner
+	metrics  *metrics
+	health   *healthState
+	hc       *healthCheckServers
+	lastFull time.Time // of the last successful full sync; only the sync goroutine uses it
+	// onSync, when set (tests only), is called after every sync attempt from
+	// the sync goroutine.
+	onSync func(syncReport)
+}
+
+type syncReport struct {
+	result dataplane.SyncResult
+	err    error
+}
+
+// New wires an Agent; nothing runs until Run.
+func New(cfg Config, deps Deps) (*Agent, error) {
+	if err := cfg.complete(); err != nil {
+		return nil, err
+	}
+	if deps.Client == nil || deps.NFT == nil || deps.Registerer == nil {
+		return nil, errors.New("agent: Client, NFT and Registerer are required")
+	}
+	if deps.Clock == nil {
+		deps.Clock = clock.RealClock{}
+	}
+	if deps.Listen == nil {
+		deps.Listen = net.Listen
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{
+		cfg:     cfg,
+		clock:   deps.Clock,
+		applier: dataplane.NewApplier(deps.NFT),
+		metrics: m,
+		health: &healthState{clock: deps.Clock, syncPeriod: cfg.SyncPeriod,
+			threshold: cfg.LivenessThreshold},
+	}
+	a.hc = newHealthCheckServers(deps.Listen, a.health.healthy, m)
+	a.runner, err = NewRunner("dataplane-sync", a.sync, RunnerConfig{
+		MinInterval: cfg.MinSyncPeriod, MaxInterval: cfg.SyncPeriod, Burst: cfg.Burst,
+	}, deps.Clock)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := a.setupInformers(deps.Client); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return a, nil
+}
+
+func (c *Config) complete() error {
+	if c.NodeName == "" {
+		return errors.New("agent: node name is required")
+	}
+	if c.FullSyncPeriod == 0 {
+		c.FullSyncPeriod = DefaultFullSyncPeriod
+	}
+	if c.LivenessThreshold == 0 {
+		c.LivenessThreshold = 2 * c.SyncPeriod
+	}
+	return nil
+}
+
+// setupInformers watches Services and EndpointSlices cluster-wide and this
+// Node alone. Like kube-proxy, it skips what another proxy handles and the
+// EndpointSlices of headless Services, which have no rules: at scale that is
+// most of the watch traffic saved.
+func (a *Agent) setupInformers(client kubernetes.Interface) error {
+	noProxyName, err := labels.NewRequirement(labelServiceProxyName, selection.DoesNotExist, nil)
+	if err != nil {
+		return fmt.Errorf("label selector: %w", err)
+	}
+	noHeadless, err := labels.NewRequirement(v1.IsHeadlessService, selection.DoesNotExist, nil)
+	if err != nil {
+		return fmt.Errorf("label selector: %w", err)
+	}
+	selector := labels.NewSelector().Add(*noProxyName, *noHeadless).String()
+	a.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+	a.nodeInf = informers.NewSharedInformerFactoryWithOptions(client, 0,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, a.cfg.NodeName).String()
+		}))
+
+	svcInf := a.factory.Core().V1().Services()
+	sliceInf := a.factory.Discovery().V1().EndpointSlices()
+	nodeInf := a.nodeInf.Core().V1().Nodes()
+	a.services, a.slices, a.nodes = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister()
+
+	always := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.requestSync() },
+		UpdateFunc: func(_, _ any) { a.requestSync() },
+		DeleteFunc: func(any) { a.requestSync() },
+	}
+	// Nodes update their status often; only address changes matter here.
+	node := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { a.requestSync() },
+		UpdateFunc: func(o, n any) {
+			on, ok1 := o.(*v1.Node)
+			nn, ok2 := n.(*v1.Node)
+			if !ok1 || !ok2 || !reflect.DeepEqual(on.Status.Addresses, nn.Status.Addresses) {
+				a.requestSync()
+			}
+		},
+		DeleteFunc: func(any) { a.requestSync() },
+	}
+	for _, reg := range []struct {
+		inf cache.SharedIndexInformer
+		h   cache.ResourceEventHandler
+	}{{svcInf.Informer(), always}, {sliceInf.Informer(), always}, {nodeInf.Informer(), node}} {
+		r, err := reg.inf.AddEventHandler(reg.h)
+		if err != nil {
+			return fmt.Errorf("event handler: %w", err)
+		}
+		a.synced = append(a.synced, r.HasSynced)
+	}
+	return nil
+}
+
+// requestSync asks for a sync and starts the liveness clock for it.
+func (a *Agent) requestSync() {
+	a.health.queued()
+	a.runner.Run()
+}
+
+// Run syncs until ctx ends. It leaves the table in place when it returns:
+// a restarted agent replaces it atomically with its first full sync, so
+// traffic keeps flowing across restarts. Only --cleanup removes it.
+func (a *Agent) Run(ctx context.Context) error {
+	logger := klog.FromContext(ctx).WithValues("node", a.cfg.NodeName)
+	ctx = klog.NewContext(ctx, logger)
+	a.health.queued() // the first sync is due from the start
+	a.factory.Start(ctx.Done())
+	a.nodeInf.Start(ctx.Done())
+	defer func() {
+		a.hc.closeAll()
+		a.factory.Shutdown()
+		a.nodeInf.Shutdown()
+	}()
+	logger.Info("Waiting for informer caches")
+	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return errors.New("agent: informer caches did not sync")
+	}
+	logger.Info("Starting dataplane sync", "minSyncPeriod", a.cfg.MinSyncPeriod,
+		"syncPeriod", a.cfg.SyncPeriod, "burst", a.cfg.Burst, "fullSyncPeriod", a.cfg.FullSyncPeriod)
+	a.runner.Run()
+	a.runner.Loop(ctx)
+	logger.Info("Stopped; the nftables table stays in place")
+	return nil
+}
+
+// HealthHandler serves /readyz, /livez and /healthz.
+func (a *Agent) HealthHandler() http.Handler { return a.health.handler() }

@@ -1,0 +1,24 @@
+// Package agent is herald-agent's runtime on a node: it watches Services,
+// EndpointSlices and its own Node, keeps the herald nftables table in line
+// with them through provider/dataplane, serves healthCheckNodePorts for
+// Services with externalTrafficPolicy Local, and reports readiness,
+// liveness and metrics.
+//
+// Every informer event asks a Runner for a sync; the Runner bounds how often
+// syncs run (a burst, then one per min interval) and runs one at least every
+// sync period. A sync builds the whole desired ruleset from the informer
+// caches and lets the dataplane Applier send only what changed (a partial
+// sync). It is full, rewriting the table in one atomic transaction, the
+// first time, after any failure (the Applier no longer knows what the
+// kernel holds) and every FullSyncPeriod, to repair changes made behind
+// herald's back. Not more often, since a full sync forgets ClientIP affinity
+// choices.
+//
+// Restarts do not disturb traffic: stopping the agent leaves the table in
+// place, and the next agent's first full sync replaces it atomically.
+// Established connections live in conntrack, which neither touches.
+//
+// Everything outside the process is injected (Kubernetes client, knftables,
+// Prometheus registerer, clock, listener factory), so unit tests run on
+// fakes without root, real ports or sleeps.
+package agent

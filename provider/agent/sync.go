@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/klog/v2"
+
+	"github.com/heraldlb/herald/provider/dataplane"
+)
+
+// sync builds the ruleset from the informer caches and applies it: partial
+// when the applier can, full after a failure (the applier forgets what it
+// applied) and every FullSyncPeriod. It runs only on the Runner's goroutine.
+func (a *Agent) sync(ctx context.Context) error {
+	logger := klog.FromContext(ctx)
+	// The duration covers building too: at scale it is a good part of a sync.
+	start := a.clock.Now()
+	svcs, err := a.services.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("list services: %w", err)
+	}
+	eps, err := a.slices.List(labels.Everything())
+	if err != nil {
+		return fmt.Errorf("list endpointslices: %w", err)
+	}
+	node := a.node(ctx)
+	ruleset := dataplane.Build(svcs, eps, node, a.cfg.Dataplane)
+
+	forceFull := a.lastFull.IsZero() || start.Sub(a.lastFull) >= a.cfg.FullSyncPeriod
+	var res dataplane.SyncResult
+	if forceFull {
+		res, err = a.applier.SyncFull(ctx, ruleset)
+	} else {
+		res, err = a.applier.Sync(ctx, ruleset)
+	}
+	now := a.clock.Now()
+	a.metrics.syncDuration.WithLabelValues(syncMode(res.Full)).Observe(now.Sub(start).Seconds())
+	if a.onSync != nil {
+		defer func() { a.onSync(syncReport{result: res, err: err}) }()
+	}
+	if err != nil {
+		a.metrics.syncErrors.Inc()
+		logger.Error(err, "Dataplane sync failed; the next one is full", "services", len(svcs))
+		return fmt.Errorf("sync dataplane: %w", err)
+	}
+	if res.Full {
+		a.lastFull = now
+	}
+	a.metrics.synced(ruleset, res, now)
+	if res.Full && !a.health.isReady() {
+		logger.Info("First full sync done; the node forwards service traffic", "services", len(svcs),
+			"operations", res.Operations, "elapsed", now.Sub(start))
+	}
+	a.health.synced(res.Full)
+	logger.V(2).Info("Dataplane synced", "mode", syncMode(res.Full), "operations", res.Operations,
+		"services", len(svcs), "endpointSlices", len(eps), "elapsed", now.Sub(start))
+
+	// Health check servers follow a successful sync only, so that they never
+	// announce endpoints the kernel does not forward to yet. A port that
+	// fails to open does not fail the sync: the next one retries it.
+	checks := dataplane.HealthChecks(svcs, eps, a.cfg.NodeName)
+	if err := a.hc.sync(ctx, checks, healthCheckHosts(node, a.cfg.Dataplane.NodePortCIDRs)); err != nil {
+		logger.Error(err, "Some health check node ports are not served")
+	}
+	return nil
+}
+
+// node returns what the dataplane needs to know about this node. Without the
+// Node object (a wrong --node-name, or a deleted Node) ClusterIPs still work;
+// NodePorts need the node's addresses.
+func (a *Agent) node(ctx context.Context) dataplane.Node {
+	n, err := a.nodes.Get(a.cfg.NodeName)
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			klog.FromContext(ctx).Error(err, "Node not found; NodePorts are not served until it exists")
+		}
+		return dataplane.Node{Name: a.cfg.NodeName}
+	}
+	return nodeInfo(n)
+}
+
+// nodeInfo takes the node's internal and external addresses. The Node
+// object, not the host's interfaces, is the source so that the agent needs
+// no netlink access for this and tests need no network.
+func nodeInfo(n *v1.Node) dataplane.Node {
+	out := dataplane.Node{Name: n.Name}
+	for _, addr := range n.Status.Addresses {
+		if addr.Type != v1.NodeInternalIP && addr.Type != v1.NodeExternalIP {
+			continue
+		}
+		ip, err := netip.ParseAddr(addr.Address)
+		if err != nil {
+			continue
+		}
+		if ip = ip.Unmap(); !slices.Contains(out.IPs, ip) {
+			out.IPs = append(out.IPs, ip)
+		}
+	}
+	return out
+}
+
+// healthCheckHosts are the addresses healthCheckNodePorts listen on: every
+// address, or, as for NodePorts, only the node's addresses inside the
+// --nodeport-addresses CIDRs.
+func healthCheckHosts(node dataplane.Node, cidrs []netip.Prefix) []string {
+	if len(cidrs) == 0 {
+		return []string{""}
+	}
+	var out []string
+	for _, ip := range node.IPs {
+		for _, c := range cidrs {
+			if c.Contains(ip) {
+				out = append(out, ip.String())
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
