@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
+	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
 	"github.com/heraldlb/herald/bare-metal/ipam"
 	"github.com/heraldlb/herald/provider"
 	"github.com/heraldlb/herald/provider/service"
@@ -39,6 +40,8 @@ type Allocator interface {
 	Restore(req ipam.Request, ips []netip.Addr) (ipam.Assignment, error)
 	Release(service string) []netip.Addr
 	Assigned(service string) (ipam.Assignment, bool)
+	SetPools(pools []ipam.Pool) ([]ipam.Conflict, error)
+	Usage() []ipam.PoolUsage
 }
 
 // AllocationError is an allocation that failed for a reason the user can
@@ -53,25 +56,72 @@ func (e *AllocationError) Reason() string { return ReasonAllocationFailed }
 
 // Backend is the bare-metal provider.Backend.
 type Backend struct {
-	alloc Allocator
+	alloc       Allocator
+	configPools []ipam.Pool
 
 	mu        sync.Mutex
 	env       provider.Env
+	pools     *poolController // nil without the IPAddressPool CRD
+	poolsSet  bool            // the allocator has the IPAddressPools
 	recovered bool
 }
 
 var _ provider.Backend = (*Backend)(nil)
 
-// New returns a backend allocating from alloc.
-func New(alloc Allocator) *Backend { return &Backend{alloc: alloc} }
+// New returns a backend allocating from alloc, which holds configPools
+// (the cloud config's); IPAddressPool objects are added to those.
+func New(alloc Allocator, configPools []ipam.Pool) *Backend {
+	return &Backend{alloc: alloc, configPools: configPools}
+}
 
-// Start keeps the cluster handles; state is recovered on first use, when
-// the Service informer has synced.
-func (b *Backend) Start(_ context.Context, env provider.Env) error {
+// Start keeps the cluster handles and starts watching IPAddressPools; state
+// is recovered on first use, once Services and pools are known.
+func (b *Backend) Start(ctx context.Context, env provider.Env) error {
+	b.mu.Lock()
+	b.env = env
+	b.mu.Unlock()
+	var pools *poolController
+	if env.RESTConfig != nil {
+		var err error
+		if pools, err = startPoolController(ctx, b, env.RESTConfig); err != nil {
+			return err
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.env = env
+	b.pools = pools
+	b.poolsSet = pools == nil
+	b.updateMetrics()
 	return nil
+}
+
+// setPools gives the allocator the config pools plus the valid
+// IPAddressPools. Removed pools keep their Services' addresses until those
+// Services go; they just give no new ones.
+func (b *Backend) setPools(ctx context.Context, objects []*v1alpha1.IPAddressPool) (poolSet, []ipam.Conflict, []ipam.PoolUsage, error) {
+	set := desiredPools(b.configPools, objects)
+	conflicts, err := b.alloc.SetPools(set.pools)
+	if err != nil {
+		return poolSet{}, nil, nil, fmt.Errorf("setting address pools: %w", err)
+	}
+	b.mu.Lock()
+	if !b.poolsSet {
+		klog.FromContext(ctx).Info("Address pools loaded", "pools", len(set.pools), "invalid", len(set.invalid))
+	}
+	b.poolsSet = true
+	b.mu.Unlock()
+	return set, conflicts, b.updateMetrics(), nil
+}
+
+// allocationsChanged refreshes usage metrics and pool status.
+func (b *Backend) allocationsChanged() {
+	b.updateMetrics()
+	b.mu.Lock()
+	pools := b.pools
+	b.mu.Unlock()
+	if pools != nil {
+		pools.refresh()
+	}
 }
 
 // ConditionType is herald.dev/AddressAllocated.
@@ -92,6 +142,7 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.Loa
 		logger.Info("Allocated load balancer addresses", "vip", assignment.IPs, "pool", assignment.Pool)
 		b.event(lb.Ref(), v1.EventTypeNormal, ReasonIPAllocated,
 			fmt.Sprintf("Assigned %s from pool %s", joinAddrs(assignment.IPs), assignment.Pool))
+		b.allocationsChanged()
 	}
 	return statusOf(assignment.IPs), nil
 }
@@ -125,6 +176,7 @@ func (b *Backend) Delete(ctx context.Context, ref service.Ref) error {
 	}
 	klog.FromContext(ctx).Info("Released load balancer addresses", "vip", released)
 	b.event(ref, v1.EventTypeNormal, ReasonIPReleased, "Released "+joinAddrs(released))
+	b.allocationsChanged()
 	return nil
 }
 

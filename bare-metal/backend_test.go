@@ -42,7 +42,7 @@ func newFixture(t *testing.T, services ...*v1.Service) *fixture {
 			t.Fatal(err)
 		}
 	}
-	f := &fixture{backend: New(alloc), recorder: record.NewFakeRecorder(100), synced: true}
+	f := &fixture{backend: New(alloc, nil), recorder: record.NewFakeRecorder(100), synced: true}
 	err = f.backend.Start(context.Background(), provider.Env{
 		Services:       corelisters.NewServiceLister(indexer),
 		ServicesSynced: func() bool { return f.synced },

@@ -10,8 +10,8 @@ import (
 
 // Config is the bare-metal section of the cloud config file.
 type Config struct {
-	// Pools are address pools from the config file. (IPAddressPool
-	// objects add to these once the CRDs land.)
+	// Pools are address pools from the config file; IPAddressPool objects
+	// add to them. A config pool's name cannot be reused by an object.
 	Pools []PoolConfig `json:"pools"`
 }
 
@@ -36,9 +36,6 @@ type PoolConfig struct {
 func (c *Config) AddressPools(path *field.Path) ([]ipam.Pool, field.ErrorList) {
 	var errs field.ErrorList
 	poolsPath := path.Child("pools")
-	if len(c.Pools) == 0 {
-		errs = append(errs, field.Required(poolsPath, "at least one address pool is needed"))
-	}
 	seen := map[string]bool{}
 	var pools []ipam.Pool
 	for i, pc := range c.Pools {

@@ -24,7 +24,7 @@ func (b *Backend) recover(ctx context.Context) error {
 	if b.recovered {
 		return nil
 	}
-	if b.env.Services == nil || b.env.ServicesSynced == nil || !b.env.ServicesSynced() {
+	if !b.poolsSet || b.env.Services == nil || b.env.ServicesSynced == nil || !b.env.ServicesSynced() {
 		return ErrStateNotRecovered
 	}
 	services, err := b.env.Services.List(labels.Everything())
@@ -55,6 +55,10 @@ func (b *Backend) recover(ctx context.Context) error {
 	}
 	logger.Info("Recovered address allocations from Service status", "services", restored)
 	b.recovered = true
+	b.updateMetrics()
+	if b.pools != nil {
+		b.pools.refresh()
+	}
 	return nil
 }
 

@@ -131,7 +131,7 @@ func TestBrokenCloudConfigExitsNamingTheField(t *testing.T) {
 			"bareMetal.pools[0].addresses[0]"},
 		{"unknown field", "backend: bare-metal\nbareMetal:\n  pols: []\n", `unknown field "bareMetal.pols"`},
 		{"unknown backend", "backend: gce\n", "backend"},
-		{"missing pools", "backend: bare-metal\n", "bareMetal"},
+		{"pool without addresses", "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n", "bareMetal.pools[0].addresses"},
 		{"overlapping pools", "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [\"198.51.100.0/28\"]\n  - name: b\n    addresses: [\"198.51.100.8/29\"]\n",
 			"bareMetal.pools"},
 	}

@@ -5,6 +5,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/heraldlb/herald/provider/service"
@@ -41,6 +42,8 @@ type Env struct {
 	ServicesSynced func() bool
 	Recorder       record.EventRecorder
 	Selection      service.Selection
+	// RESTConfig lets a backend watch resources of its own (e.g. CRDs).
+	RESTConfig *rest.Config
 }
 
 // ReasonedError is implemented by backend errors that carry the reason of

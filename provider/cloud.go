@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/klog/v2"
@@ -42,6 +43,7 @@ type Provider struct {
 	ctx      context.Context
 	client   kubernetes.Interface
 	recorder record.EventRecorder
+	config   *rest.Config
 	startErr error
 }
 
@@ -63,6 +65,7 @@ func (p *Provider) Initialize(clientBuilder cloudprovider.ControllerClientBuilde
 		cancel()
 	}()
 	client := clientBuilder.ClientOrDie(FieldManager)
+	config := clientBuilder.ConfigOrDie(FieldManager)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(3)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
@@ -71,6 +74,7 @@ func (p *Provider) Initialize(clientBuilder cloudprovider.ControllerClientBuilde
 	defer p.mu.Unlock()
 	p.ctx = ctx
 	p.client = client
+	p.config = config
 	p.recorder = broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: Name})
 }
 
@@ -89,6 +93,7 @@ func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 		ServicesSynced: services.Informer().HasSynced,
 		Recorder:       p.recorder,
 		Selection:      p.selection,
+		RESTConfig:     p.config,
 	}
 	if err := p.backend.Start(p.ctx, env); err != nil {
 		klog.FromContext(p.ctx).Error(err, "Starting the load balancer backend failed")

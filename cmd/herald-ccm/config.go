@@ -72,8 +72,7 @@ func parseCloudConfig(r io.Reader) (*loadedConfig, error) {
 	switch cfg.Backend {
 	case backendBareMetal:
 		if cfg.BareMetal == nil {
-			errs = append(errs, field.Required(field.NewPath("bareMetal"), "the bare-metal backend needs its address pools"))
-			break
+			break // every pool comes from IPAddressPool objects
 		}
 		pools, poolErrs := cfg.BareMetal.AddressPools(field.NewPath("bareMetal"))
 		errs = append(errs, poolErrs...)

@@ -86,7 +86,7 @@ func newProvider(config io.Reader) (cloudprovider.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("address pools: %w", err)
 	}
-	return provider.New(baremetal.New(alloc), service.Selection{}), nil
+	return provider.New(baremetal.New(alloc, cfg.pools), service.Selection{}), nil
 }
 
 // initCloud builds the provider. The flags were checked before this runs,

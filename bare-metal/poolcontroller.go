@@ -1,0 +1,200 @@
+package baremetal
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
+)
+
+// poolResource is the IPAddressPool resource.
+var poolResource = v1alpha1.SchemeGroupVersion.WithResource("ipaddresspools")
+
+// poolsKey is the single work item: every change re-reads all pools, since
+// overlaps make one pool's status depend on the others.
+const poolsKey = "pools"
+
+// statusRefreshDelay batches the usage updates that allocations cause, so
+// a burst of new Services costs one status write per pool, not one each.
+const statusRefreshDelay = time.Second
+
+// poolController feeds IPAddressPool objects to the allocator and reports
+// each pool's usage and problems in its status.
+type poolController struct {
+	backend *Backend
+	client  dynamic.NamespaceableResourceInterface
+	lister  cache.GenericLister
+	synced  cache.InformerSynced
+	queue   workqueue.TypedRateLimitingInterface[string]
+	now     func() time.Time
+}
+
+// startPoolController watches IPAddressPools when the CRD is installed. It
+// returns nil, nil when it is not: the cloud config's pools are then all
+// there is, which is a supported set-up.
+func startPoolController(ctx context.Context, b *Backend, config *rest.Config) (*poolController, error) {
+	logger := klog.FromContext(ctx)
+	disco, err := discovery.NewDiscoveryClientForConfig(config)
+	if err != nil {
+		return nil, fmt.Errorf("discovery client: %w", err)
+	}
+	resources, err := disco.ServerResourcesForGroupVersion(v1alpha1.SchemeGroupVersion.String())
+	if apierrors.IsNotFound(err) || err == nil && !hasResource(resources, poolResource.Resource) {
+		logger.Info("IPAddressPool CRD not installed; using the cloud config's pools only")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("discovering %s: %w", v1alpha1.SchemeGroupVersion, err)
+	}
+	client, err := dynamic.NewForConfig(config)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(client, 0)
+	informer := factory.ForResource(poolResource)
+	c := &poolController{
+		backend: b,
+		client:  client.Resource(poolResource),
+		lister:  informer.Lister(),
+		synced:  informer.Informer().HasSynced,
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "ipaddresspools"}),
+		now: time.Now,
+	}
+	enqueue := func(any) { c.queue.Add(poolsKey) }
+	if _, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, obj any) { enqueue(obj) }, DeleteFunc: enqueue,
+	}); err != nil {
+		return nil, err
+	}
+	factory.Start(ctx.Done())
+	go c.run(ctx)
+	return c, nil
+}
+
+func hasResource(list *metav1.APIResourceList, name string) bool {
+	for _, r := range list.APIResources {
+		if r.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// refresh asks for the pools' status to be brought up to date soon.
+func (c *poolController) refresh() { c.queue.AddAfter(poolsKey, statusRefreshDelay) }
+
+func (c *poolController) run(ctx context.Context) {
+	defer c.queue.ShutDown()
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced) {
+		return
+	}
+	c.queue.Add(poolsKey)
+	go func() {
+		for c.next(ctx) {
+		}
+	}()
+	<-ctx.Done()
+}
+
+func (c *poolController) next(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	if err := c.sync(ctx); err != nil {
+		klog.FromContext(ctx).Error(err, "Syncing address pools failed; retrying")
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.queue.Forget(key)
+	return true
+}
+
+// sync hands the current pools to the allocator, then writes each pool's
+// status where it changed.
+func (c *poolController) sync(ctx context.Context) error {
+	objects, err := c.list()
+	if err != nil {
+		return err
+	}
+	set, conflicts, usage, err := c.backend.setPools(ctx, objects)
+	if err != nil {
+		return err
+	}
+	now := metav1.NewTime(c.now())
+	var errs []error
+	for _, obj := range objects {
+		status := poolStatus(obj, set, conflicts, usage, now)
+		if apiequality.Semantic.DeepEqual(stripTimes(status), stripTimes(obj.Status)) {
+			continue
+		}
+		obj = obj.DeepCopy()
+		obj.Status = status
+		if err := c.updateStatus(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, fmt.Errorf("pool %s: %w", obj.Name, err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("writing pool status: %v", errs)
+	}
+	return nil
+}
+
+func (c *poolController) list() ([]*v1alpha1.IPAddressPool, error) {
+	items, err := c.lister.List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	pools := make([]*v1alpha1.IPAddressPool, 0, len(items))
+	for _, item := range items {
+		u, ok := item.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		pool := &v1alpha1.IPAddressPool{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, pool); err != nil {
+			return nil, fmt.Errorf("decoding IPAddressPool %s: %w", u.GetName(), err)
+		}
+		pools = append(pools, pool)
+	}
+	return pools, nil
+}
+
+func (c *poolController) updateStatus(ctx context.Context, pool *v1alpha1.IPAddressPool) error {
+	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(pool)
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: content}
+	u.SetGroupVersionKind(schema.GroupVersionKind{Group: v1alpha1.GroupName, Version: "v1alpha1", Kind: "IPAddressPool"})
+	_, err = c.client.UpdateStatus(ctx, u, metav1.UpdateOptions{FieldManager: "herald-ccm"})
+	return err
+}
+
+// stripTimes drops transition times so a status that differs only in them
+// is not rewritten.
+func stripTimes(s v1alpha1.IPAddressPoolStatus) v1alpha1.IPAddressPoolStatus {
+	s.Conditions = append([]metav1.Condition(nil), s.Conditions...)
+	for i := range s.Conditions {
+		s.Conditions[i].LastTransitionTime = metav1.Time{}
+	}
+	return s
+}

@@ -1,0 +1,137 @@
+package baremetal
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
+	"github.com/heraldlb/herald/bare-metal/ipam"
+)
+
+// noPriority is where an IPAddressPool without a priority sorts: MetalLB
+// users expect such pools to be tried after every pool that has one.
+const noPriority = math.MaxInt32
+
+// poolFromObject converts an IPAddressPool into the allocator's pool. The
+// error says which field is wrong, for the pool's Ready condition.
+func poolFromObject(obj *v1alpha1.IPAddressPool) (ipam.Pool, error) {
+	pool := ipam.Pool{
+		Name:          obj.Name,
+		AutoAssign:    obj.Spec.AutoAssignEnabled(),
+		AvoidBuggyIPs: obj.Spec.AvoidBuggyIPs,
+		Priority:      noPriority,
+	}
+	for i, s := range obj.Spec.Addresses {
+		r, err := ipam.ParseRange(s)
+		if err != nil {
+			return ipam.Pool{}, fmt.Errorf("spec.addresses[%d]: %w", i, err)
+		}
+		pool.Ranges = append(pool.Ranges, r)
+	}
+	if sa := obj.Spec.ServiceAllocation; sa != nil {
+		if sa.Priority > 0 {
+			pool.Priority = int(sa.Priority)
+		}
+		pool.Namespaces = slices.Clone(sa.Namespaces)
+		for i := range sa.NamespaceSelectors {
+			sel, err := metav1.LabelSelectorAsSelector(&sa.NamespaceSelectors[i])
+			if err != nil {
+				return ipam.Pool{}, fmt.Errorf("spec.serviceAllocation.namespaceSelectors[%d]: %w", i, err)
+			}
+			pool.NamespaceSelectors = append(pool.NamespaceSelectors, sel)
+		}
+		for i := range sa.ServiceSelectors {
+			sel, err := metav1.LabelSelectorAsSelector(&sa.ServiceSelectors[i])
+			if err != nil {
+				return ipam.Pool{}, fmt.Errorf("spec.serviceAllocation.serviceSelectors[%d]: %w", i, err)
+			}
+			pool.ServiceSelectors = append(pool.ServiceSelectors, sel)
+		}
+	}
+	return pool, nil
+}
+
+// poolSet is the pools the allocator should have: those of the cloud
+// config and the valid IPAddressPools, plus why the others were left out.
+type poolSet struct {
+	pools   []ipam.Pool
+	invalid map[string]string // IPAddressPool name -> reason it is not used
+}
+
+// desiredPools merges config pools with IPAddressPool objects. A config
+// pool's name wins: the file is what the operator deployed with.
+func desiredPools(config []ipam.Pool, objects []*v1alpha1.IPAddressPool) poolSet {
+	set := poolSet{pools: slices.Clone(config), invalid: map[string]string{}}
+	configNames := map[string]bool{}
+	for _, p := range config {
+		configNames[p.Name] = true
+	}
+	for _, obj := range objects {
+		if obj.DeletionTimestamp != nil {
+			continue
+		}
+		if configNames[obj.Name] {
+			set.invalid[obj.Name] = "a pool of this name is defined in herald-ccm's cloud config"
+			continue
+		}
+		pool, err := poolFromObject(obj)
+		if err != nil {
+			set.invalid[obj.Name] = err.Error()
+			continue
+		}
+		set.pools = append(set.pools, pool)
+	}
+	return set
+}
+
+// poolStatus computes an IPAddressPool's status from the allocator's view.
+// Conditions keep their transition time when their status is unchanged.
+func poolStatus(obj *v1alpha1.IPAddressPool, set poolSet, conflicts []ipam.Conflict, usage []ipam.PoolUsage, now metav1.Time) v1alpha1.IPAddressPoolStatus {
+	status := v1alpha1.IPAddressPoolStatus{
+		ObservedGeneration: obj.Generation,
+		Conditions:         slices.Clone(obj.Status.Conditions),
+	}
+	setCondition := func(t string, s metav1.ConditionStatus, reason, message string) {
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason,
+			Message: message, ObservedGeneration: obj.Generation, LastTransitionTime: now})
+	}
+	if reason, bad := set.invalid[obj.Name]; bad {
+		setCondition(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonInvalidAddresses, reason)
+		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionConflicting)
+		return status
+	}
+	setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonValid, "addresses are in use by the allocator")
+	var overlaps []string
+	for _, c := range conflicts {
+		switch obj.Name {
+		case c.Pool:
+			overlaps = append(overlaps, fmt.Sprintf("%s overlaps pool %s, which does not hand them out", c.Overlap, c.Shadowed))
+		case c.Shadowed:
+			overlaps = append(overlaps, fmt.Sprintf("%s overlaps pool %s, which keeps them", c.Overlap, c.Pool))
+		}
+	}
+	if len(overlaps) > 0 {
+		setCondition(v1alpha1.ConditionConflicting, metav1.ConditionTrue, v1alpha1.ReasonOverlap, strings.Join(overlaps, "; "))
+	} else {
+		setCondition(v1alpha1.ConditionConflicting, metav1.ConditionFalse, v1alpha1.ReasonNoOverlap, "no address is in another pool")
+	}
+	for _, u := range usage {
+		if u.Name != obj.Name {
+			continue
+		}
+		for _, f := range u.Families {
+			counts := v1alpha1.NewAddressCounts(f.Total, f.InUse)
+			if f.Family == ipam.IPv4 {
+				status.IPv4 = &counts
+			} else {
+				status.IPv6 = &counts
+			}
+		}
+	}
+	return status
+}
