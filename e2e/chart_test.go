@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/heraldlb/herald/e2e/cluster"
+)
+
+const (
+	// helm comes from the Go module proxy like every other tool here; go run
+	// caches the built binary, so only the first run on a machine compiles it.
+	helmPackage = "helm.sh/helm/v3/cmd/helm@v3.22.0"
+	chartDir    = "../charts/herald"
+	// ciValues is the configuration the chart is checked with: a dual-stack
+	// pool and a manual one.
+	ciValues       = chartDir + "/ci/bare-metal-values.yaml"
+	chartNamespace = "herald-system"
+)
+
+// helm runs the pinned helm and returns its standard output.
+func helm(t *testing.T, args ...string) string {
+	t.Helper()
+	t.Logf("go run %s %s (compiles helm on a cold build cache: minutes)", helmPackage, strings.Join(args, " "))
+	var stderr strings.Builder
+	cmd := exec.Command("go", append([]string{"run", helmPackage}, args...)...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
+	}
+	return string(out)
+}
+
+// TestChart checks charts/herald the way an admin meets it: lint, render
+// with the ci values, validate every rendered object strictly against the
+// real apiserver, install it, and run herald-ccm exactly as the chart's
+// Deployment would (its args, its cloud config, its ServiceAccount). That
+// last step proves the chart's RBAC is enough: herald-ccm wins the lease
+// and gives a Service an address, and nothing is forbidden on the way.
+func TestChart(t *testing.T) {
+	helm(t, "lint", "--strict", chartDir)
+	helm(t, "lint", "--strict", chartDir, "-f", ciValues)
+	rendered := filepath.Join(t.TempDir(), "chart.yaml")
+	manifest := helm(t, "template", "herald", chartDir, "--namespace", chartNamespace,
+		"--kube-version", "v1.37.2", "--include-crds", "-f", ciValues)
+	if err := os.WriteFile(rendered, []byte(manifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	c := cluster.StartForTest(t, cluster.Options{})
+	client := kubernetes.NewForConfigOrDie(c.Config)
+	createNamespace(t, client, chartNamespace)
+	// Strict: an unknown or misplaced field anywhere in a template fails.
+	t.Logf("server-side dry run:\n%s", kubectl(t, c, "apply", "--dry-run=server", "--validate=strict", "-f", rendered))
+	kubectl(t, c, "apply", "-f", rendered)
+
+	m := runChartCCM(t, c, client)
+	// Deferred, so that a refusal is named even when a wait below fails.
+	defer m.requireNothingForbidden(t)
+	createNodes(t, client, "node-a")
+	createService(t, client, newService("default", "web", v1.ServiceTypeLoadBalancer, nil))
+	svc := waitForService(t, client, "default", "web", "has an ingress IP", hasIngress)
+	m.requireRunning(t)
+	pool := netip.MustParsePrefix("192.0.2.0/28") // pool "default" in the ci values
+	for _, ip := range ingressIPs(svc) {
+		if !pool.Contains(netip.MustParseAddr(ip)) {
+			t.Errorf("Service web got %s, outside pool default %s", ip, pool)
+		}
+	}
+	lease, err := client.CoordinationV1().Leases(chartNamespace).Get(context.Background(), m.lease, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
+		t.Errorf("lease %s/%s not held: %v", chartNamespace, m.lease, err)
+	}
+}
+
+// chartCCM is herald-ccm started from the installed chart.
+type chartCCM struct {
+	*ccm
+	logPath string
+	lease   string
+}
+
+// runChartCCM reads the installed Deployment and starts herald-ccm here
+// with its container's args, the files its ConfigMap volume would mount,
+// and a token of its ServiceAccount. Only what a pod gets from its
+// environment is added: where the apiserver is, and a free port to serve on
+// (the delegated authentication and authorization of that endpoint need
+// the chart's auth-delegator binding and the kube-system Role).
+func runChartCCM(t *testing.T, c *cluster.Cluster, client kubernetes.Interface) *chartCCM {
+	t.Helper()
+	ctx := context.Background()
+	// Release "herald" of chart "herald": the Deployment is herald-ccm.
+	deploy, err := client.AppsV1().Deployments(chartNamespace).Get(ctx, "herald-ccm", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := deploy.Spec.Template.Spec
+	dir := t.TempDir()
+	args := pod.Containers[0].Args
+	for _, vol := range pod.Volumes {
+		if vol.ConfigMap == nil {
+			continue
+		}
+		cm, err := client.CoreV1().ConfigMaps(chartNamespace).Get(ctx, vol.ConfigMap.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mount := volumeMountPath(t, pod.Containers[0], vol.Name)
+		for key, data := range cm.Data {
+			if err := os.WriteFile(filepath.Join(dir, key), []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range args { // the pod's paths, here
+			args[i] = strings.ReplaceAll(args[i], mount+"/", dir+"/")
+		}
+	}
+	token, err := client.CoreV1().ServiceAccounts(chartNamespace).CreateToken(ctx, pod.ServiceAccountName,
+		&authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.Clusters["c"] = &clientcmdapi.Cluster{Server: c.Config.Host, CertificateAuthorityData: c.Config.CAData}
+	kubeconfig.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Token: token.Status.Token}
+	kubeconfig.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "sa"}
+	kubeconfig.CurrentContext = "c"
+	kubeconfigPath := filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*kubeconfig, kubeconfigPath); err != nil {
+		t.Fatal(err)
+	}
+	args = append(args, "--kubeconfig="+kubeconfigPath, "--authentication-kubeconfig="+kubeconfigPath,
+		"--authorization-kubeconfig="+kubeconfigPath, "--bind-address=127.0.0.1", "--secure-port="+freePort(t))
+
+	logPath := filepath.Join(dir, "herald-ccm.log")
+	p, err := cluster.StartProcess("herald-ccm", logPath, heraldBinary(t, "herald-ccm"), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("herald-ccm log (tail):\n%s", p.LogTail(60))
+		}
+		p.Stop(10 * time.Second)
+	})
+	m := &chartCCM{ccm: &ccm{Process: p}, logPath: logPath}
+	for _, arg := range args {
+		if name, ok := strings.CutPrefix(arg, "--leader-elect-resource-name="); ok {
+			m.lease = name
+		}
+	}
+	if m.lease == "" {
+		t.Fatalf("the chart's args %q name no lease", args)
+	}
+	return m
+}
+
+// requireNothingForbidden fails t for every refusal in herald-ccm's log:
+// some are only logged and retried (informers, leader election), so the
+// other checks alone could pass with a narrower role than intended.
+func (m *chartCCM) requireNothingForbidden(t *testing.T) {
+	t.Helper()
+	log, err := os.ReadFile(m.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(log)) {
+		if strings.Contains(strings.ToLower(line), "forbidden") {
+			t.Errorf("RBAC refused herald-ccm something: %s", line)
+		}
+	}
+}
+
+func volumeMountPath(t *testing.T, container v1.Container, volume string) string {
+	t.Helper()
+	for _, mount := range container.VolumeMounts {
+		if mount.Name == volume {
+			return mount.MountPath
+		}
+	}
+	t.Fatalf("volume %s is not mounted in %s", volume, container.Name)
+	return ""
+}
+
+// freePort returns a port that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
