@@ -27,8 +27,10 @@ type PoolConfig struct {
 	// AvoidBuggyIPs skips IPv4 addresses ending in .0 and .255, which some
 	// old client stacks treat as broadcast.
 	AvoidBuggyIPs bool `json:"avoidBuggyIPs,omitempty"`
-	// Priority orders pools for Services that name none: lower first.
-	Priority int `json:"priority,omitempty"`
+	// Priority orders pools for Services that name none, as in
+	// IPAddressPool and MetalLB: 1 first, then 2, ...; 0 (unset) after all
+	// pools that have one.
+	Priority int32 `json:"priority,omitempty"`
 }
 
 // AddressPools validates the config and returns the allocator's pools. Every
@@ -50,8 +52,11 @@ func (c *Config) AddressPools(path *field.Path) ([]ipam.Pool, field.ErrorList) {
 		if len(pc.Addresses) == 0 {
 			errs = append(errs, field.Required(p.Child("addresses"), "list CIDRs or first-last ranges"))
 		}
+		if pc.Priority < 0 {
+			errs = append(errs, field.Invalid(p.Child("priority"), pc.Priority, "must be 0 (none) or positive"))
+		}
 		pool := ipam.Pool{Name: pc.Name, AutoAssign: pc.AutoAssign == nil || *pc.AutoAssign,
-			AvoidBuggyIPs: pc.AvoidBuggyIPs, Priority: pc.Priority}
+			AvoidBuggyIPs: pc.AvoidBuggyIPs, Priority: allocatorPriority(pc.Priority)}
 		for j, s := range pc.Addresses {
 			r, err := ipam.ParseRange(s)
 			if err != nil {

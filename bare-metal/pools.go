@@ -13,9 +13,18 @@ import (
 	"github.com/heraldlb/herald/bare-metal/ipam"
 )
 
-// noPriority is where an IPAddressPool without a priority sorts: MetalLB
-// users expect such pools to be tried after every pool that has one.
+// noPriority is where a pool without a priority sorts: MetalLB users
+// expect such pools to be tried after every pool that has one.
 const noPriority = math.MaxInt32
+
+// allocatorPriority maps a user's priority (1 first, 0 for none) to the
+// allocator's order (lowest first).
+func allocatorPriority(p int32) int {
+	if p <= 0 {
+		return noPriority
+	}
+	return int(p)
+}
 
 // poolFromObject converts an IPAddressPool into the allocator's pool. The
 // error says which field is wrong, for the pool's Ready condition.
@@ -34,9 +43,7 @@ func poolFromObject(obj *v1alpha1.IPAddressPool) (ipam.Pool, error) {
 		pool.Ranges = append(pool.Ranges, r)
 	}
 	if sa := obj.Spec.ServiceAllocation; sa != nil {
-		if sa.Priority > 0 {
-			pool.Priority = int(sa.Priority)
-		}
+		pool.Priority = allocatorPriority(sa.Priority)
 		pool.Namespaces = slices.Clone(sa.Namespaces)
 		for i := range sa.NamespaceSelectors {
 			sel, err := metav1.LabelSelectorAsSelector(&sa.NamespaceSelectors[i])

@@ -30,6 +30,7 @@ func TestParseCloudConfig(t *testing.T) {
 		{name: "pool without addresses", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n", wantErr: "bareMetal.pools[0].addresses: Required value"},
 		{name: "bad cidr", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/33]\n", wantErr: "bareMetal.pools[0].addresses[0]: Invalid value"},
 		{name: "reversed range", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/28, \"198.51.100.20-198.51.100.19\"]\n", wantErr: "bareMetal.pools[0].addresses[1]: Invalid value"},
+		{name: "negative priority", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/28]\n    priority: -1\n", wantErr: "bareMetal.pools[0].priority: Invalid value: -1"},
 		{name: "overlap", config: "backend: bare-metal\nbareMetal:\n  pools:\n  - name: a\n    addresses: [198.51.100.0/28]\n  - name: b\n    addresses: [198.51.100.8/29]\n", wantErr: "overlaps pool a"},
 	}
 	for _, tt := range tests {
