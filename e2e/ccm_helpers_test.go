@@ -54,7 +54,7 @@ type ccm struct {
 
 // startCCM runs herald-ccm against c with the given cloud config and stops
 // it (by PID) when the test ends.
-func startCCM(t *testing.T, c *cluster.Cluster, cloudConfig string) *ccm {
+func startCCM(t *testing.T, c *cluster.Cluster, cloudConfig string, extraArgs ...string) *ccm {
 	t.Helper()
 	dir := t.TempDir()
 	configPath := filepath.Join(dir, "cloud-config.yaml")
@@ -62,15 +62,15 @@ func startCCM(t *testing.T, c *cluster.Cluster, cloudConfig string) *ccm {
 		t.Fatal(err)
 	}
 	p, err := cluster.StartProcess("herald-ccm", filepath.Join(dir, "herald-ccm.log"), heraldBinary(t, "herald-ccm"),
-		"--kubeconfig="+c.Kubeconfig,
-		"--cloud-provider=herald",
-		"--cloud-config="+configPath,
-		"--cluster-name=herald-e2e",
-		"--leader-elect=false",
-		"--controllers=service-lb-controller",
-		"--secure-port=0",
-		"--v=2",
-	)
+		append([]string{"--kubeconfig=" + c.Kubeconfig,
+			"--cloud-provider=herald",
+			"--cloud-config=" + configPath,
+			"--cluster-name=herald-e2e",
+			"--leader-elect=false",
+			"--controllers=service-lb-controller,herald-class-controller",
+			"--secure-port=0",
+			"--v=2",
+		}, extraArgs...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,6 @@ import (
 	"k8s.io/cloud-provider/names"
 	"k8s.io/cloud-provider/options"
 	"k8s.io/component-base/cli"
-	cliflag "k8s.io/component-base/cli/flag"
 	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics on /metrics
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build info on /metrics
@@ -33,7 +32,10 @@ func main() {
 }
 
 func run() int {
-	cloudprovider.RegisterCloudProvider(provider.Name, newProvider)
+	opts := &heraldOptions{}
+	cloudprovider.RegisterCloudProvider(provider.Name, func(config io.Reader) (cloudprovider.Interface, error) {
+		return newProvider(config, opts)
+	})
 
 	ccmOptions, err := options.NewCloudControllerManagerOptions()
 	if err != nil {
@@ -41,8 +43,8 @@ func run() int {
 		return 1
 	}
 	ccmOptions.KubeCloudShared.CloudProvider.Name = provider.Name
-	command := app.NewCloudControllerManagerCommand(ccmOptions, initCloud, controllerInitializers(),
-		names.CCMControllerAliases(), cliflag.NamedFlagSets{}, wait.NeverStop)
+	command := app.NewCloudControllerManagerCommand(ccmOptions, initCloud, controllerInitializers(opts),
+		names.CCMControllerAliases(), opts.flags(), wait.NeverStop)
 	command.Use = "herald-ccm"
 	// Check the cloud config before the controller manager connects
 	// anywhere, so a broken file fails fast with the field it gets wrong.
@@ -76,8 +78,9 @@ func checkCloudFlags(name, configFile string) error {
 	return nil
 }
 
-// newProvider is the factory registered as "herald".
-func newProvider(config io.Reader) (cloudprovider.Interface, error) {
+// newProvider is the factory registered as "herald"; it runs after the
+// flags are parsed.
+func newProvider(config io.Reader, opts *heraldOptions) (cloudprovider.Interface, error) {
 	cfg, err := parseCloudConfig(config)
 	if err != nil {
 		return nil, err
@@ -86,7 +89,7 @@ func newProvider(config io.Reader) (cloudprovider.Interface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("address pools: %w", err)
 	}
-	return provider.New(baremetal.New(alloc, cfg.pools), service.Selection{}), nil
+	return provider.New(baremetal.New(alloc, cfg.pools), service.Selection{ClassOnly: opts.classOnly}), nil
 }
 
 // initCloud builds the provider. The flags were checked before this runs,
@@ -99,15 +102,4 @@ func initCloud(c *cloudcontrollerconfig.CompletedConfig) cloudprovider.Interface
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
 	return cloud
-}
-
-// controllerInitializers gives each controller its own client name, so its
-// requests and RBAC are attributable to herald.
-func controllerInitializers() map[string]app.ControllerInitFuncConstructor {
-	initializers := app.DefaultInitFuncConstructors
-	if c, ok := initializers[names.ServiceLBController]; ok {
-		c.InitContext.ClientName = "herald-service-controller"
-		initializers[names.ServiceLBController] = c
-	}
-	return initializers
 }

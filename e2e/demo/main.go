@@ -78,7 +78,7 @@ func run(ctx context.Context, k8sBin, ccmBinary string, keep bool) error {
 	}
 	ccm, err := cluster.StartProcess("herald-ccm", filepath.Join(c.Dir(), "herald-ccm.log"), ccmBinary,
 		"--kubeconfig="+c.Kubeconfig, "--cloud-provider=herald", "--cloud-config="+configPath,
-		"--cluster-name=demo", "--leader-elect=false", "--controllers=service-lb-controller", "--secure-port=0")
+		"--cluster-name=demo", "--leader-elect=false", "--controllers=service-lb-controller,herald-class-controller", "--secure-port=0")
 	if err != nil {
 		return err
 	}
