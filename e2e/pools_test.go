@@ -74,15 +74,21 @@ func lastPoolStatus(p *v1alpha1.IPAddressPool) any {
 	return p.Status
 }
 
+// startPoolLab starts a cluster with the CRDs installed and one Node.
+func startPoolLab(t *testing.T) (*cluster.Cluster, kubernetes.Interface, dynamic.ResourceInterface) {
+	t.Helper()
+	c := cluster.StartForTest(t, cluster.Options{})
+	installCRDs(t, c)
+	client := kubernetes.NewForConfigOrDie(c.Config)
+	createNodes(t, client, "node-a")
+	return c, client, dynamic.NewForConfigOrDie(c.Config).Resource(poolGVR)
+}
+
 // IPAddressPool objects are a source of addresses: herald-ccm allocates
 // from them, reports usage and problems in their status, and a deleted
 // pool keeps its Services' addresses while giving no new ones.
 func TestIPAddressPoolObjects(t *testing.T) {
-	c := cluster.StartForTest(t, cluster.Options{})
-	installCRDs(t, c)
-	client := kubernetes.NewForConfigOrDie(c.Config)
-	pools := dynamic.NewForConfigOrDie(c.Config).Resource(poolGVR)
-	createNodes(t, client, "node-a")
+	c, client, pools := startPoolLab(t)
 	createPool(t, pools, "blue", "198.51.100.64/30")
 	createPool(t, pools, "overlapping", "198.51.100.66-198.51.100.70")
 	createPool(t, pools, "reversed", "198.51.100.90-198.51.100.80")
@@ -137,11 +143,7 @@ func TestIPAddressPoolObjects(t *testing.T) {
 // A restart with pools from objects only keeps every address: the
 // allocations are rebuilt after the pools are known, not before.
 func TestRestartWithPoolObjectsKeepsAddresses(t *testing.T) {
-	c := cluster.StartForTest(t, cluster.Options{})
-	installCRDs(t, c)
-	client := kubernetes.NewForConfigOrDie(c.Config)
-	pools := dynamic.NewForConfigOrDie(c.Config).Resource(poolGVR)
-	createNodes(t, client, "node-a")
+	c, client, pools := startPoolLab(t)
 	createPool(t, pools, "green", "203.0.113.128/26")
 	m := startCCM(t, c, "backend: bare-metal\n")
 	createNamespace(t, client, "app")
