@@ -5,7 +5,6 @@ package baremetal
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -32,7 +31,7 @@ const (
 // ErrStateNotRecovered is returned while the Services the allocation state
 // is rebuilt from are not yet known: allocating before that could hand out
 // an address a Service already has.
-var ErrStateNotRecovered = errors.New("address allocations not yet recovered from Service status")
+var ErrStateNotRecovered = fmt.Errorf("%w: address allocations not yet recovered from Service status", provider.ErrNotReady)
 
 // Allocator is the address allocator the backend needs (ipam.Allocator).
 type Allocator interface {
@@ -79,19 +78,12 @@ func New(alloc Allocator, configPools []ipam.Pool) *Backend {
 func (b *Backend) Start(ctx context.Context, env provider.Env) error {
 	b.mu.Lock()
 	b.env = env
+	b.poolsSet = env.RESTConfig == nil // no cluster to watch pools in: config pools only
 	b.mu.Unlock()
-	var pools *poolController
-	if env.RESTConfig != nil {
-		var err error
-		if pools, err = startPoolController(ctx, b, env.RESTConfig); err != nil {
-			return err
-		}
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.pools = pools
-	b.poolsSet = pools == nil
 	b.updateMetrics()
+	if env.RESTConfig != nil {
+		go b.watchForPools(ctx, env.RESTConfig)
+	}
 	return nil
 }
 

@@ -45,23 +45,70 @@ type poolController struct {
 	now     func() time.Time
 }
 
-// startPoolController watches IPAddressPools when the CRD is installed. It
-// returns nil, nil when it is not: the cloud config's pools are then all
-// there is, which is a supported set-up.
-func startPoolController(ctx context.Context, b *Backend, config *rest.Config) (*poolController, error) {
+// Discovery intervals: soon after a failure; rarely while the CRD is
+// absent, so installing it later needs no restart.
+const (
+	discoveryRetry   = 5 * time.Second
+	crdAbsentRecheck = 30 * time.Second
+)
+
+// watchForPools starts the pool controller once the IPAddressPool CRD is
+// served. Until discovery first answers, allocations wait: a Service's
+// address may come from a pool not loaded yet, and handing it out anew
+// would renumber it. Without the CRD the cloud config's pools are all
+// there is, a supported set-up.
+func (b *Backend) watchForPools(ctx context.Context, config *rest.Config) {
 	logger := klog.FromContext(ctx)
+	for {
+		delay := crdAbsentRecheck
+		served, err := poolsServed(config)
+		switch {
+		case err != nil:
+			logger.Error(err, "Discovering the IPAddressPool API failed; retrying")
+			delay = discoveryRetry
+		case served:
+			pools, err := startPoolController(ctx, b, config)
+			if err == nil {
+				b.mu.Lock()
+				b.pools = pools
+				b.mu.Unlock()
+				return
+			}
+			logger.Error(err, "Starting the IPAddressPool controller failed; retrying")
+			delay = discoveryRetry
+		default:
+			b.mu.Lock()
+			if !b.poolsSet {
+				logger.Info("IPAddressPool CRD not installed; using the cloud config's pools until it is")
+			}
+			b.poolsSet = true
+			b.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+func poolsServed(config *rest.Config) (bool, error) {
 	disco, err := discovery.NewDiscoveryClientForConfig(config)
 	if err != nil {
-		return nil, fmt.Errorf("discovery client: %w", err)
+		return false, fmt.Errorf("discovery client: %w", err)
 	}
 	resources, err := disco.ServerResourcesForGroupVersion(v1alpha1.SchemeGroupVersion.String())
-	if apierrors.IsNotFound(err) || err == nil && !hasResource(resources, poolResource.Resource) {
-		logger.Info("IPAddressPool CRD not installed; using the cloud config's pools only")
-		return nil, nil
+	if apierrors.IsNotFound(err) {
+		return false, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("discovering %s: %w", v1alpha1.SchemeGroupVersion, err)
+		return false, fmt.Errorf("discovering %s: %w", v1alpha1.SchemeGroupVersion, err)
 	}
+	return hasResource(resources, poolResource.Resource), nil
+}
+
+// startPoolController watches IPAddressPools.
+func startPoolController(ctx context.Context, b *Backend, config *rest.Config) (*poolController, error) {
 	client, err := dynamic.NewForConfig(config)
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)

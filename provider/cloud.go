@@ -29,9 +29,14 @@ const Name = "herald"
 // FieldManager owns the fields herald writes on Services.
 const FieldManager = "herald-ccm"
 
+// ErrNotReady marks errors that only mean "not yet": the sync is retried
+// and nothing is reported on the Service, since a transient state written
+// there would be churn on every restart.
+var ErrNotReady = errors.New("not ready yet")
+
 // ErrNotStarted is returned until the controller manager has handed the
 // provider its clients and informers.
-var ErrNotStarted = errors.New("herald provider is not started yet")
+var ErrNotStarted = fmt.Errorf("%w: herald provider is not started", ErrNotReady)
 
 // Provider is herald's cloudprovider.Interface.
 type Provider struct {

@@ -96,6 +96,10 @@ func withService(ctx context.Context, svc *v1.Service) context.Context {
 // Errors without a user-facing reason get only the condition: the service
 // controller already records its own SyncLoadBalancerFailed event for them.
 func (p *Provider) reportFailure(ctx context.Context, svc *v1.Service, err error) {
+	if errors.Is(err, ErrNotReady) {
+		klog.FromContext(ctx).V(2).Info("Load balancer sync deferred", "err", err)
+		return
+	}
 	reason := reasonOf(err)
 	klog.FromContext(ctx).Info("Load balancer not provided", "reason", reason, "err", err)
 	if reason != ReasonFailed {

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -176,5 +177,23 @@ func TestCallsBeforeStartFail(t *testing.T) {
 	}
 	if _, _, err := p.GetLoadBalancer(context.Background(), "c", testService(nil)); !errors.Is(err, ErrNotStarted) {
 		t.Errorf("GetLoadBalancer before start: %v", err)
+	}
+}
+
+// "Not ready yet" (e.g. state not recovered after a restart) is retried
+// silently: writing it on the Service would be churn on every restart.
+func TestNotReadyIsNotReportedOnTheService(t *testing.T) {
+	svc := testService(nil)
+	f := newFixture(t, svc)
+	f.backend.ensureErr = fmt.Errorf("%w: recovering", ErrNotReady)
+	f.client.ClearActions()
+	if _, err := f.provider.EnsureLoadBalancer(context.Background(), "c", svc, nil); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("EnsureLoadBalancer error = %v, want ErrNotReady", err)
+	}
+	if e := f.event(); e != "" {
+		t.Errorf("event %q recorded", e)
+	}
+	if actions := f.client.Actions(); len(actions) != 0 {
+		t.Errorf("API calls made: %v", actions)
 	}
 }
