@@ -1,0 +1,114 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
+)
+
+// The BenchmarkReal* benchmarks drive the real nft binary against the
+// kernel, each in a network namespace of its own so that they never touch
+// the host's ruleset. They need root (CI runs as root) and skip otherwise.
+// Like every benchmark they run only with -bench (make bench), never in
+// make test.
+
+var netnsSeq atomic.Int64
+
+// inNetns moves the calling goroutine into a new, named network namespace
+// and returns a knftables.Interface whose nft runs there.
+//
+// knftables execs nft from the goroutine that calls it, and a child process
+// starts in the network namespace of the thread that forks it. So the
+// benchmark goroutine is locked to its OS thread, and only that thread joins
+// the namespace (setns affects one thread, not the process). The thread is
+// never unlocked: when the benchmark goroutine ends, the Go runtime
+// terminates a still-locked thread instead of reusing it, so no other
+// goroutine can ever run in the namespace. Unlike a wrapper script around
+// "ip netns exec", this adds nothing to the measured time.
+//
+// The namespace is named (herald-bench-<pid>-<n>, visible to "ip netns") so
+// that a slow benchmark can be inspected, and deleted in b.Cleanup.
+func inNetns(b *testing.B) knftables.Interface {
+	b.Helper()
+	if os.Geteuid() != 0 {
+		b.Skip("real nft benchmarks need root, to create a network namespace and run nft in it")
+	}
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Skipf("real nft benchmarks need %s: %v", tool, err)
+		}
+	}
+	name := fmt.Sprintf("herald-bench-%d-%d", os.Getpid(), netnsSeq.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	b.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+			b.Errorf("ip netns delete %s: %v: %s", name, err, out)
+		}
+	})
+	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatalf("open netns %s: %v", name, err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	runtime.LockOSThread() // never unlocked, see above
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		b.Fatalf("setns %s: %v", name, err)
+	}
+	nft, err := knftables.New(TableFamily, TableName)
+	if err != nil {
+		b.Fatalf("knftables in netns %s: %v", name, err)
+	}
+	return nft
+}
+
+// benchRealFullSync is what a full sync costs the agent: Build of n Services
+// with three endpoints each, plus one atomic transaction through nft that
+// recreates the table (it already exists after the first iteration, as in a
+// periodic resync).
+func benchRealFullSync(b *testing.B, n int) {
+	ctx := context.Background()
+	svcs, sl := scaleCluster(n)
+	a := NewApplier(inNetns(b))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := a.SyncFull(ctx, Build(svcs, sl, testNode, Options{})); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRealFullSync1k(b *testing.B)  { benchRealFullSync(b, 1000) }
+func BenchmarkRealFullSync10k(b *testing.B) { benchRealFullSync(b, 10000) }
+func BenchmarkRealFullSync30k(b *testing.B) { benchRealFullSync(b, 30000) }
+
+// BenchmarkRealPartialSyncOneService10k is one Service among 10k going from
+// three endpoints to four and back: Build plus a partial sync through nft.
+func BenchmarkRealPartialSyncOneService10k(b *testing.B) {
+	ctx := context.Background()
+	svcs, sl := scaleCluster(10000)
+	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
+	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
+	a := NewApplier(inNetns(b))
+	if _, err := a.Sync(ctx, Build(svcs, sl, testNode, Options{})); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		res, err := a.Sync(ctx, Build(svcs, states[i%2], testNode, Options{}))
+		if err != nil || res.Full {
+			b.Fatalf("sync: %v full=%t", err, res.Full)
+		}
+	}
+}
