@@ -81,6 +81,7 @@ type Agent struct {
 	nodes    corelisters.NodeLister
 	synced   []cache.InformerSynced
 	applier  *dataplane.Applier
+	builder  *dataplane.Builder
 	runner   *Runner
 	metrics  *metrics
 	health   *healthState
@@ -118,6 +119,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		cfg:     cfg,
 		clock:   deps.Clock,
 		applier: dataplane.NewApplier(deps.NFT),
+		builder: dataplane.NewBuilder(),
 		metrics: m,
 		health: &healthState{clock: deps.Clock, syncPeriod: cfg.SyncPeriod,
 			threshold: cfg.LivenessThreshold},

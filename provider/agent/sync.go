@@ -30,7 +30,8 @@ func (a *Agent) sync(ctx context.Context) error {
 		return fmt.Errorf("list endpointslices: %w", err)
 	}
 	node := a.node(ctx)
-	ruleset := dataplane.Build(svcs, eps, node, a.cfg.Dataplane)
+	// The builder recomputes only the Services whose objects changed.
+	ruleset := a.builder.Build(svcs, eps, node, a.cfg.Dataplane)
 
 	forceFull := a.lastFull.IsZero() || start.Sub(a.lastFull) >= a.cfg.FullSyncPeriod
 	var res dataplane.SyncResult

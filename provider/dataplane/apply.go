@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -20,8 +21,9 @@ var ErrApply = errors.New("apply nftables transaction")
 type Applier struct {
 	nft knftables.Interface
 	// batch folds the elements of one set or map into few "add element"
-	// commands (see batchElements). It is off for knftables.Fake, which
-	// models one element per command.
+	// commands (see batchElements). Only the nft binary parses those: it is
+	// off for knftables.Fake, which keeps each command's key as one element,
+	// and for anything wrapping an Interface, such as test doubles.
 	batch bool
 	// applied is the Ruleset the kernel holds, as far as we know; nil after a
 	// failure or before the first sync, which forces the next sync to be full.
@@ -31,8 +33,18 @@ type Applier struct {
 // NewApplier returns an Applier over nft, which must be bound to family inet
 // and table TableName.
 func NewApplier(nft knftables.Interface) *Applier {
-	_, fake := nft.(*knftables.Fake)
-	return &Applier{nft: nft, batch: !fake}
+	return &Applier{nft: nft, batch: runsNFT(nft)}
+}
+
+// runsNFT reports whether nft is knftables' own implementation, which pipes
+// transactions as text to the nft binary. Its type is unexported, hence the
+// reflection; a mistake here costs speed, never correctness.
+func runsNFT(nft knftables.Interface) bool {
+	t := reflect.TypeOf(nft)
+	if t == nil || t.Kind() != reflect.Pointer {
+		return false
+	}
+	return t.Elem().PkgPath() == reflect.TypeFor[knftables.Fake]().PkgPath() && t.Elem().Name() == "realNFTables"
 }
 
 // SyncResult tells what a sync did.
@@ -143,6 +155,7 @@ const elementBatch = 4096
 // element type of its own.
 func batchElements(r *Ruleset, container string, els Elements, keys []string) *knftables.Element {
 	var sb strings.Builder
+	sb.Grow(len(keys) * 96) // an ep6 element with its separators is ~70 bytes
 	for _, k := range keys[:len(keys)-1] {
 		e := els[k]
 		sb.WriteString(k)

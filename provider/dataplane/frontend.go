@@ -67,8 +67,15 @@ func (b *builder) masqVerdict(f ipFamily, fe frontend, localOnly bool) string {
 	return ""
 }
 
+// hasPodCIDRs reads Options rather than the podcidrs set, so that a
+// Builder can build one Service on its own.
 func (b *builder) hasPodCIDRs(f ipFamily) bool {
-	return len(b.r.Elements[f.podCIDRs()]) > 0
+	for _, p := range b.opts.PodCIDRs {
+		if familyOf(p.Masked().Addr().Is6()) == f {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *builder) addSourceRanges(f ipFamily, key []string, ranges []netip.Prefix) {

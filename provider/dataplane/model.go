@@ -53,6 +53,12 @@ type Ruleset struct {
 	// purge affinity entries that refer to endpoints which went away; they are
 	// written by the packet path, so they are not part of Elements.
 	Affinity map[string]map[string]bool
+
+	// base and dirty are set by Builder: only the element keys in dirty may
+	// differ between base and this Ruleset. The applier uses them when base
+	// is what it last applied.
+	base  *Ruleset
+	dirty map[string]map[string]struct{}
 }
 
 // Chain is a chain definition and its rules in order.

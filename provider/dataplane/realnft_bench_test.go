@@ -92,23 +92,42 @@ func BenchmarkRealFullSync10k(b *testing.B) { benchRealFullSync(b, 10000) }
 func BenchmarkRealFullSync30k(b *testing.B) { benchRealFullSync(b, 30000) }
 
 // BenchmarkRealPartialSyncOneService10k is one Service among 10k going from
-// three endpoints to four and back: Build plus a partial sync through nft.
+// three endpoints to four and back: a Builder's Build (as the agent does)
+// plus a partial sync through nft.
 func BenchmarkRealPartialSyncOneService10k(b *testing.B) {
 	ctx := context.Background()
 	svcs, sl := scaleCluster(10000)
 	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
 	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
 	a := NewApplier(inNetns(b))
-	if _, err := a.Sync(ctx, Build(svcs, sl, testNode, Options{})); err != nil {
+	bld := NewBuilder()
+	if _, err := a.Sync(ctx, bld.Build(svcs, sl, testNode, Options{})); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		i++
-		res, err := a.Sync(ctx, Build(svcs, states[i%2], testNode, Options{}))
+		res, err := a.Sync(ctx, bld.Build(svcs, states[i%2], testNode, Options{}))
 		if err != nil || res.Full {
 			b.Fatalf("sync: %v full=%t", err, res.Full)
 		}
+	}
+}
+
+// TestRunsNFT: only knftables' exec-based Interface gets batched elements.
+func TestRunsNFT(t *testing.T) {
+	if runsNFT(knftables.NewFake(TableFamily, TableName)) || runsNFT(newRender()) || runsNFT(nil) {
+		t.Error("a fake or a wrapper must not get batched elements")
+	}
+	if _, err := exec.LookPath("nft"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and nft to make a real knftables.Interface")
+	}
+	nft, err := knftables.New(TableFamily, TableName)
+	if err != nil {
+		t.Skipf("knftables.New: %v", err)
+	}
+	if !runsNFT(nft) {
+		t.Error("knftables.New must get batched elements")
 	}
 }

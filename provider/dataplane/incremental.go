@@ -1,0 +1,307 @@
+package dataplane
+
+import (
+	"cmp"
+	"maps"
+	"net/netip"
+	"reflect"
+	"slices"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Builder is Build with a memory: it keeps each Service's share of the
+// ruleset (its elements, the data-dependent chains it uses, its affinity
+// pairs), and the next Build recomputes only the Services whose Service or
+// EndpointSlice objects changed. Its result equals Build's for the same
+// input. Objects are compared by pointer, so they must not be modified in
+// place once passed in (informer caches never are); a changed node or
+// Options starts over.
+//
+// The Ruleset it returns also records which element keys may differ from
+// the one returned before, so that a partial sync of one Service among 10k
+// diffs a handful of keys instead of every element (see partialTransaction).
+// A Builder is not safe for concurrent use.
+type Builder struct {
+	node    Node
+	opts    Options
+	started bool
+	gen     uint64
+	svcs    map[svcID]*svcShare
+	// owners lists, per container and key, every Service that writes that
+	// element, ordered as Build processes Services: the last one wins.
+	owners   map[string]map[string][]owner
+	chains   map[string]*chainRef
+	affinity map[string]map[string]int // family → pair → Services holding it
+	last     *Ruleset
+}
+
+type svcID struct{ ns, name string }
+
+func (a svcID) compare(b svcID) int {
+	return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
+}
+
+// svcShare is what one Service contributes to the ruleset.
+type svcShare struct {
+	id       svcID
+	svc      *v1.Service
+	slices   []*discoveryv1.EndpointSlice
+	gen      uint64
+	elements []shareElement
+	chains   []*Chain
+	affinity [][2]string // family, affinityKey
+}
+
+type shareElement struct {
+	container, key string
+	el             Element
+}
+
+type owner struct {
+	id svcID
+	el Element
+}
+
+type chainRef struct {
+	chain *Chain
+	users int
+}
+
+// NewBuilder returns an empty Builder.
+func NewBuilder() *Builder { return &Builder{} }
+
+// Build returns the ruleset for the given state, as Build does.
+func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, node Node, opts Options) *Ruleset {
+	if !b.started || !reflect.DeepEqual(node, b.node) || !reflect.DeepEqual(opts, b.opts) {
+		b.reset(node, opts)
+	}
+	b.gen++
+	r := newRuleset()
+	addSkeleton(r, opts)
+	base := builder{r: r, node: node, opts: opts, nodePortIPs: map[string][]netip.Addr{}}
+	base.addNodeAndPodAddresses()
+	for n := 1; n <= PrecreatedPickChains; n++ {
+		for _, f := range families {
+			base.pickChain(f, false, n)
+			base.pickChain(f, true, n)
+		}
+	}
+
+	var dirty map[string]map[string]struct{}
+	if b.last != nil {
+		dirty = map[string]map[string]struct{}{}
+	}
+	affChanged := false
+	bySvc := slicesByService(endpointSlices)
+	for _, svc := range services {
+		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
+			continue
+		}
+		id := svcID{svc.Namespace, svc.Name}
+		sl := bySvc[svc.Namespace+"/"+svc.Name]
+		old := b.svcs[id]
+		if old != nil && old.svc == svc && sameSlices(old.slices, sl) {
+			old.gen = b.gen
+			continue
+		}
+		if old != nil {
+			affChanged = b.drop(old, dirty) || affChanged
+		}
+		s := b.share(base, id, svc, sl)
+		b.svcs[id] = s
+		affChanged = b.take(s, dirty) || affChanged
+	}
+	for id, s := range b.svcs {
+		if s.gen != b.gen {
+			affChanged = b.drop(s, dirty) || affChanged
+			delete(b.svcs, id)
+		}
+	}
+
+	b.assemble(r, dirty, affChanged)
+	if b.last != nil {
+		b.last.base, b.last.dirty = nil, nil // keep no chain of old Rulesets alive
+		r.base, r.dirty = b.last, dirty
+	}
+	b.last = r
+	return r
+}
+
+func (b *Builder) reset(node Node, opts Options) {
+	*b = Builder{
+		node: node, opts: opts, started: true,
+		svcs:     map[svcID]*svcShare{},
+		owners:   map[string]map[string][]owner{},
+		chains:   map[string]*chainRef{},
+		affinity: map[string]map[string]int{},
+	}
+}
+
+// sameSlices compares two lists of EndpointSlices as sets: listers return
+// them in no particular order.
+func sameSlices(a, b []*discoveryv1.EndpointSlice) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, s := range a {
+		if !slices.Contains(b, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// share computes one Service's contribution with the same code as Build,
+// into a Ruleset of its own.
+func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
+	own := &Ruleset{Chains: map[string]*Chain{}, Elements: map[string]Elements{}, Affinity: map[string]map[string]bool{}}
+	sb := builder{r: own, node: base.node, opts: base.opts, nodePortIPs: base.nodePortIPs}
+	sb.addService(svc, sl)
+	s := &svcShare{id: id, svc: svc, slices: sl, gen: b.gen}
+	for c, els := range own.Elements {
+		for k, e := range els {
+			s.elements = append(s.elements, shareElement{container: c, key: k, el: e})
+		}
+	}
+	for _, c := range own.Chains {
+		s.chains = append(s.chains, c)
+	}
+	for fam, pairs := range own.Affinity {
+		for k := range pairs {
+			s.affinity = append(s.affinity, [2]string{fam, k})
+		}
+	}
+	return s
+}
+
+// take adds a Service's share; it reports whether affinity pairs changed.
+func (b *Builder) take(s *svcShare, dirty map[string]map[string]struct{}) bool {
+	for _, se := range s.elements {
+		byKey := b.owners[se.container]
+		if byKey == nil {
+			byKey = map[string][]owner{}
+			b.owners[se.container] = byKey
+		}
+		list := byKey[se.key]
+		i, _ := slices.BinarySearchFunc(list, s.id, func(o owner, id svcID) int { return o.id.compare(id) })
+		byKey[se.key] = slices.Insert(list, i, owner{id: s.id, el: se.el})
+		markDirty(dirty, se.container, se.key)
+	}
+	for _, c := range s.chains {
+		ref := b.chains[c.Name]
+		if ref == nil {
+			ref = &chainRef{chain: c}
+			b.chains[c.Name] = ref
+		}
+		ref.users++
+	}
+	for _, p := range s.affinity {
+		pairs := b.affinity[p[0]]
+		if pairs == nil {
+			pairs = map[string]int{}
+			b.affinity[p[0]] = pairs
+		}
+		pairs[p[1]]++
+	}
+	return len(s.affinity) > 0
+}
+
+// drop removes a Service's share; it reports whether affinity pairs changed.
+func (b *Builder) drop(s *svcShare, dirty map[string]map[string]struct{}) bool {
+	for _, se := range s.elements {
+		byKey := b.owners[se.container]
+		list := slices.DeleteFunc(byKey[se.key], func(o owner) bool { return o.id == s.id })
+		if len(list) == 0 {
+			delete(byKey, se.key)
+		} else {
+			byKey[se.key] = list
+		}
+		markDirty(dirty, se.container, se.key)
+	}
+	for _, c := range s.chains {
+		if ref := b.chains[c.Name]; ref != nil {
+			if ref.users--; ref.users == 0 {
+				delete(b.chains, c.Name)
+			}
+		}
+	}
+	for _, p := range s.affinity {
+		if pairs := b.affinity[p[0]]; pairs != nil {
+			if pairs[p[1]]--; pairs[p[1]] <= 0 {
+				delete(pairs, p[1])
+			}
+		}
+	}
+	return len(s.affinity) > 0
+}
+
+func markDirty(dirty map[string]map[string]struct{}, container, key string) {
+	if dirty == nil {
+		return
+	}
+	keys := dirty[container]
+	if keys == nil {
+		keys = map[string]struct{}{}
+		dirty[container] = keys
+	}
+	keys[key] = struct{}{}
+}
+
+// assemble completes r (skeleton and node addresses already in it) with the
+// Services' elements, chains and affinity pairs. Containers without dirty
+// keys share their element map with the last Ruleset: Rulesets are never
+// modified once returned.
+func (b *Builder) assemble(r *Ruleset, dirty map[string]map[string]struct{}, affChanged bool) {
+	for name, ref := range b.chains {
+		if r.Chains[name] == nil {
+			r.Chains[name] = ref.chain
+		}
+	}
+	if b.last == nil {
+		for c, byKey := range b.owners {
+			els := make(Elements, len(byKey))
+			for k, list := range byKey {
+				els[k] = list[len(list)-1].el
+			}
+			r.Elements[c] = els
+		}
+	} else {
+		for c, els := range b.last.Elements {
+			if r.Elements[c] == nil && dirty[c] == nil {
+				r.Elements[c] = els
+			}
+		}
+		for c, keys := range dirty {
+			els := maps.Clone(b.last.Elements[c])
+			if els == nil {
+				els = Elements{}
+			}
+			for k := range keys {
+				if list := b.owners[c][k]; len(list) > 0 {
+					els[k] = list[len(list)-1].el
+				} else {
+					delete(els, k)
+				}
+			}
+			if len(els) > 0 {
+				r.Elements[c] = els
+			}
+		}
+	}
+	if b.last != nil && !affChanged {
+		r.Affinity = b.last.Affinity
+		return
+	}
+	for fam, pairs := range b.affinity {
+		if len(pairs) == 0 {
+			continue
+		}
+		valid := make(map[string]bool, len(pairs))
+		for k := range pairs {
+			valid[k] = true
+		}
+		r.Affinity[fam] = valid
+	}
+}
