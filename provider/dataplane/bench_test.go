@@ -136,3 +136,25 @@ func BenchmarkIncremental(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBuilderIncremental is BenchmarkIncremental with the agent's
+// incremental Builder: only the changed Service is rebuilt and diffed.
+func BenchmarkBuilderIncremental(b *testing.B) {
+	ctx := context.Background()
+	svcs, sl := scaleCluster(10000)
+	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
+	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
+	bld := NewBuilder()
+	a := NewApplier(newRender())
+	if _, err := a.Sync(ctx, bld.Build(svcs, sl, testNode, Options{})); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		if res, err := a.Sync(ctx, bld.Build(svcs, states[i%2], testNode, Options{})); err != nil || res.Full {
+			b.Fatalf("sync: %v full=%t", err, res.Full)
+		}
+	}
+}

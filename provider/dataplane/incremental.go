@@ -94,13 +94,13 @@ func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.En
 		dirty = map[string]map[string]struct{}{}
 	}
 	affChanged := false
-	bySvc := slicesByService(endpointSlices)
+	bySvc := slicesByID(endpointSlices)
 	for _, svc := range services {
 		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
 			continue
 		}
 		id := svcID{svc.Namespace, svc.Name}
-		sl := bySvc[svc.Namespace+"/"+svc.Name]
+		sl := bySvc[id]
 		old := b.svcs[id]
 		if old != nil && old.svc == svc && sameSlices(old.slices, sl) {
 			old.gen = b.gen
@@ -137,6 +137,21 @@ func (b *Builder) reset(node Node, opts Options) {
 		chains:   map[string]*chainRef{},
 		affinity: map[string]map[string]int{},
 	}
+}
+
+// slicesByID is slicesByService without building a string key per slice.
+func slicesByID(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.EndpointSlice {
+	out := make(map[svcID][]*discoveryv1.EndpointSlice, len(all))
+	for _, s := range all {
+		if s == nil {
+			continue
+		}
+		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
+			id := svcID{s.Namespace, name}
+			out[id] = append(out[id], s)
+		}
+	}
+	return out
 }
 
 // sameSlices compares two lists of EndpointSlices as sets: listers return
