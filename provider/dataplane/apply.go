@@ -71,6 +71,11 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	if !full && !partialPossible(a.applied, desired) {
 		full = true
 	}
+	if !full && a.applied.volatile && desired.base != a.applied {
+		// A Builder has updated the applied Ruleset's elements since: we
+		// no longer know what it held.
+		full = true
+	}
 	res := SyncResult{Full: full}
 	tx := a.nft.NewTransaction()
 	if full {

@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"cmp"
-	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -20,9 +19,13 @@ import (
 // Options starts over.
 //
 // The Ruleset it returns also records which element keys may differ from
-// the one returned before, so that a partial sync of one Service among 10k
-// diffs a handful of keys instead of every element (see partialTransaction).
-// A Builder is not safe for concurrent use.
+// the one returned before, and their previous values, so that a partial sync
+// of one Service among 10k diffs a handful of keys instead of every element
+// (see partialTransaction). Copying the element maps instead would cost more
+// than the whole rest of such a sync, so a Builder updates them in place: a
+// Ruleset it returned is valid until its next Build. The Applier knows this
+// and syncs in full unless the Ruleset it applied last is the one the new
+// Ruleset was built from. A Builder is not safe for concurrent use.
 type Builder struct {
 	node    Node
 	opts    Options
@@ -34,6 +37,9 @@ type Builder struct {
 	owners   map[string]map[string][]owner
 	chains   map[string]*chainRef
 	affinity map[string]map[string]int // family → pair → Services holding it
+	// elements are the Services' elements as the last Ruleset holds them:
+	// each Build updates these maps in place.
+	elements map[string]Elements
 	last     *Ruleset
 }
 
@@ -89,9 +95,9 @@ func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.En
 		}
 	}
 
-	var dirty map[string]map[string]struct{}
+	var dirty map[string]map[string]prior
 	if b.last != nil {
-		dirty = map[string]map[string]struct{}{}
+		dirty = map[string]map[string]prior{}
 	}
 	affChanged := false
 	bySvc := slicesByID(endpointSlices)
@@ -121,6 +127,7 @@ func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.En
 	}
 
 	b.assemble(r, dirty, affChanged)
+	r.volatile = true
 	if b.last != nil {
 		b.last.base, b.last.dirty = nil, nil // keep no chain of old Rulesets alive
 		r.base, r.dirty = b.last, dirty
@@ -136,6 +143,7 @@ func (b *Builder) reset(node Node, opts Options) {
 		owners:   map[string]map[string][]owner{},
 		chains:   map[string]*chainRef{},
 		affinity: map[string]map[string]int{},
+		elements: map[string]Elements{},
 	}
 }
 
@@ -192,8 +200,9 @@ func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discovery
 }
 
 // take adds a Service's share; it reports whether affinity pairs changed.
-func (b *Builder) take(s *svcShare, dirty map[string]map[string]struct{}) bool {
+func (b *Builder) take(s *svcShare, dirty map[string]map[string]prior) bool {
 	for _, se := range s.elements {
+		b.markDirty(dirty, se.container, se.key)
 		byKey := b.owners[se.container]
 		if byKey == nil {
 			byKey = map[string][]owner{}
@@ -202,7 +211,6 @@ func (b *Builder) take(s *svcShare, dirty map[string]map[string]struct{}) bool {
 		list := byKey[se.key]
 		i, _ := slices.BinarySearchFunc(list, s.id, func(o owner, id svcID) int { return o.id.compare(id) })
 		byKey[se.key] = slices.Insert(list, i, owner{id: s.id, el: se.el})
-		markDirty(dirty, se.container, se.key)
 	}
 	for _, c := range s.chains {
 		ref := b.chains[c.Name]
@@ -224,8 +232,9 @@ func (b *Builder) take(s *svcShare, dirty map[string]map[string]struct{}) bool {
 }
 
 // drop removes a Service's share; it reports whether affinity pairs changed.
-func (b *Builder) drop(s *svcShare, dirty map[string]map[string]struct{}) bool {
+func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
 	for _, se := range s.elements {
+		b.markDirty(dirty, se.container, se.key)
 		byKey := b.owners[se.container]
 		list := slices.DeleteFunc(byKey[se.key], func(o owner) bool { return o.id == s.id })
 		if len(list) == 0 {
@@ -233,7 +242,6 @@ func (b *Builder) drop(s *svcShare, dirty map[string]map[string]struct{}) bool {
 		} else {
 			byKey[se.key] = list
 		}
-		markDirty(dirty, se.container, se.key)
 	}
 	for _, c := range s.chains {
 		if ref := b.chains[c.Name]; ref != nil {
@@ -252,23 +260,31 @@ func (b *Builder) drop(s *svcShare, dirty map[string]map[string]struct{}) bool {
 	return len(s.affinity) > 0
 }
 
-func markDirty(dirty map[string]map[string]struct{}, container, key string) {
+// prior is an element as the previous Ruleset held it.
+type prior struct {
+	el      Element
+	present bool
+}
+
+// markDirty records, before its first change in this Build, what a key held.
+func (b *Builder) markDirty(dirty map[string]map[string]prior, container, key string) {
 	if dirty == nil {
 		return
 	}
 	keys := dirty[container]
 	if keys == nil {
-		keys = map[string]struct{}{}
+		keys = map[string]prior{}
 		dirty[container] = keys
 	}
-	keys[key] = struct{}{}
+	if _, seen := keys[key]; !seen {
+		el, ok := b.elements[container][key]
+		keys[key] = prior{el: el, present: ok}
+	}
 }
 
 // assemble completes r (skeleton and node addresses already in it) with the
-// Services' elements, chains and affinity pairs. Containers without dirty
-// keys share their element map with the last Ruleset: Rulesets are never
-// modified once returned.
-func (b *Builder) assemble(r *Ruleset, dirty map[string]map[string]struct{}, affChanged bool) {
+// Services' elements, chains and affinity pairs.
+func (b *Builder) assemble(r *Ruleset, dirty map[string]map[string]prior, affChanged bool) {
 	for name, ref := range b.chains {
 		if r.Chains[name] == nil {
 			r.Chains[name] = ref.chain
@@ -280,29 +296,26 @@ func (b *Builder) assemble(r *Ruleset, dirty map[string]map[string]struct{}, aff
 			for k, list := range byKey {
 				els[k] = list[len(list)-1].el
 			}
+			b.elements[c] = els
+		}
+	}
+	for c, keys := range dirty {
+		els := b.elements[c]
+		if els == nil {
+			els = Elements{}
+			b.elements[c] = els
+		}
+		for k := range keys {
+			if list := b.owners[c][k]; len(list) > 0 {
+				els[k] = list[len(list)-1].el
+			} else {
+				delete(els, k)
+			}
+		}
+	}
+	for c, els := range b.elements {
+		if len(els) > 0 {
 			r.Elements[c] = els
-		}
-	} else {
-		for c, els := range b.last.Elements {
-			if r.Elements[c] == nil && dirty[c] == nil {
-				r.Elements[c] = els
-			}
-		}
-		for c, keys := range dirty {
-			els := maps.Clone(b.last.Elements[c])
-			if els == nil {
-				els = Elements{}
-			}
-			for k := range keys {
-				if list := b.owners[c][k]; len(list) > 0 {
-					els[k] = list[len(list)-1].el
-				} else {
-					delete(els, k)
-				}
-			}
-			if len(els) > 0 {
-				r.Elements[c] = els
-			}
 		}
 	}
 	if b.last != nil && !affChanged {

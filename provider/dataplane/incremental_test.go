@@ -198,3 +198,24 @@ func ExampleBuilder() {
 	fmt.Println(len(r1.Elements["svc4"]), len(r2.Elements["svc4"]), dirtyKeys(r2))
 	// Output: 0 1 4
 }
+
+// TestBuilderSkippedRulesetForcesFull: a Builder updates element maps in
+// place, so a Ruleset built but never applied leaves the applier unable to
+// diff; it must sync in full, and correctly.
+func TestBuilderSkippedRulesetForcesFull(t *testing.T) {
+	st := builderStates()
+	fake := knftables.NewFake(TableFamily, TableName)
+	a := NewApplier(fake)
+	b := NewBuilder()
+	syncOK(t, a, b.Build(st[0].svcs, st[0].slices, st[0].node, st[0].opts))
+	b.Build(st[3].svcs, st[3].slices, st[3].node, st[3].opts) // never applied
+	s := st[4]
+	if res := syncOK(t, a, b.Build(s.svcs, s.slices, s.node, s.opts)); !res.Full {
+		t.Error("a sync after a skipped Ruleset must be full")
+	}
+	ref := knftables.NewFake(TableFamily, TableName)
+	syncOK(t, NewApplier(ref), Build(s.svcs, s.slices, s.node, s.opts))
+	if got, want := sortedDump(fake.Dump()), sortedDump(ref.Dump()); got != want {
+		t.Errorf("table differs from a full sync:\n got %s\nwant %s", got, want)
+	}
+}

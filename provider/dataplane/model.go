@@ -54,11 +54,12 @@ type Ruleset struct {
 	// written by the packet path, so they are not part of Elements.
 	Affinity map[string]map[string]bool
 
-	// base and dirty are set by Builder: only the element keys in dirty may
-	// differ between base and this Ruleset. The applier uses them when base
-	// is what it last applied.
-	base  *Ruleset
-	dirty map[string]map[string]struct{}
+	// Set by Builder: its Rulesets share element maps that the next Build
+	// updates in place (volatile); only the keys in dirty may differ between
+	// base and this Ruleset, and dirty holds what they were in base.
+	volatile bool
+	base     *Ruleset
+	dirty    map[string]map[string]prior
 }
 
 // Chain is a chain definition and its rules in order.

@@ -16,15 +16,25 @@ import (
 // partialPossible must have approved the pair.
 //
 // When desired comes from a Builder whose previous Ruleset is applied, only
-// the keys the Builder marked dirty are compared: a one-Service change among
-// 10k Services then costs a few map lookups, not a pass over every element.
+// the keys the Builder marked dirty are compared, against the values it
+// recorded: a one-Service change among 10k Services then costs a few map
+// lookups, not a pass over every element.
 func partialTransaction(tx *knftables.Transaction, applied, desired *Ruleset) {
-	changed := changedKeys
 	if desired.dirty != nil && desired.base == applied {
-		changed = func(a, b Elements, container string) []string {
-			return changedAmong(desired.dirty[container], a, b)
+		dirtyElements(tx, desired)
+	} else {
+		changedElements(tx, applied, desired)
+	}
+	// chains no verdict names any more go last
+	for _, name := range sortedKeys(applied.Chains) {
+		if desired.Chains[name] == nil {
+			tx.Flush(&knftables.Chain{Name: name})
+			tx.Delete(&knftables.Chain{Name: name})
 		}
 	}
+}
+
+func changedElements(tx *knftables.Transaction, applied, desired *Ruleset) {
 	// Delete what went or changed, then add what came or changed.
 	// A changed map value is deleted and re-added: the kernel will not
 	// overwrite an element's value with "add".
@@ -33,21 +43,40 @@ func partialTransaction(tx *knftables.Transaction, applied, desired *Ruleset) {
 			continue
 		}
 		had := applied.Elements[name]
-		for _, k := range changed(had, desired.Elements[name], name) {
+		for _, k := range changedKeys(had, desired.Elements[name]) {
 			tx.Delete(&knftables.Element{Set: setName(applied, name), Map: mapName(applied, name), Key: had[k].Key})
 		}
 	}
 	for _, name := range sortedKeys(desired.Elements) {
 		want := desired.Elements[name]
-		for _, k := range changed(want, applied.Elements[name], name) {
+		for _, k := range changedKeys(want, applied.Elements[name]) {
 			tx.Add(toKnft(desired, name, want[k]))
 		}
 	}
-	// chains no verdict names any more go last
-	for _, name := range sortedKeys(applied.Chains) {
-		if desired.Chains[name] == nil {
-			tx.Flush(&knftables.Chain{Name: name})
-			tx.Delete(&knftables.Chain{Name: name})
+}
+
+// dirtyElements is changedElements over the keys a Builder marked, in the
+// same order.
+func dirtyElements(tx *knftables.Transaction, desired *Ruleset) {
+	names := sortedKeys(desired.dirty)
+	keys := make(map[string][]string, len(names))
+	for _, name := range names {
+		keys[name] = sortedKeys(desired.dirty[name])
+	}
+	for _, name := range names {
+		for _, k := range keys[name] {
+			was := desired.dirty[name][k]
+			if now, ok := desired.Elements[name][k]; was.present && (!ok || !now.same(was.el)) {
+				tx.Delete(&knftables.Element{Set: setName(desired, name), Map: mapName(desired, name), Key: was.el.Key})
+			}
+		}
+	}
+	for _, name := range names {
+		for _, k := range keys[name] {
+			was := desired.dirty[name][k]
+			if now, ok := desired.Elements[name][k]; ok && (!was.present || !now.same(was.el)) {
+				tx.Add(toKnft(desired, name, now))
+			}
 		}
 	}
 }
@@ -140,25 +169,9 @@ func (a *Applier) purgeAffinity(ctx context.Context, desired *Ruleset) {
 // changedKeys lists, sorted, the keys of a that b lacks or holds with another
 // value. Only the changes are sorted: a sync must not cost a sort of every
 // element of a 30k-element map.
-func changedKeys(a, b Elements, _ string) []string {
+func changedKeys(a, b Elements) []string {
 	var out []string
 	for k, e := range a {
-		if o, ok := b[k]; !ok || !o.same(e) {
-			out = append(out, k)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// changedAmong is changedKeys restricted to the candidate keys.
-func changedAmong(candidates map[string]struct{}, a, b Elements) []string {
-	var out []string
-	for k := range candidates {
-		e, ok := a[k]
-		if !ok {
-			continue
-		}
 		if o, ok := b[k]; !ok || !o.same(e) {
 			out = append(out, k)
 		}
