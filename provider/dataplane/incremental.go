@@ -40,7 +40,10 @@ type Builder struct {
 	// elements are the Services' elements as the last Ruleset holds them:
 	// each Build updates these maps in place.
 	elements map[string]Elements
-	last     *Ruleset
+	// bySvc groups EndpointSlices by Service; reused across Builds, since
+	// making a 10k-entry map was a quarter of a one-Service Build.
+	bySvc map[svcID][]*discoveryv1.EndpointSlice
+	last  *Ruleset
 }
 
 type svcID struct{ ns, name string }
@@ -100,7 +103,7 @@ func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.En
 		dirty = map[string]map[string]prior{}
 	}
 	affChanged := false
-	bySvc := slicesByID(endpointSlices)
+	bySvc := b.groupSlices(endpointSlices)
 	for _, svc := range services {
 		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
 			continue
@@ -115,7 +118,7 @@ func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.En
 		if old != nil {
 			affChanged = b.drop(old, dirty) || affChanged
 		}
-		s := b.share(base, id, svc, sl)
+		s := b.share(base, id, svc, slices.Clone(sl)) // sl is reused by the next Build
 		b.svcs[id] = s
 		affChanged = b.take(s, dirty) || affChanged
 	}
@@ -147,19 +150,30 @@ func (b *Builder) reset(node Node, opts Options) {
 	}
 }
 
-// slicesByID is slicesByService without building a string key per slice.
-func slicesByID(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.EndpointSlice {
-	out := make(map[svcID][]*discoveryv1.EndpointSlice, len(all))
+// groupSlices is slicesByService keyed without building strings, into the
+// Builder's map: lists are truncated and refilled, and the empty ones (their
+// Service lost its last slice) dropped.
+func (b *Builder) groupSlices(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.EndpointSlice {
+	if b.bySvc == nil {
+		b.bySvc = make(map[svcID][]*discoveryv1.EndpointSlice, len(all))
+	}
+	for id, l := range b.bySvc {
+		if len(l) == 0 {
+			delete(b.bySvc, id)
+		} else {
+			b.bySvc[id] = l[:0]
+		}
+	}
 	for _, s := range all {
 		if s == nil {
 			continue
 		}
 		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
 			id := svcID{s.Namespace, name}
-			out[id] = append(out[id], s)
+			b.bySvc[id] = append(b.bySvc[id], s)
 		}
 	}
-	return out
+	return b.bySvc
 }
 
 // sameSlices compares two lists of EndpointSlices as sets: listers return
