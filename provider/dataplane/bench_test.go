@@ -72,6 +72,13 @@ func BenchmarkBuild(b *testing.B) {
 				Build(svcs, sl, testNode, Options{})
 			}
 		})
+		// what the agent's first sync builds
+		b.Run(fmt.Sprintf("builder-cold/%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				NewBuilder().Build(svcs, sl, testNode, Options{})
+			}
+		})
 	}
 }
 

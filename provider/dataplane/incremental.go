@@ -43,7 +43,10 @@ type Builder struct {
 	// bySvc groups EndpointSlices by Service; reused across Builds, since
 	// making a 10k-entry map was a quarter of a one-Service Build.
 	bySvc map[svcID][]*discoveryv1.EndpointSlice
-	last  *Ruleset
+	// scratch receives one Service at a time; its maps are cleared, not
+	// reallocated, between Services.
+	scratch *Ruleset
+	last    *Ruleset
 }
 
 type svcID struct{ ns, name string }
@@ -193,7 +196,18 @@ func sameSlices(a, b []*discoveryv1.EndpointSlice) bool {
 // share computes one Service's contribution with the same code as Build,
 // into a Ruleset of its own.
 func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
-	own := &Ruleset{Chains: map[string]*Chain{}, Elements: map[string]Elements{}, Affinity: map[string]map[string]bool{}}
+	own := b.scratch
+	if own == nil {
+		own = &Ruleset{Chains: map[string]*Chain{}, Elements: map[string]Elements{}, Affinity: map[string]map[string]bool{}}
+		b.scratch = own
+	}
+	clear(own.Chains)
+	for _, els := range own.Elements {
+		clear(els)
+	}
+	for _, pairs := range own.Affinity {
+		clear(pairs)
+	}
 	sb := builder{r: own, node: base.node, opts: base.opts, nodePortIPs: base.nodePortIPs}
 	sb.addService(svc, sl)
 	s := &svcShare{id: id, svc: svc, slices: sl, gen: b.gen}
