@@ -71,9 +71,9 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	if !full && !partialPossible(a.applied, desired) {
 		full = true
 	}
-	if !full && a.applied.volatile && desired.base != a.applied {
-		// A Builder has updated the applied Ruleset's elements since: we
-		// no longer know what it held.
+	if !full && a.applied.stale && desired.base != a.applied {
+		// A Builder has updated the applied Ruleset's elements since, and
+		// desired does not say from what: we no longer know what it held.
 		full = true
 	}
 	res := SyncResult{Full: full}

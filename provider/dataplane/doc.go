@@ -46,6 +46,24 @@
 // Each address-keyed container exists twice, "4" and "6": an nftables key has
 // one fixed type, and one inet table serves both families.
 //
+// # Sync cost
+//
+// Measured with real nft 1.0.6 in a network namespace (BenchmarkReal*), 10k
+// Services with three endpoints each are about 56k elements. nft needs 1.6 s
+// of CPU to load them written one command per element, as knftables writes
+// them, and 1.0 s written as one "add element" command per 4096 elements, so
+// the applier folds them when it drives the nft binary (knftables.Fake and
+// wrappers get one element per command). That 1.0 s of nft, two thirds of it
+// parsing and evaluating in userspace, is the floor of a full sync at 10k.
+//
+// A partial sync must not cost what a full one does. Starting nft costs
+// ~18 ms of CPU whatever it does, and a few element commands add ~7 ms; the
+// rest is Go, so the agent uses a Builder, which recomputes only Services
+// whose objects changed and tells the applier which element keys to diff
+// (one Service among 10k: ~3 ms, where Build plus a diff of every element
+// took ~200 ms). Its Rulesets share element maps that the next Build updates
+// in place; copying them instead cost more than the rest of such a sync.
+//
 // Masquerade is decided in postrouting from conntrack's original tuple (ct
 // original daddr/proto-dst) looked up in masq4/masqnp4, not from a packet
 // mark set earlier: herald needs no mark bits, so it cannot collide with a

@@ -23,9 +23,10 @@ import (
 // of one Service among 10k diffs a handful of keys instead of every element
 // (see partialTransaction). Copying the element maps instead would cost more
 // than the whole rest of such a sync, so a Builder updates them in place: a
-// Ruleset it returned is valid until its next Build. The Applier knows this
-// and syncs in full unless the Ruleset it applied last is the one the new
-// Ruleset was built from. A Builder is not safe for concurrent use.
+// Ruleset it returned is valid until its next Build, which marks it stale.
+// The Applier knows this: when the Ruleset it applied last is stale, it
+// syncs in full unless that Ruleset is the one the new one was built from.
+// A Builder is not safe for concurrent use.
 type Builder struct {
 	node    Node
 	opts    Options
@@ -133,8 +134,9 @@ func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.En
 	}
 
 	b.assemble(r, dirty, affChanged)
-	r.volatile = true
 	if b.last != nil {
+		// assemble updated the maps b.last shares
+		b.last.stale = true
 		b.last.base, b.last.dirty = nil, nil // keep no chain of old Rulesets alive
 		r.base, r.dirty = b.last, dirty
 	}

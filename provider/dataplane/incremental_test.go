@@ -219,3 +219,18 @@ func TestBuilderSkippedRulesetForcesFull(t *testing.T) {
 		t.Errorf("table differs from a full sync:\n got %s\nwant %s", got, want)
 	}
 }
+
+// TestBuilderNewNodeAddressIsPartial: a new node or Options start the
+// Builder over, which leaves the applied Ruleset intact, so the applier can
+// still diff it against the new one.
+func TestBuilderNewNodeAddressIsPartial(t *testing.T) {
+	st := builderStates()
+	fake := knftables.NewFake(TableFamily, TableName)
+	a := NewApplier(fake)
+	b := NewBuilder()
+	syncOK(t, a, b.Build(st[0].svcs, st[0].slices, st[0].node, st[0].opts))
+	node := Node{Name: thisNode, IPs: []netip.Addr{nodeIP4, nodeIP6, netip.MustParseAddr("192.0.2.11")}}
+	if res := syncOK(t, a, b.Build(st[0].svcs, st[0].slices, node, st[0].opts)); res.Full || res.Operations != 1 {
+		t.Errorf("a new node address: want a partial sync of one element, got %+v", res)
+	}
+}

@@ -55,11 +55,12 @@ type Ruleset struct {
 	Affinity map[string]map[string]bool
 
 	// Set by Builder: its Rulesets share element maps that the next Build
-	// updates in place (volatile); only the keys in dirty may differ between
-	// base and this Ruleset, and dirty holds what they were in base.
-	volatile bool
-	base     *Ruleset
-	dirty    map[string]map[string]prior
+	// updates in place, making the previous Ruleset stale; only the keys in
+	// dirty may differ between base and this Ruleset, and dirty holds what
+	// they were in base.
+	stale bool
+	base  *Ruleset
+	dirty map[string]map[string]prior
 }
 
 // Chain is a chain definition and its rules in order.
