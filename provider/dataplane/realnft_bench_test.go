@@ -36,15 +36,16 @@ var netnsSeq atomic.Int64
 // "ip netns exec", this adds nothing to the measured time.
 //
 // The namespace is named (herald-bench-<pid>-<n>, visible to "ip netns") so
-// that a slow benchmark can be inspected, and deleted in b.Cleanup.
-func inNetns(b *testing.B) knftables.Interface {
+// that a slow benchmark can be inspected, and deleted in b.Cleanup. Tests use
+// it too (b is then a *testing.T).
+func inNetns(b testing.TB) knftables.Interface {
 	b.Helper()
 	if os.Geteuid() != 0 {
-		b.Skip("real nft benchmarks need root, to create a network namespace and run nft in it")
+		b.Skip("real nft benchmarks and tests need root, to create a network namespace and run nft in it")
 	}
 	for _, tool := range []string{"ip", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			b.Skipf("real nft benchmarks need %s: %v", tool, err)
+			b.Skipf("real nft benchmarks and tests need %s: %v", tool, err)
 		}
 	}
 	name := fmt.Sprintf("herald-bench-%d-%d", os.Getpid(), netnsSeq.Add(1))
@@ -191,5 +192,41 @@ func TestRunsNFT(t *testing.T) {
 	}
 	if !runsNFT(nft) {
 		t.Error("knftables.New must get batched elements")
+	}
+}
+
+// TestRealBatchedFullSyncMatchesPerElement: the kernel holds the same table
+// whether a full sync's elements are batched or written one per command,
+// over states with source-range intervals, affinity, comments and both
+// families. It needs root and nft, and skips otherwise.
+func TestRealBatchedFullSyncMatchesPerElement(t *testing.T) {
+	nft := inNetns(t)
+	ctx := context.Background()
+	list := func() string {
+		out, err := exec.Command("nft", "list", "table", string(TableFamily), TableName).CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list table: %v: %s", err, out)
+		}
+		return string(out)
+	}
+	st := builderStates()
+	// the start (source ranges, affinity, Local policies, a shared
+	// frontend) and the last state with Services, which has pod CIDRs
+	for _, s := range []buildState{st[0], st[len(st)-2]} {
+		r := Build(s.svcs, s.slices, s.node, s.opts)
+		batched := NewApplier(nft)
+		if !batched.batch {
+			t.Fatal("the real Interface must get batched elements")
+		}
+		if _, err := batched.SyncFull(ctx, r); err != nil {
+			t.Fatalf("%s: batched: %v", s.name, err)
+		}
+		got := list()
+		if _, err := (&Applier{nft: nft}).SyncFull(ctx, r); err != nil {
+			t.Fatalf("%s: one element per command: %v", s.name, err)
+		}
+		if want := list(); got != want {
+			t.Errorf("%s: batched table differs:\n got %s\nwant %s", s.name, got, want)
+		}
 	}
 }
