@@ -213,6 +213,11 @@ func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discovery
 	sb := builder{r: own, node: base.node, opts: base.opts, nodePortIPs: base.nodePortIPs}
 	sb.addService(svc, sl)
 	s := &svcShare{id: id, svc: svc, slices: sl, gen: b.gen}
+	n := 0
+	for _, els := range own.Elements {
+		n += len(els)
+	}
+	s.elements = make([]shareElement, 0, n)
 	for c, els := range own.Elements {
 		for k, e := range els {
 			s.elements = append(s.elements, shareElement{container: c, key: k, el: e})
