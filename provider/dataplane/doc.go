@@ -61,8 +61,9 @@
 // rest is Go, so the agent uses a Builder, which recomputes only Services
 // whose objects changed and tells the applier which element keys to diff
 // (one Service among 10k: ~3 ms, where Build plus a diff of every element
-// took ~300 ms of CPU). Its Rulesets share element maps that the next Build updates
-// in place; copying them instead cost more than the rest of such a sync.
+// took ~300 ms of CPU). Its Rulesets share element maps that the next Build
+// updates in place; copying them instead cost more than the rest of such a
+// sync.
 //
 // Masquerade is decided in postrouting from conntrack's original tuple (ct
 // original daddr/proto-dst) looked up in masq4/masqnp4, not from a packet
