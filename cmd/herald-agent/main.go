@@ -35,7 +35,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	code := run(ctx, os.Args[1:], os.Stderr, newNFT)
+	code := run(ctx, os.Args[1:], os.Stderr, newNFT, true)
 	stop()
 	klog.Flush()
 	os.Exit(code)
@@ -47,7 +47,8 @@ func newNFT() (knftables.Interface, error) {
 
 // run is main without the process: tests pass their own arguments, output
 // and knftables.
-func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knftables.Interface, error)) int {
+// batch says nft runs the nft binary (see dataplane.BatchElements).
+func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knftables.Interface, error), batch bool) int {
 	var o options
 	fs := newFlagSet(&o)
 	fs.SetOutput(stderr)
@@ -67,14 +68,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knfta
 		return 2
 	}
 	ctx = klog.NewContext(ctx, klog.Background())
-	if err := start(ctx, &o, nft); err != nil {
+	if err := start(ctx, &o, nft, batch); err != nil {
 		klog.FromContext(ctx).Error(err, "herald-agent failed")
 		return 1
 	}
 	return 0
 }
 
-func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, error)) error {
+func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, error), batch bool) error {
 	nft, err := newNFT()
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
@@ -97,7 +98,7 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := agent.New(o.agentConfig(), agent.Deps{Client: client, NFT: nft, Registerer: reg})
+	a, err := agent.New(o.agentConfig(), agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch})
 	if err != nil {
 		return err
 	}

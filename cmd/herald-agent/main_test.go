@@ -86,7 +86,7 @@ func TestRunExitCodes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			if code := run(context.Background(), tc.args, &stderr, noNFT); code != tc.code {
+			if code := run(context.Background(), tc.args, &stderr, noNFT, false); code != tc.code {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
 			}
 			if !strings.Contains(stderr.String(), tc.stderr) {
@@ -107,7 +107,7 @@ func TestCleanupDeletesTheTableIdempotently(t *testing.T) {
 	}
 	for i := range 2 { // the second run finds no table
 		var stderr bytes.Buffer
-		if code := run(context.Background(), []string{"--cleanup"}, &stderr, nft); code != 0 {
+		if code := run(context.Background(), []string{"--cleanup"}, &stderr, nft, false); code != 0 {
 			t.Fatalf("run %d: exit %d: %s", i, code, stderr.String())
 		}
 		if d := fake.Dump(); d != "" {

@@ -64,7 +64,10 @@ type Deps struct {
 	Client     kubernetes.Interface
 	NFT        knftables.Interface
 	Registerer prometheus.Registerer
-	Clock      clock.WithTicker
+	// BatchElements: NFT is knftables.New's, which runs the nft binary, so
+	// full syncs may fold elements (dataplane.BatchElements).
+	BatchElements bool
+	Clock         clock.WithTicker
 	// Listen opens the healthCheckNodePort listeners.
 	Listen ListenFunc
 }
@@ -118,7 +121,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a := &Agent{
 		cfg:     cfg,
 		clock:   deps.Clock,
-		applier: dataplane.NewApplier(deps.NFT),
+		applier: newApplier(deps),
 		builder: dataplane.NewBuilder(),
 		metrics: m,
 		health: &healthState{clock: deps.Clock, syncPeriod: cfg.SyncPeriod,
@@ -243,3 +246,10 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // HealthHandler serves /readyz, /livez and /healthz.
 func (a *Agent) HealthHandler() http.Handler { return a.health.handler() }
+
+func newApplier(deps Deps) *dataplane.Applier {
+	if deps.BatchElements {
+		return dataplane.NewApplier(deps.NFT, dataplane.BatchElements())
+	}
+	return dataplane.NewApplier(deps.NFT)
+}

@@ -80,7 +80,7 @@ func inNetns(b testing.TB) knftables.Interface {
 func benchRealFullSync(b *testing.B, n int) {
 	ctx := context.Background()
 	svcs, sl := scaleCluster(n)
-	a := NewApplier(inNetns(b))
+	a := NewApplier(inNetns(b), BatchElements())
 	var t phaseTimer
 	b.ReportAllocs()
 	for b.Loop() {
@@ -159,7 +159,7 @@ func BenchmarkRealPartialSyncOneService10k(b *testing.B) {
 	svcs, sl := scaleCluster(10000)
 	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
 	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
-	a := NewApplier(inNetns(b))
+	a := NewApplier(inNetns(b), BatchElements())
 	bld := NewBuilder()
 	if _, err := a.Sync(ctx, bld.Build(svcs, sl, testNode, Options{})); err != nil {
 		b.Fatal(err)
@@ -176,23 +176,6 @@ func BenchmarkRealPartialSyncOneService10k(b *testing.B) {
 		}
 	}
 	t.report(b)
-}
-
-// TestRunsNFT: only knftables' exec-based Interface gets batched elements.
-func TestRunsNFT(t *testing.T) {
-	if runsNFT(knftables.NewFake(TableFamily, TableName)) || runsNFT(newRender()) || runsNFT(nil) {
-		t.Error("a fake or a wrapper must not get batched elements")
-	}
-	if _, err := exec.LookPath("nft"); err != nil || os.Geteuid() != 0 {
-		t.Skip("needs root and nft to make a real knftables.Interface")
-	}
-	nft, err := knftables.New(TableFamily, TableName)
-	if err != nil {
-		t.Skipf("knftables.New: %v", err)
-	}
-	if !runsNFT(nft) {
-		t.Error("knftables.New must get batched elements")
-	}
 }
 
 // TestRealBatchedFullSyncMatchesPerElement: the kernel holds the same table
@@ -214,10 +197,7 @@ func TestRealBatchedFullSyncMatchesPerElement(t *testing.T) {
 	// frontend) and the last state with Services, which has pod CIDRs
 	for _, s := range []buildState{st[0], st[len(st)-2]} {
 		r := Build(s.svcs, s.slices, s.node, s.opts)
-		batched := NewApplier(nft)
-		if !batched.batch {
-			t.Fatal("the real Interface must get batched elements")
-		}
+		batched := NewApplier(nft, BatchElements())
 		if _, err := batched.SyncFull(ctx, r); err != nil {
 			t.Fatalf("%s: batched: %v", s.name, err)
 		}
