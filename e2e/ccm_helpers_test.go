@@ -27,8 +27,9 @@ var (
 	binaryErr  error
 )
 
-// heraldBinary builds a herald command once per test binary, so the tests
-// exercise exactly what users run, flags and all.
+// heraldBinary builds a herald command (or the network tier's echo server)
+// once per test binary, so the tests exercise exactly what users run, flags
+// and all.
 func heraldBinary(t *testing.T, name string) string {
 	t.Helper()
 	binaryOnce.Do(func() {
@@ -36,9 +37,9 @@ func heraldBinary(t *testing.T, name string) string {
 		if binaryErr != nil {
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", binaryDir, "../cmd/...").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
 		if err != nil {
-			binaryErr = fmt.Errorf("go build ../cmd/...: %w\n%s", err, out)
+			binaryErr = fmt.Errorf("go build ../cmd/... ./echo: %w\n%s", err, out)
 		}
 	})
 	if binaryErr != nil {

@@ -1,0 +1,252 @@
+// Package netlab builds a small network out of Linux network namespaces for
+// the root tier of the end-to-end tests: a LAN (a bridge in a namespace of
+// its own) with nodes and clients on it, and pods, each a namespace behind
+// its node. Only documentation addresses are used (192.0.2.0/24 for the LAN,
+// 198.51.100.0/24 for pods and VIPs), so nothing in the lab can be confused
+// with a real network.
+//
+// Every namespace name starts with a per-run prefix, "hl-<pid>-", so test
+// packages running in parallel never collide, and a later run can remove
+// what a killed one left behind (its PID is gone). Interfaces are created
+// directly inside their namespaces (never in the host's), so their short
+// names (eth0, a port per host on the bridge) cannot collide either.
+//
+// Pods get a /32 and a default route straight out of their veth; the node's
+// end answers ARP for everything (proxy_arp) and has a /32 route to the pod,
+// as Calico does. That needs no gateway address and no bridge per node.
+package netlab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// lanPrefix is the LAN's prefix length: every node and client is in
+// 192.0.2.0/24.
+const lanPrefix = 24
+
+// Lab is one test's network. Create it with New; t.Cleanup removes it.
+type Lab struct {
+	t      testing.TB
+	prefix string
+	bridge *Netns
+
+	mu         sync.Mutex
+	namespaces []*Netns // in creation order
+	cleanups   []func() // run before the namespaces go, last first
+}
+
+// Host is a namespace with one address: a node, a client or a pod.
+type Host struct {
+	*Netns
+	// Short is the name given to AddNode/AddClient/AddPod.
+	Short string
+	IP    netip.Addr
+}
+
+// Node is a host that forwards: pods sit behind it.
+type Node struct {
+	Host
+	lab *Lab
+}
+
+// New creates an empty lab (the bridge namespace) and registers its removal
+// with t. It skips t as SkipUnlessAble does.
+func New(t testing.TB) *Lab {
+	t.Helper()
+	SkipUnlessAble(t)
+	removeStale(t)
+	l := &Lab{t: t, prefix: "hl-" + strconv.Itoa(os.Getpid()) + "-"}
+	t.Cleanup(l.destroy)
+	var err error
+	if l.bridge, err = l.addNamespace("lan"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("ip", "-n", l.bridge.Name, "link", "add", "br0", "type", "bridge"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("ip", "-n", l.bridge.Name, "link", "set", "br0", "up"); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// SkipUnlessAble skips t when not run as root or when ip, nft or sysctl is
+// missing: namespaces, veths and nftables need CAP_NET_ADMIN. CI runs as
+// root with them installed (make deps), so there the tier always runs.
+func SkipUnlessAble(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("netlab: network namespaces need root; run as root (CI does) for the network tier")
+	}
+	for _, tool := range []string{"ip", "nft", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("netlab: %s not found (make deps installs it): %v", tool, err)
+		}
+	}
+}
+
+// OnCleanup runs fn when the lab is torn down, before its namespaces are
+// deleted: processes running inside them must stop first.
+func (l *Lab) OnCleanup(fn func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cleanups = append(l.cleanups, fn)
+}
+
+func (l *Lab) destroy() {
+	l.mu.Lock()
+	cleanups, namespaces := l.cleanups, l.namespaces
+	l.cleanups, l.namespaces = nil, nil
+	l.mu.Unlock()
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
+	for i := len(namespaces) - 1; i >= 0; i-- {
+		// Deleting a namespace deletes the interfaces inside it and their
+		// veth peers elsewhere.
+		if _, err := run("ip", "netns", "del", namespaces[i].Name); err != nil {
+			l.t.Errorf("netlab cleanup: %v", err)
+		}
+	}
+}
+
+// removeStale deletes namespaces left by earlier runs whose process is gone
+// (a test binary killed before its cleanup ran).
+func removeStale(t testing.TB) {
+	out, err := run("ip", "netns", "list")
+	if err != nil {
+		t.Logf("netlab: listing namespaces: %v", err)
+		return
+	}
+	for line := range strings.SplitSeq(out, "\n") {
+		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+		rest, ok := strings.CutPrefix(name, "hl-")
+		if !ok {
+			continue
+		}
+		pidText, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if !ok || err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			if _, err := run("ip", "netns", "del", name); err == nil {
+				t.Logf("netlab: removed stale namespace %s", name)
+			}
+		}
+	}
+}
+
+func (l *Lab) addNamespace(short string) (*Netns, error) {
+	ns := &Netns{Name: l.prefix + short}
+	if _, err := run("ip", "netns", "add", ns.Name); err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.namespaces = append(l.namespaces, ns)
+	l.mu.Unlock()
+	if _, err := run("ip", "-n", ns.Name, "link", "set", "lo", "up"); err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
+
+// addLANHost creates a namespace with eth0 on the bridge at ip/24.
+func (l *Lab) addLANHost(short string, ip netip.Addr) (*Host, error) {
+	if !netip.MustParsePrefix("192.0.2.0/24").Contains(ip) {
+		return nil, fmt.Errorf("netlab: LAN address %s is outside 192.0.2.0/24", ip)
+	}
+	ns, err := l.addNamespace(short)
+	if err != nil {
+		return nil, err
+	}
+	port := "p-" + short // the host's port on the bridge
+	steps := [][]string{
+		{"-n", l.bridge.Name, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.Name},
+		{"-n", l.bridge.Name, "link", "set", port, "master", "br0", "up"},
+		{"-n", ns.Name, "addr", "add", ip.String() + "/" + strconv.Itoa(lanPrefix), "dev", "eth0"},
+		{"-n", ns.Name, "link", "set", "eth0", "up"},
+	}
+	for _, s := range steps {
+		if _, err := run("ip", s...); err != nil {
+			return nil, err
+		}
+	}
+	return &Host{Netns: ns, Short: short, IP: ip}, nil
+}
+
+// AddClient puts a plain host on the LAN.
+func (l *Lab) AddClient(short string, ip netip.Addr) *Host {
+	l.t.Helper()
+	h, err := l.addLANHost(short, ip)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return h
+}
+
+// AddNode puts a forwarding host on the LAN. Its default route points out
+// of eth0 with no gateway: traffic to ClusterIPs must find a route before the
+// nat output hook rewrites it, and anything left undiverted simply fails.
+func (l *Lab) AddNode(short string, ip netip.Addr) *Node {
+	l.t.Helper()
+	h, err := l.addLANHost(short, ip)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	for _, cmd := range [][]string{
+		{"ip", "-n", h.Name, "route", "add", "default", "dev", "eth0"},
+		{"ip", "netns", "exec", h.Name, "sysctl", "-qw", "net.ipv4.ip_forward=1"},
+	} {
+		if _, err := run(cmd[0], cmd[1:]...); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	return &Node{Host: *h, lab: l}
+}
+
+// AddPod creates a pod namespace behind the node with address ip/32.
+func (n *Node) AddPod(short string, ip netip.Addr) *Host {
+	l := n.lab
+	l.t.Helper()
+	if !netip.MustParsePrefix("198.51.100.0/24").Contains(ip) {
+		l.t.Fatalf("netlab: pod address %s is outside 198.51.100.0/24", ip)
+	}
+	ns, err := l.addNamespace(short)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	veth := "v-" + short // the node's end
+	steps := [][]string{
+		{"ip", "-n", n.Name, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns.Name},
+		{"ip", "netns", "exec", n.Name, "sysctl", "-qw", "net.ipv4.conf." + veth + ".proxy_arp=1"},
+		{"ip", "-n", n.Name, "link", "set", veth, "up"},
+		{"ip", "-n", n.Name, "route", "add", ip.String() + "/32", "dev", veth},
+		{"ip", "-n", ns.Name, "addr", "add", ip.String() + "/32", "dev", "eth0"},
+		{"ip", "-n", ns.Name, "link", "set", "eth0", "up"},
+		{"ip", "-n", ns.Name, "route", "add", "default", "dev", "eth0"},
+	}
+	for _, s := range steps {
+		if _, err := run(s[0], s[1:]...); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	return &Host{Netns: ns, Short: short, IP: ip}
+}
+
+// Route adds a route on h: dst via gw (a LAN address).
+func (l *Lab) Route(h *Host, dst netip.Prefix, gw netip.Addr) {
+	l.t.Helper()
+	if _, err := run("ip", "-n", h.Name, "route", "add", dst.String(), "via", gw.String()); err != nil {
+		l.t.Fatal(err)
+	}
+}

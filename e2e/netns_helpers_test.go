@@ -1,0 +1,366 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	"github.com/heraldlb/herald/e2e/cluster"
+	"github.com/heraldlb/herald/e2e/netlab"
+)
+
+// The network tier's addresses (documentation ranges only).
+var (
+	clientIP = netip.MustParseAddr("192.0.2.100")
+	vip      = netip.MustParseAddr("198.51.100.200")
+	podCIDR  = netip.MustParsePrefix("198.51.100.0/24")
+)
+
+const (
+	echoPort = 8080
+	// syncPeriod for the agents: the tests measure "within one sync" against
+	// minSyncPeriod, so it is short.
+	minSyncPeriod = 100 * time.Millisecond
+	// agentHealthPort is herald-agent's default --health-bind-address port.
+	agentHealthPort = 10276
+	// attempt bounds one connection attempt: the lab is local, answers come
+	// in milliseconds, and a blocked packet must not stall a poll for long.
+	attempt = time.Second
+	// refusedWithin is how fast "connection refused" has to arrive: a reset
+	// from the node, not a timeout.
+	refusedWithin = 200 * time.Millisecond
+)
+
+// netEnv is the lab: a real apiserver, nodes running herald-agent and pods
+// running the echo server.
+type netEnv struct {
+	c      *cluster.Cluster
+	client kubernetes.Interface
+	lab    *netlab.Lab
+	// apiAddr is the apiserver's host:port, relayed into every node.
+	apiAddr string
+	nodes   map[string]*netlab.Node
+	pods    map[string]*netlab.Host
+	podNode map[string]string
+	agents  map[string]*cluster.Process
+	dir     string
+}
+
+// answer is what the echo server said: which pod, and the client address it
+// saw.
+type answer struct {
+	pod  string
+	from netip.AddrPort
+}
+
+func parseAnswer(s string) (answer, error) {
+	name, addr, ok := strings.Cut(strings.TrimSpace(s), " ")
+	if !ok {
+		return answer{}, fmt.Errorf("%w: %q", errBadAnswer, s)
+	}
+	from, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return answer{}, fmt.Errorf("%w: %q: %w", errBadAnswer, s, err)
+	}
+	return answer{pod: name, from: from}, nil
+}
+
+var errBadAnswer = errors.New("not an echo answer")
+
+// httpClient sends requests from inside ns, one connection per request, so
+// every request is a new connection and gets a fresh load-balancing choice.
+func httpClient(ns *netlab.Netns) *http.Client {
+	return &http.Client{
+		Timeout: attempt,
+		Transport: &http.Transport{
+			DialContext:       ns.DialContext,
+			DisableKeepAlives: true,
+		},
+	}
+}
+
+// get asks the echo server behind addr from inside ns.
+func get(ns *netlab.Netns, addr string) (answer, error) {
+	resp, err := httpClient(ns).Get("http://" + addr + "/")
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, err
+	}
+	return parseAnswer(string(body))
+}
+
+// getStatus returns only the HTTP status of a GET, for health checks.
+func getStatus(ns *netlab.Netns, rawURL string) (int, error) {
+	if _, err := url.Parse(rawURL); err != nil {
+		return 0, err
+	}
+	resp, err := httpClient(ns).Get(rawURL)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
+// askUDP sends one datagram from inside ns and waits for the echo.
+func askUDP(ns *netlab.Netns, addr string) (answer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), attempt)
+	defer cancel()
+	conn, err := ns.DialContext(ctx, "udp", addr)
+	if err != nil {
+		return answer{}, err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(attempt)); err != nil {
+		return answer{}, err
+	}
+	if _, err := conn.Write([]byte("ping")); err != nil {
+		return answer{}, err
+	}
+	buf := make([]byte, 512)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return answer{}, err
+	}
+	return parseAnswer(string(buf[:n]))
+}
+
+// eventually polls ask until it answers, and returns the answer.
+func eventually(t *testing.T, what string, ask func() (answer, error), ok func(answer) bool) answer {
+	t.Helper()
+	var last answer
+	var lastErr error
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
+		func(context.Context) (bool, error) {
+			last, lastErr = ask()
+			return lastErr == nil && ok(last), nil
+		})
+	if err != nil {
+		t.Fatalf("%s: not within %v; last answer %+v, error %v", what, waitTimeout, last, lastErr)
+	}
+	return last
+}
+
+func anyAnswer(answer) bool { return true }
+
+// keepConn is one TCP connection that sends several HTTP requests, to prove
+// that an established connection survives something.
+type keepConn struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func dialKeep(ns *netlab.Netns, addr string) (*keepConn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), attempt)
+	defer cancel()
+	conn, err := ns.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &keepConn{conn: conn, r: bufio.NewReader(conn)}, nil
+}
+
+func (k *keepConn) get() (answer, error) {
+	if err := k.conn.SetDeadline(time.Now().Add(attempt)); err != nil {
+		return answer{}, err
+	}
+	if _, err := io.WriteString(k.conn, "GET / HTTP/1.1\r\nHost: echo\r\n\r\n"); err != nil {
+		return answer{}, err
+	}
+	resp, err := http.ReadResponse(k.r, nil)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, err
+	}
+	return parseAnswer(string(body))
+}
+
+// startEcho runs the echo server in pod's namespace until the lab goes.
+func (e *netEnv) startEcho(t *testing.T, pod *netlab.Host) {
+	t.Helper()
+	p, err := pod.Start("echo-"+pod.Short, filepath.Join(e.dir, "echo-"+pod.Short+".log"),
+		heraldBinary(t, "echo"), "--name="+pod.Short, "--listen=:"+strconv.Itoa(echoPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.lab.OnCleanup(func() { p.Stop(5 * time.Second) })
+}
+
+// startAgent runs herald-agent in the node's namespace against the relayed
+// apiserver. It returns the process; the lab stops it at the end.
+func (e *netEnv) startAgent(t *testing.T, node string) *cluster.Process {
+	t.Helper()
+	n := e.nodes[node]
+	p, err := n.Start("herald-agent-"+node, filepath.Join(e.dir, fmt.Sprintf("herald-agent-%s-%d.log", node, time.Now().UnixNano())),
+		heraldBinary(t, "herald-agent"),
+		"--kubeconfig="+e.c.Kubeconfig,
+		"--node-name="+node,
+		"--cluster-cidr="+podCIDR.String(),
+		"--min-sync-period="+minSyncPeriod.String(),
+		"--burst=2",
+		"--v=2",
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.agents[node] = p
+	e.lab.OnCleanup(func() {
+		if t.Failed() {
+			t.Logf("herald-agent %s log (tail):\n%s", node, p.LogTail(40))
+		}
+		p.Stop(5 * time.Second)
+	})
+	return p
+}
+
+// waitAgentReady polls the agent's /readyz inside its node: ready means its
+// first full sync is in the kernel.
+func (e *netEnv) waitAgentReady(t *testing.T, node string) {
+	t.Helper()
+	n := e.nodes[node]
+	var lastErr error
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
+		func(context.Context) (bool, error) {
+			if err := e.agents[node].ExitedErr(); err != nil {
+				return false, err
+			}
+			code, err := getStatus(n.Netns, "http://127.0.0.1:"+strconv.Itoa(agentHealthPort)+"/readyz")
+			lastErr = err
+			return err == nil && code == http.StatusOK, nil
+		})
+	if err != nil {
+		t.Fatalf("herald-agent on %s not ready: %v (last: %v)", node, err, lastErr)
+	}
+}
+
+// createNode registers a lab node with its LAN address as InternalIP.
+func (e *netEnv) createNode(t *testing.T, n *netlab.Node) {
+	t.Helper()
+	ctx := context.Background()
+	node, err := e.client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Short}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue,
+		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "KubeletReady"}}
+	node.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: n.IP.String()}}
+	if _, err := e.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// echoService is a Service with one TCP and one UDP port, both named, both
+// forwarding to the echo port.
+func echoService(name string, typ v1.ServiceType) *v1.Service {
+	return &v1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		Spec: v1.ServiceSpec{
+			Type: typ,
+			Ports: []v1.ServicePort{
+				{Name: "http", Protocol: v1.ProtocolTCP, Port: 80},
+				{Name: "udp", Protocol: v1.ProtocolUDP, Port: 80},
+			},
+		},
+	}
+}
+
+// setEndpoints writes the Service's one EndpointSlice with the given pods,
+// ready, each on its node; no pods means an empty slice.
+func (e *netEnv) setEndpoints(t *testing.T, svc string, pods ...string) {
+	t.Helper()
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: svc + "-lab",
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "herald-e2e"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports: []discoveryv1.EndpointPort{
+			{Name: ptr.To("http"), Protocol: ptr.To(v1.ProtocolTCP), Port: ptr.To[int32](echoPort)},
+			{Name: ptr.To("udp"), Protocol: ptr.To(v1.ProtocolUDP), Port: ptr.To[int32](echoPort)},
+		},
+		Endpoints: []discoveryv1.Endpoint{},
+	}
+	for _, p := range pods {
+		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{e.pods[p].IP.String()},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
+			NodeName:   ptr.To(e.podNode[p]),
+		})
+	}
+	ctx := context.Background()
+	slices := e.client.DiscoveryV1().EndpointSlices("default")
+	old, err := slices.Get(ctx, slice.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = slices.Create(ctx, slice, metav1.CreateOptions{})
+	case err == nil:
+		slice.ResourceVersion = old.ResourceVersion
+		_, err = slices.Update(ctx, slice, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// portOf returns the Service's port (or node port) by port name.
+func portOf(svc *v1.Service, name string, nodePort bool) int32 {
+	for _, p := range svc.Spec.Ports {
+		if p.Name == name {
+			if nodePort {
+				return p.NodePort
+			}
+			return p.Port
+		}
+	}
+	return 0
+}
+
+func hostPort(ip string, port int32) string {
+	return net.JoinHostPort(ip, strconv.Itoa(int(port)))
+}
+
+// podsOf sends n fresh requests and returns how often each pod answered,
+// failing on any error or on an answer from a pod outside allowed.
+func podsOf(t *testing.T, n int, ask func() (answer, error), check func(answer) error) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for range n {
+		a, err := ask()
+		if err != nil {
+			t.Fatalf("request failed: %v (answers so far %v)", err, seen)
+		}
+		if check != nil {
+			if err := check(a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		seen[a.pod]++
+	}
+	return seen
+}
