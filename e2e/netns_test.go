@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -153,13 +153,254 @@ func TestNetnsDataplane(t *testing.T) {
 		eventually(t, "UDP NodePort from the client", func() (answer, error) { return askUDP(cl, nodeUDP) }, anyAnswer)
 		podsOf(t, 10, func() (answer, error) { return askUDP(cl, nodeUDP) }, inSet(all))
 	})
+
+	t.Run("externalTrafficPolicy Local keeps the client IP and stays local", func(t *testing.T) {
+		svc := echoService("local", v1.ServiceTypeLoadBalancer)
+		svc.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+		local := e.createService(t, svc)
+		e.setEndpoints(t, "local", "a1", "a2", "b1")
+		for node, pods := range map[string]map[string]bool{"n1": {"a1": true, "a2": true}, "n2": {"b1": true}} {
+			addr := hostPort(e.nodes[node].IP.String(), portOf(local, "http", true))
+			eventually(t, "NodePort on "+node, func() (answer, error) { return get(cl, addr) }, anyAnswer)
+			podsOf(t, 20, func() (answer, error) { return get(cl, addr) }, func(a answer) error {
+				if err := inSet(pods)(a); err != nil {
+					return fmt.Errorf("%s: %w", node, err)
+				}
+				if a.from.Addr() != clientIP {
+					return fmt.Errorf("%s saw %v, want the client address %v", a.pod, a.from, clientIP)
+				}
+				return nil
+			})
+		}
+		udp := hostPort(e.nodes["n2"].IP.String(), portOf(local, "udp", true))
+		a := eventually(t, "UDP NodePort on n2", func() (answer, error) { return askUDP(cl, udp) }, anyAnswer)
+		if a.pod != "b1" || a.from.Addr() != clientIP {
+			t.Errorf("UDP NodePort on n2 answered %+v, want b1 seeing %v", a, clientIP)
+		}
+	})
+
+	t.Run("healthCheckNodePort follows local endpoints", func(t *testing.T) {
+		local, err := e.client.CoreV1().Services("default").Get(context.Background(), "local", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if local.Spec.HealthCheckNodePort == 0 {
+			t.Fatal("the apiserver allocated no healthCheckNodePort")
+		}
+		hc := func(node string) string {
+			return "http://" + hostPort(e.nodes[node].IP.String(), local.Spec.HealthCheckNodePort) + "/"
+		}
+		e.waitHealth(t, hc("n1"), http.StatusOK)
+		e.waitHealth(t, hc("n2"), http.StatusOK)
+
+		e.setEndpoints(t, "local", "a1", "a2")
+		e.waitHealth(t, hc("n2"), http.StatusServiceUnavailable)
+		e.waitHealth(t, hc("n1"), http.StatusOK)
+		// n2 has no local endpoint now: its NodePort drops (the client
+		// retries elsewhere) rather than crossing to n1 and losing the
+		// client address.
+		dur, err := dialTCP(cl, hostPort(e.nodes["n2"].IP.String(), portOf(local, "http", true)), 300*time.Millisecond)
+		if !isTimeout(err) {
+			t.Errorf("NodePort on n2 without local endpoints: %v after %v, want a timeout (drop)", err, dur)
+		}
+
+		e.setEndpoints(t, "local", "a1", "a2", "b1")
+		e.waitHealth(t, hc("n2"), http.StatusOK)
+	})
+
+	t.Run("loadBalancerSourceRanges block", func(t *testing.T) {
+		svc := echoService("fenced", v1.ServiceTypeLoadBalancer)
+		svc.Spec.LoadBalancerSourceRanges = []string{clientIP.String() + "/32"}
+		fenced := e.createService(t, svc)
+		fenced.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: vip.String(), IPMode: ptr.To(v1.LoadBalancerIPModeVIP)}}
+		fenced, err := e.client.CoreV1().Services("default").UpdateStatus(context.Background(), fenced, metav1.UpdateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.setEndpoints(t, "fenced", "a1", "b1")
+		addr := hostPort(vip.String(), portOf(fenced, "http", false))
+		// Allowed first: this proves the VIP is served, so the failure
+		// below comes from the source ranges, not from missing rules.
+		eventually(t, "allowed client reaches the VIP", func() (answer, error) { return get(cl, addr) }, anyAnswer)
+
+		fenced.Spec.LoadBalancerSourceRanges = []string{"192.0.2.250/32"}
+		if _, err := e.client.CoreV1().Services("default").Update(context.Background(), fenced, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		var last error
+		err = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
+			func(context.Context) (bool, error) {
+				_, last = dialTCP(cl, addr, 300*time.Millisecond)
+				return isTimeout(last), nil
+			})
+		if err != nil {
+			t.Fatalf("client outside the source ranges still connects to the VIP (last: %v)", last)
+		}
+		for range 3 {
+			if _, err := dialTCP(cl, addr, 300*time.Millisecond); !isTimeout(err) {
+				t.Fatalf("blocked client: %v, want a timeout (dropped)", err)
+			}
+		}
+		// The ClusterIP is not subject to the source ranges.
+		eventually(t, "ClusterIP of the fenced Service from n1", func() (answer, error) {
+			return get(n1, hostPort(fenced.Spec.ClusterIP, 80))
+		}, anyAnswer)
+	})
+
+	t.Run("ClientIP affinity sticks", func(t *testing.T) {
+		svc := echoService("sticky", v1.ServiceTypeNodePort)
+		svc.Spec.SessionAffinity = v1.ServiceAffinityClientIP
+		svc.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
+		sticky := e.createService(t, svc)
+		e.setEndpoints(t, "sticky", "a1", "a2", "b1")
+		for what, target := range map[string]struct {
+			ns   *netlab.Netns
+			addr string
+		}{
+			"ClusterIP from n1":        {n1, hostPort(sticky.Spec.ClusterIP, 80)},
+			"NodePort from the client": {cl, hostPort(e.nodes["n2"].IP.String(), portOf(sticky, "http", true))},
+		} {
+			first := eventually(t, what, func() (answer, error) { return get(target.ns, target.addr) }, anyAnswer)
+			seen := podsOf(t, 20, func() (answer, error) { return get(target.ns, target.addr) }, inSet(all))
+			if len(seen) != 1 || seen[first.pod] != 20 {
+				t.Errorf("%s: 20 connections went to %v, want all to %s", what, seen, first.pod)
+			}
+		}
+	})
+
+	t.Run("no endpoints refuses at once", func(t *testing.T) {
+		empty := e.createService(t, echoService("empty", v1.ServiceTypeNodePort))
+		e.setEndpoints(t, "empty")
+		for what, target := range map[string]struct {
+			ns   *netlab.Netns
+			addr string
+		}{
+			"ClusterIP from n1":        {n1, hostPort(empty.Spec.ClusterIP, 80)},
+			"NodePort from the client": {cl, hostPort(e.nodes["n1"].IP.String(), portOf(empty, "http", true))},
+		} {
+			var last error
+			err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
+				func(context.Context) (bool, error) {
+					_, last = dialTCP(target.ns, target.addr, attempt)
+					return errors.Is(last, syscall.ECONNREFUSED), nil
+				})
+			if err != nil {
+				t.Fatalf("%s: no connection refused within %v (last: %v)", what, waitTimeout, last)
+			}
+			dur, err := dialTCP(target.ns, target.addr, attempt)
+			if !errors.Is(err, syscall.ECONNREFUSED) || dur > refusedWithin {
+				t.Errorf("%s: %v after %v, want connection refused within %v", what, err, dur, refusedWithin)
+			}
+		}
+	})
+
+	t.Run("endpoint removal moves traffic within one sync", func(t *testing.T) {
+		move := e.createService(t, echoService("move", v1.ServiceTypeClusterIP))
+		addr := hostPort(move.Spec.ClusterIP, 80)
+		e.setEndpoints(t, "move", "a1")
+		eventually(t, "ClusterIP to a1", func() (answer, error) { return get(n1, addr) }, func(a answer) bool { return a.pod == "a1" })
+
+		start := time.Now()
+		e.setEndpoints(t, "move", "b1")
+		eventually(t, "traffic moves to b1", func() (answer, error) { return get(n1, addr) }, func(a answer) bool { return a.pod == "b1" })
+		moved := time.Since(start)
+		t.Logf("traffic moved %v after the EndpointSlice update (min sync period %v)", moved.Round(time.Millisecond), minSyncPeriod)
+		// One sync: the watch event, at most one min-sync-period wait, the
+		// partial sync itself. A second of slack for a busy 2-core machine.
+		if limit := minSyncPeriod + time.Second; moved > limit {
+			t.Errorf("traffic moved after %v, want within one sync (%v)", moved, limit)
+		}
+		podsOf(t, 10, func() (answer, error) { return get(n1, addr) }, inSet(map[string]bool{"b1": true}))
+	})
+
+	t.Run("agent restart keeps an established connection", func(t *testing.T) {
+		addr := hostPort(e.nodes["n2"].IP.String(), portOf(web, "http", true))
+		var conn *keepConn
+		first := eventually(t, "connect to n2's NodePort", func() (answer, error) {
+			var err error
+			if conn, err = dialKeep(cl, addr); err != nil {
+				return answer{}, err
+			}
+			a, err := conn.get()
+			if err != nil {
+				conn.conn.Close()
+			}
+			return a, err
+		}, anyAnswer)
+		defer conn.conn.Close()
+
+		e.agents["n2"].Stop(10 * time.Second)
+		if _, err := e.nodes["n2"].Run("nft", "list", "table", "inet", "herald"); err != nil {
+			t.Fatalf("a stopped agent must leave its table: %v", err)
+		}
+		same := func(when string) {
+			a, err := conn.get()
+			if err != nil {
+				t.Fatalf("%s: the established connection broke: %v", when, err)
+			}
+			if a != first {
+				t.Fatalf("%s: answer %+v, want %+v (same pod, same connection)", when, a, first)
+			}
+		}
+		same("agent stopped")
+		e.startAgent(t, "n2")
+		e.waitAgentReady(t, "n2")
+		same("agent restarted")
+		eventually(t, "new connections after the restart", func() (answer, error) { return get(cl, addr) }, anyAnswer)
+	})
+
+	t.Run("--cleanup removes the table", func(t *testing.T) {
+		n := e.nodes["n2"]
+		e.agents["n2"].Stop(10 * time.Second)
+		out, err := n.Run(heraldBinary(t, "herald-agent"), "--cleanup")
+		if err != nil {
+			t.Fatalf("herald-agent --cleanup: %v", err)
+		}
+		tables, err := n.Run("nft", "list", "tables")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(tables, "inet herald") {
+			t.Fatalf("after --cleanup (%s) the node still has the table:\n%s", strings.TrimSpace(out), tables)
+		}
+		// Nothing forwards NodePorts on n2 any more.
+		if _, err := get(cl, hostPort(n.IP.String(), portOf(web, "http", true))); err == nil {
+			t.Error("n2's NodePort still answers after --cleanup")
+		}
+	})
 }
 
-var _ = errors.Is
-var _ = syscall.ECONNREFUSED
-var _ = http.StatusOK
-var _ = strconv.Itoa
-var _ = ptr.To[int]
-var _ = metav1.Now
-var _ = wait.PollUntilContextTimeout
-var _ context.Context
+// waitHealth polls a healthCheckNodePort from the client until it answers
+// with want.
+func (e *netEnv) waitHealth(t *testing.T, url string, want int) {
+	t.Helper()
+	var code int
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
+		func(context.Context) (bool, error) {
+			code, last = getStatus(e.client4(), url)
+			return last == nil && code == want, nil
+		})
+	if err != nil {
+		t.Fatalf("%s: want %d within %v; last %d, %v", url, want, waitTimeout, code, last)
+	}
+}
+
+// dialTCP opens (and closes) one TCP connection from ns and says how long
+// the answer took, so that a test can tell a reset from a timeout.
+func dialTCP(ns *netlab.Netns, addr string, timeout time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	conn, err := ns.DialContext(ctx, "tcp", addr)
+	dur := time.Since(start)
+	if err == nil {
+		conn.Close()
+	}
+	return dur, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
