@@ -124,6 +124,33 @@ func TestNetnsDataplane(t *testing.T) {
 		}
 	})
 
+	t.Run("ClusterIP from a pod, hairpin included", func(t *testing.T) {
+		a1 := e.pods["a1"]
+		hairpins := 0
+		eventually(t, "ClusterIP from a1", func() (answer, error) { return get(a1.Netns, webTCP) }, anyAnswer)
+		podsOf(t, 30, func() (answer, error) { return get(a1.Netns, webTCP) }, func(a answer) error {
+			if err := inSet(all)(a); err != nil {
+				return err
+			}
+			switch {
+			case a.pod == "a1":
+				// A pod reaching itself must see another address, or it
+				// would answer itself directly and drop the reply.
+				hairpins++
+				if a.from.Addr() == a1.IP {
+					return fmt.Errorf("hairpin: a1 saw its own address %v", a.from)
+				}
+			case a.from.Addr() != a1.IP:
+				// From inside --cluster-cidr: no masquerade.
+				return fmt.Errorf("%s saw %v, want a1's address %v", a.pod, a.from, a1.IP)
+			}
+			return nil
+		})
+		if hairpins == 0 {
+			t.Error("30 connections from a1 never reached a1 itself: hairpin untested")
+		}
+	})
+
 	t.Run("NodePort from an outside client", func(t *testing.T) {
 		for _, node := range []*netlab.Node{e.nodes["n1"], e.nodes["n2"]} {
 			addr := hostPort(node.IP.String(), portOf(web, "http", true))

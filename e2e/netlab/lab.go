@@ -228,7 +228,10 @@ func (n *Node) AddPod(short string, ip netip.Addr) *Host {
 	veth := "v-" + short // the node's end
 	steps := [][]string{
 		{"ip", "-n", n.Name, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns.Name},
-		{"ip", "netns", "exec", n.Name, "sysctl", "-qw", "net.ipv4.conf." + veth + ".proxy_arp=1"},
+		// proxy_delay: the kernel delays proxy ARP answers by up to 0.8 s
+		// by default, which would add to a pod's first connection.
+		{"ip", "netns", "exec", n.Name, "sysctl", "-qw", "net.ipv4.conf." + veth + ".proxy_arp=1",
+			"net.ipv4.neigh." + veth + ".proxy_delay=0"},
 		{"ip", "-n", n.Name, "link", "set", veth, "up"},
 		{"ip", "-n", n.Name, "route", "add", ip.String() + "/32", "dev", veth},
 		{"ip", "-n", ns.Name, "addr", "add", ip.String() + "/32", "dev", "eth0"},
