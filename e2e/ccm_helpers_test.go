@@ -32,20 +32,26 @@ var (
 // and all.
 func heraldBinary(t *testing.T, name string) string {
 	t.Helper()
-	binaryOnce.Do(func() {
-		binaryDir, binaryErr = os.MkdirTemp("", "herald-bin-")
-		if binaryErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
-		if err != nil {
-			binaryErr = fmt.Errorf("go build ../cmd/... ./echo: %w\n%s", err, out)
-		}
-	})
+	binaryOnce.Do(buildBinaries)
 	if binaryErr != nil {
 		t.Fatal(binaryErr)
 	}
 	return filepath.Join(binaryDir, name)
+}
+
+// prefetchBinaries starts the build in the background, so that it overlaps
+// with a test's other setup (the apiserver, the network lab).
+func prefetchBinaries() { go binaryOnce.Do(buildBinaries) }
+
+func buildBinaries() {
+	binaryDir, binaryErr = os.MkdirTemp("", "herald-bin-")
+	if binaryErr != nil {
+		return
+	}
+	out, err := exec.Command("go", "build", "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
+	if err != nil {
+		binaryErr = fmt.Errorf("go build ../cmd/... ./echo: %w\n%s", err, out)
+	}
 }
 
 // ccm is a running herald-ccm.

@@ -34,6 +34,7 @@ import (
 func newNetEnv(t *testing.T) *netEnv {
 	t.Helper()
 	netlab.SkipUnlessAble(t)
+	prefetchBinaries()
 	c := cluster.StartForTest(t, cluster.Options{})
 	client, err := kubernetes.NewForConfig(c.Config)
 	if err != nil {
