@@ -74,11 +74,11 @@ func relay(in net.Conn, addr string, track func(net.Conn, bool)) {
 	defer func() { track(out, false); out.Close() }()
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(out, in) // ends when either side closes
-		out.(*net.TCPConn).CloseWrite()
+		_, _ = io.Copy(out, in)             // ends when either side closes
+		_ = out.(*net.TCPConn).CloseWrite() // pass the EOF on; the other copy still runs
 		close(done)
 	}()
 	_, _ = io.Copy(in, out)
-	in.(*net.TCPConn).CloseWrite()
+	_ = in.(*net.TCPConn).CloseWrite() // same, the other way
 	<-done
 }
