@@ -98,7 +98,13 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := agent.New(o.agentConfig(), agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch})
+	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch}
+	if ct, err := agent.NewExecConntrack(); err != nil {
+		klog.FromContext(ctx).Error(err, "Stale UDP flows will not be deleted; install conntrack (conntrack-tools)")
+	} else {
+		deps.Conntrack = ct
+	}
+	a, err := agent.New(o.agentConfig(), deps)
 	if err != nil {
 		return err
 	}

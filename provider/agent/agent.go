@@ -70,26 +70,34 @@ type Deps struct {
 	Clock         clock.WithTicker
 	// Listen opens the healthCheckNodePort listeners.
 	Listen ListenFunc
+	// Conntrack deletes UDP conntrack entries that a sync made stale; nil
+	// leaves them to time out (established UDP flows then keep following a
+	// removed endpoint).
+	Conntrack Conntrack
 }
 
 // Agent keeps this node's herald nftables table in line with the cluster's
 // Services and EndpointSlices, and serves healthCheckNodePorts.
 type Agent struct {
-	cfg      Config
-	clock    clock.WithTicker
-	factory  informers.SharedInformerFactory
-	nodeInf  informers.SharedInformerFactory
-	services corelisters.ServiceLister
-	slices   discoverylisters.EndpointSliceLister
-	nodes    corelisters.NodeLister
-	synced   []cache.InformerSynced
-	applier  *dataplane.Applier
-	builder  *dataplane.Builder
-	runner   *Runner
-	metrics  *metrics
-	health   *healthState
-	hc       *healthCheckServers
-	lastFull time.Time // of the last successful full sync; only the sync goroutine uses it
+	cfg       Config
+	clock     clock.WithTicker
+	factory   informers.SharedInformerFactory
+	nodeInf   informers.SharedInformerFactory
+	services  corelisters.ServiceLister
+	slices    discoverylisters.EndpointSliceLister
+	nodes     corelisters.NodeLister
+	synced    []cache.InformerSynced
+	applier   *dataplane.Applier
+	builder   *dataplane.Builder
+	runner    *Runner
+	metrics   *metrics
+	health    *healthState
+	hc        *healthCheckServers
+	lastFull  time.Time // of the last successful full sync; only the sync goroutine uses it
+	conntrack Conntrack
+	// lastApplied is the ruleset of the last successful sync, to find the
+	// UDP flows the next one makes stale; only the sync goroutine uses it.
+	lastApplied *dataplane.Ruleset
 	// onSync, when set (tests only), is called after every sync attempt from
 	// the sync goroutine.
 	onSync func(syncReport)
@@ -119,11 +127,12 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	a := &Agent{
-		cfg:     cfg,
-		clock:   deps.Clock,
-		applier: newApplier(deps),
-		builder: dataplane.NewBuilder(),
-		metrics: m,
+		cfg:       cfg,
+		clock:     deps.Clock,
+		applier:   newApplier(deps),
+		builder:   dataplane.NewBuilder(),
+		conntrack: deps.Conntrack,
+		metrics:   m,
 		health: &healthState{clock: deps.Clock, syncPeriod: cfg.SyncPeriod,
 			threshold: cfg.LivenessThreshold},
 	}

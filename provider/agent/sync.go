@@ -59,6 +59,7 @@ func (a *Agent) sync(ctx context.Context) error {
 			"operations", res.Operations, "elapsed", now.Sub(start))
 	}
 	a.health.synced(res.Full)
+	a.deleteStaleFlows(ctx, ruleset)
 	logger.V(2).Info("Dataplane synced", "mode", syncMode(res.Full), "operations", res.Operations,
 		"services", len(svcs), "endpointSlices", len(eps), "elapsed", now.Sub(start))
 
@@ -70,6 +71,27 @@ func (a *Agent) sync(ctx context.Context) error {
 		logger.Error(err, "Some health check node ports are not served")
 	}
 	return nil
+}
+
+// deleteStaleFlows deletes the UDP conntrack entries that the ruleset just
+// applied made wrong. It runs after the rules are in the kernel, so that the
+// next datagram of a deleted flow is NATed by the new rules. A failure does
+// not fail the sync: the entries time out eventually.
+func (a *Agent) deleteStaleFlows(ctx context.Context, applied *dataplane.Ruleset) {
+	prev := a.lastApplied
+	a.lastApplied = applied
+	if a.conntrack == nil {
+		return
+	}
+	flows := dataplane.StaleUDPFlows(prev, applied)
+	if len(flows) == 0 {
+		return
+	}
+	if err := a.conntrack.DeleteUDP(ctx, flows); err != nil {
+		klog.FromContext(ctx).Error(err, "Some stale UDP conntrack entries were not deleted", "flows", len(flows))
+		return
+	}
+	klog.FromContext(ctx).V(2).Info("Deleted stale UDP conntrack entries", "flows", len(flows))
 }
 
 // node returns what the dataplane needs to know about this node. Without the
