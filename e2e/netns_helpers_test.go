@@ -136,7 +136,12 @@ func askUDP(ns *netlab.Netns, addr string) (answer, error) {
 		return answer{}, err
 	}
 	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(attempt)); err != nil {
+	return askOn(conn)
+}
+
+// askOn sends one datagram on a connected UDP socket and waits for the echo.
+func askOn(conn net.Conn) (answer, error) {
+	if err := conn.SetDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
 		return answer{}, err
 	}
 	if _, err := conn.Write([]byte("ping")); err != nil {

@@ -342,6 +342,40 @@ func TestNetnsDataplane(t *testing.T) {
 		podsOf(t, 10, func() (answer, error) { return get(n1, addr) }, inSet(map[string]bool{"b1": true}))
 	})
 
+	t.Run("a UDP flow follows endpoint changes", func(t *testing.T) {
+		// One connected socket keeps one source port, so every datagram
+		// below belongs to one conntrack entry unless the agent deletes it.
+		svc := echoService("udpflow", v1.ServiceTypeClusterIP)
+		// Another proxy's label: herald ignores the Service for now, so the
+		// flow starts un-NATed, as it does when datagrams race a new Service.
+		svc.Labels = map[string]string{"service.kubernetes.io/service-proxy-name": "elsewhere"}
+		flow := e.createService(t, svc)
+		e.setEndpoints(t, "udpflow", "a1")
+		ctx, cancel := context.WithTimeout(context.Background(), attempt)
+		defer cancel()
+		conn, err := n1.DialContext(ctx, "udp", hostPort(flow.Spec.ClusterIP, 80))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ask := func() (answer, error) { return askOn(conn) }
+		if a, err := ask(); err == nil {
+			t.Fatalf("a Service herald ignores answered: %+v", a)
+		}
+
+		flow.Labels = nil
+		if _, err := e.client.CoreV1().Services("default").Update(context.Background(), flow, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the flow is served once herald takes the Service", ask, func(a answer) bool { return a.pod == "a1" })
+
+		start := time.Now()
+		e.setEndpoints(t, "udpflow", "b1")
+		eventually(t, "the flow moves to b1", ask, func(a answer) bool { return a.pod == "b1" })
+		t.Logf("the UDP flow moved %v after the EndpointSlice update", time.Since(start).Round(time.Millisecond))
+		podsOf(t, 10, ask, inSet(map[string]bool{"b1": true}))
+	})
+
 	t.Run("agent restart keeps an established connection", func(t *testing.T) {
 		addr := hostPort(e.nodes["n2"].IP.String(), portOf(web, "http", true))
 		var conn *keepConn
