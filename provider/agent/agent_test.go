@@ -91,6 +91,7 @@ type harness struct {
 	clock  *testingclock.FakeClock
 	mem    *memNet
 	reg    *prometheus.Registry
+	ct     *fakeConntrack
 	// reports carries every sync attempt with the table dumped right after
 	// it, from the sync goroutine (the fake is not read concurrently).
 	reports chan report
@@ -110,10 +111,11 @@ func newHarness(t *testing.T, objs ...runtime.Object) *harness {
 		mem:     newMemNet(),
 		reg:     prometheus.NewRegistry(),
 		reports: make(chan report, 64),
+		ct:      &fakeConntrack{},
 	}
 	h.flaky = &flakyNFT{Interface: h.nft}
 	a, err := New(Config{NodeName: nodeName, MinSyncPeriod: time.Second, SyncPeriod: 30 * time.Second, Burst: 100},
-		Deps{Client: h.client, NFT: h.flaky, Registerer: h.reg, Clock: h.clock, Listen: h.mem.listen})
+		Deps{Client: h.client, NFT: h.flaky, Registerer: h.reg, Clock: h.clock, Listen: h.mem.listen, Conntrack: h.ct})
 	if err != nil {
 		t.Fatal(err)
 	}
