@@ -16,7 +16,10 @@
 //
 // Restarts do not disturb traffic: stopping the agent leaves the table in
 // place, and the next agent's first full sync replaces it atomically.
-// Established connections live in conntrack, which neither touches.
+// Established connections live in conntrack, which neither touches. After
+// each sync the agent deletes only the UDP conntrack entries that the sync
+// made wrong (dataplane.StaleUDPFlows): a UDP flow has no end, and would
+// otherwise keep following a removed endpoint.
 //
 // Everything outside the process is injected (Kubernetes client, knftables,
 // Prometheus registerer, clock, listener factory), so unit tests run on
