@@ -30,9 +30,12 @@ import (
 
 // The network tier's addresses (documentation ranges only).
 var (
-	clientIP = netip.MustParseAddr("192.0.2.100")
-	vip      = netip.MustParseAddr("198.51.100.200")
-	podCIDR  = netip.MustParsePrefix("198.51.100.0/24")
+	clientIP  = netip.MustParseAddr("192.0.2.100")
+	clientIP6 = netip.MustParseAddr("2001:db8::100")
+	vip       = netip.MustParseAddr("198.51.100.200")
+	podCIDR   = netip.MustParsePrefix("198.51.100.0/24")
+	// podCIDR6 are n1's and n2's IPv6 pod ranges.
+	podCIDR6 = [2]netip.Prefix{netip.MustParsePrefix("2001:db8:1::/64"), netip.MustParsePrefix("2001:db8:2::/64")}
 )
 
 const (
@@ -229,7 +232,7 @@ func (e *netEnv) startAgent(t *testing.T, node string) *cluster.Process {
 		heraldBinary(t, "herald-agent"),
 		"--kubeconfig="+e.c.Kubeconfig,
 		"--node-name="+node,
-		"--cluster-cidr="+podCIDR.String(),
+		"--cluster-cidr="+podCIDR.String()+","+podCIDR6[0].String()+","+podCIDR6[1].String(),
 		"--min-sync-period="+minSyncPeriod.String(),
 		"--burst=2",
 		"--v=2",
@@ -278,6 +281,9 @@ func (e *netEnv) createNode(t *testing.T, n *netlab.Node) {
 	node.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue,
 		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "KubeletReady"}}
 	node.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: n.IP.String()}}
+	if n.IP6.IsValid() {
+		node.Status.Addresses = append(node.Status.Addresses, v1.NodeAddress{Type: v1.NodeInternalIP, Address: n.IP6.String()})
+	}
 	if _, err := e.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -302,10 +308,17 @@ func echoService(name string, typ v1.ServiceType) *v1.Service {
 // ready, each on its node; no pods means an empty slice.
 func (e *netEnv) setEndpoints(t *testing.T, svc string, pods ...string) {
 	t.Helper()
+	e.setEndpointsFamily(t, svc, discoveryv1.AddressTypeIPv4, pods...)
+}
+
+// setEndpointsFamily writes the Service's EndpointSlice of one address
+// family.
+func (e *netEnv) setEndpointsFamily(t *testing.T, svc string, family discoveryv1.AddressType, pods ...string) {
+	t.Helper()
 	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: svc + "-lab",
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: svc + "-lab-" + strings.ToLower(string(family)),
 			Labels: map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "herald-e2e"}},
-		AddressType: discoveryv1.AddressTypeIPv4,
+		AddressType: family,
 		Ports: []discoveryv1.EndpointPort{
 			{Name: ptr.To("http"), Protocol: ptr.To(v1.ProtocolTCP), Port: ptr.To[int32](echoPort)},
 			{Name: ptr.To("udp"), Protocol: ptr.To(v1.ProtocolUDP), Port: ptr.To[int32](echoPort)},
@@ -313,8 +326,12 @@ func (e *netEnv) setEndpoints(t *testing.T, svc string, pods ...string) {
 		Endpoints: []discoveryv1.Endpoint{},
 	}
 	for _, p := range pods {
+		ip := e.pods[p].IP
+		if family == discoveryv1.AddressTypeIPv6 {
+			ip = e.pods[p].IP6
+		}
 		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{e.pods[p].IP.String()},
+			Addresses:  []string{ip.String()},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
 			NodeName:   ptr.To(e.podNode[p]),
 		})

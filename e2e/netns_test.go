@@ -13,6 +13,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -31,6 +32,8 @@ import (
 //
 // The client routes each node's pods (and the VIP, 198.51.100.200) via that
 // node, as a router announcing them would; nodes route each other's pods.
+// Every host has an IPv6 address too: client 2001:db8::100, nodes
+// 2001:db8::11 and ::12, pods in 2001:db8:1::/64 (n1) and 2001:db8:2::/64 (n2).
 func newNetEnv(t *testing.T) *netEnv {
 	t.Helper()
 	netlab.SkipUnlessAble(t)
@@ -65,6 +68,18 @@ func newNetEnv(t *testing.T) *netEnv {
 	lab.Route(&n1.Host, n2Pods, n2.IP)
 	lab.Route(&n2.Host, n1Pods, n1.IP)
 
+	// IPv6 beside IPv4 on every host, routed the same way.
+	lab.AddIPv6(cl, clientIP6, false)
+	lab.AddIPv6(&n1.Host, netip.MustParseAddr("2001:db8::11"), true)
+	lab.AddIPv6(&n2.Host, netip.MustParseAddr("2001:db8::12"), true)
+	for p, ip := range map[string]string{"a1": "2001:db8:1::1", "a2": "2001:db8:1::2", "b1": "2001:db8:2::17"} {
+		e.nodes[e.podNode[p]].AddPodIPv6(e.pods[p], netip.MustParseAddr(ip))
+	}
+	lab.Route(cl, podCIDR6[0], n1.IP6)
+	lab.Route(cl, podCIDR6[1], n2.IP6)
+	lab.Route(&n1.Host, podCIDR6[1], n2.IP6)
+	lab.Route(&n2.Host, podCIDR6[0], n1.IP6)
+
 	for _, p := range []string{"a1", "a2", "b1"} {
 		e.startEcho(t, e.pods[p])
 	}
@@ -74,6 +89,9 @@ func newNetEnv(t *testing.T) *netEnv {
 		addr := hostPort(e.pods[p].IP.String(), echoPort)
 		eventually(t, "client reaches "+p+" directly", func() (answer, error) { return get(cl.Netns, addr) },
 			func(a answer) bool { return a.pod == p && a.from.Addr() == clientIP })
+		addr6 := hostPort(e.pods[p].IP6.String(), echoPort)
+		eventually(t, "client reaches "+p+" directly over IPv6", func() (answer, error) { return get(cl.Netns, addr6) },
+			func(a answer) bool { return a.pod == p && a.from.Addr() == clientIP6 })
 	}
 
 	for _, n := range []*netlab.Node{n1, n2} {
@@ -180,6 +198,34 @@ func TestNetnsDataplane(t *testing.T) {
 		podsOf(t, 10, func() (answer, error) { return askUDP(n1, clusterUDP) }, inSet(all))
 		eventually(t, "UDP NodePort from the client", func() (answer, error) { return askUDP(cl, nodeUDP) }, anyAnswer)
 		podsOf(t, 10, func() (answer, error) { return askUDP(cl, nodeUDP) }, inSet(all))
+	})
+
+	t.Run("IPv6: ClusterIP from a node, NodePort from the client", func(t *testing.T) {
+		svc := echoService("web6", v1.ServiceTypeNodePort)
+		svc.Spec.IPFamilyPolicy = ptr.To(v1.IPFamilyPolicyRequireDualStack)
+		svc.Spec.IPFamilies = []v1.IPFamily{v1.IPv6Protocol, v1.IPv4Protocol}
+		web6 := e.createService(t, svc)
+		e.setEndpointsFamily(t, "web6", discoveryv1.AddressTypeIPv6, "a1", "a2", "b1")
+		clusterIP := web6.Spec.ClusterIPs[0]
+		if !netip.MustParseAddr(clusterIP).Is6() {
+			t.Fatalf("primary ClusterIP %s is not IPv6", clusterIP)
+		}
+		for _, target := range []struct {
+			what string
+			ns   *netlab.Netns
+			addr string
+		}{
+			{"ClusterIP from n1", n1, hostPort(clusterIP, 80)},
+			{"NodePort on n2 from the client", cl, hostPort(e.nodes["n2"].IP6.String(), portOf(web6, "http", true))},
+		} {
+			eventually(t, target.what, func() (answer, error) { return get(target.ns, target.addr) }, anyAnswer)
+			seen := podsOf(t, 20, func() (answer, error) { return get(target.ns, target.addr) }, inSet(all))
+			if len(seen) < 2 {
+				t.Errorf("%s: 20 connections all went to %v", target.what, seen)
+			}
+		}
+		udp := hostPort(clusterIP, portOf(web6, "udp", false))
+		eventually(t, "UDP ClusterIP from n1", func() (answer, error) { return askUDP(n1, udp) }, anyAnswer)
 	})
 
 	t.Run("externalTrafficPolicy Local keeps the client IP and stays local", func(t *testing.T) {

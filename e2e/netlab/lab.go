@@ -50,6 +50,8 @@ type Host struct {
 	// Short is the name given to AddNode/AddClient/AddPod.
 	Short string
 	IP    netip.Addr
+	// IP6 is set by AddIPv6 or AddPodIPv6; the lab is IPv4-only otherwise.
+	IP6 netip.Addr
 }
 
 // Node is a host that forwards: pods sit behind it.
@@ -252,4 +254,55 @@ func (l *Lab) Route(h *Host, dst netip.Prefix, gw netip.Addr) {
 	if _, err := run("ip", "-n", h.Name, "route", "add", dst.String(), "via", gw.String()); err != nil {
 		l.t.Fatal(err)
 	}
+}
+
+// podGateway6 is the pods' IPv6 next hop: every node puts it on each pod
+// veth, as Calico does with 169.254.1.1, so a pod needs no per-node
+// configuration. (IPv4 uses proxy ARP instead, which IPv6 has no
+// address-free equivalent of.) DAD is off for every lab address, so none is
+// tentative when a test starts.
+var podGateway6 = netip.MustParseAddr("2001:db8:ffff:ffff::1")
+
+// AddIPv6 gives a LAN host (client or node) ip/64 on the LAN. On a node it
+// also turns on IPv6 forwarding and a default route out of eth0, as AddNode
+// does for IPv4.
+func (l *Lab) AddIPv6(h *Host, ip netip.Addr, node bool) {
+	l.t.Helper()
+	if !netip.MustParsePrefix("2001:db8::/32").Contains(ip) {
+		l.t.Fatalf("netlab: IPv6 address %s is outside 2001:db8::/32", ip)
+	}
+	cmds := [][]string{{"ip", "-n", h.Name, "addr", "add", ip.String() + "/64", "dev", "eth0", "nodad"}}
+	if node {
+		cmds = append(cmds,
+			[]string{"ip", "netns", "exec", h.Name, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
+			[]string{"ip", "-n", h.Name, "-6", "route", "add", "default", "dev", "eth0"})
+	}
+	for _, c := range cmds {
+		if _, err := run(c[0], c[1:]...); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	h.IP6 = ip
+}
+
+// AddPodIPv6 gives a pod of n the address ip/128, routed like its IPv4 one.
+func (n *Node) AddPodIPv6(pod *Host, ip netip.Addr) {
+	l := n.lab
+	l.t.Helper()
+	if !netip.MustParsePrefix("2001:db8::/32").Contains(ip) {
+		l.t.Fatalf("netlab: IPv6 address %s is outside 2001:db8::/32", ip)
+	}
+	veth, gw := "v-"+pod.Short, podGateway6.String()
+	for _, c := range [][]string{
+		{"-n", n.Name, "addr", "add", gw + "/128", "dev", veth, "nodad"},
+		{"-n", n.Name, "-6", "route", "add", ip.String() + "/128", "dev", veth},
+		{"-n", pod.Name, "addr", "add", ip.String() + "/128", "dev", "eth0", "nodad"},
+		{"-n", pod.Name, "-6", "route", "add", gw, "dev", "eth0"},
+		{"-n", pod.Name, "-6", "route", "add", "default", "via", gw, "dev", "eth0"},
+	} {
+		if _, err := run("ip", c...); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+	pod.IP6 = ip
 }
