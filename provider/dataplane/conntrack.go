@@ -33,7 +33,10 @@ type StaleFlow struct {
 
 // StaleUDPFlows compares the rulesets before and after a sync and returns the
 // UDP conntrack entries to delete, sorted. prev nil (the first sync of an
-// agent) yields nothing: what an earlier agent applied is unknown.
+// agent) yields nothing: what an earlier agent applied is unknown. When next
+// was built incrementally from prev (a Builder updates its element maps in
+// place, so prev no longer holds what it did), the Builder's record of the
+// keys it changed is what is compared, which also keeps this O(changes).
 func StaleUDPFlows(prev, next *Ruleset) []StaleFlow {
 	if prev == nil || next == nil {
 		return nil
@@ -41,16 +44,21 @@ func StaleUDPFlows(prev, next *Ruleset) []StaleFlow {
 	var out []StaleFlow
 	for _, f := range families {
 		for _, m := range []string{f.ep(), f.npEp()} {
-			before, after := udpEndpoints(prev, m), udpEndpoints(next, m)
-			for fe, eps := range before {
+			var before, after endpointsByFrontend
+			if next.base == prev && next.dirty != nil {
+				before, after = changedUDPEndpoints(next, m)
+			} else {
+				before, after = udpEndpoints(prev.Elements[m]), udpEndpoints(next.Elements[m])
+			}
+			for fe, eps := range before.endpoints {
 				for ep := range eps {
-					if !after[fe][ep] {
+					if !after.endpoints[fe][ep] {
 						out = append(out, staleFlow(f, fe, ep))
 					}
 				}
 			}
-			for fe := range after {
-				if _, ok := before[fe]; !ok {
+			for fe := range after.firstSlot {
+				if !before.firstSlot[fe] {
 					out = append(out, staleFlow(f, fe, netip.AddrPort{}))
 				}
 			}
@@ -69,37 +77,80 @@ type udpFrontend struct {
 	port uint16
 }
 
-// udpEndpoints reads an endpoint map (ep4, npep6, ...) back into the UDP
-// endpoints of each frontend. Keys are [addr,] proto, port, index; values
-// are endpoint address and port (see addFrontend).
-func udpEndpoints(r *Ruleset, container string) map[udpFrontend]map[netip.AddrPort]bool {
-	out := map[udpFrontend]map[netip.AddrPort]bool{}
-	for _, e := range r.Elements[container] {
-		key := e.Key
-		var fe udpFrontend
-		if len(key) == 4 {
-			a, err := netip.ParseAddr(key[0])
-			if err != nil {
-				continue
-			}
-			fe.addr, key = a, key[1:]
-		}
-		if len(key) != 3 || key[0] != "udp" || len(e.Value) != 2 {
-			continue
-		}
-		p, err1 := strconv.ParseUint(key[1], 10, 16)
-		epAddr, err2 := netip.ParseAddr(e.Value[0])
-		epPort, err3 := strconv.ParseUint(e.Value[1], 10, 16)
-		if err1 != nil || err2 != nil || err3 != nil {
-			continue
-		}
-		fe.port = uint16(p)
-		if out[fe] == nil {
-			out[fe] = map[netip.AddrPort]bool{}
-		}
-		out[fe][netip.AddrPortFrom(epAddr, uint16(epPort))] = true
+// endpointsByFrontend is the UDP part of an endpoint map: each frontend's
+// endpoints, and which frontends have slot 0, i.e. have any endpoint at all
+// (slots are filled from 0).
+type endpointsByFrontend struct {
+	endpoints map[udpFrontend]map[netip.AddrPort]bool
+	firstSlot map[udpFrontend]bool
+}
+
+func (e *endpointsByFrontend) add(el Element) {
+	fe, ep, slot, ok := parseUDPEndpoint(el)
+	if !ok {
+		return
+	}
+	if e.endpoints == nil {
+		e.endpoints, e.firstSlot = map[udpFrontend]map[netip.AddrPort]bool{}, map[udpFrontend]bool{}
+	}
+	if e.endpoints[fe] == nil {
+		e.endpoints[fe] = map[netip.AddrPort]bool{}
+	}
+	e.endpoints[fe][ep] = true
+	if slot == "0" {
+		e.firstSlot[fe] = true
+	}
+}
+
+// udpEndpoints reads a whole endpoint map (ep4, npep6, ...).
+func udpEndpoints(els Elements) endpointsByFrontend {
+	var out endpointsByFrontend
+	for _, e := range els {
+		out.add(e)
 	}
 	return out
+}
+
+// changedUDPEndpoints reads only the keys a Builder changed, as they were
+// and as they are. An endpoint that left a frontend left a changed slot, and
+// one still there after a change sits in a changed slot too (slots are
+// renumbered together, and an endpoint holds one slot per frontend), so the
+// unchanged keys cannot turn an endpoint stale; likewise a frontend's first
+// endpoint shows as slot 0 appearing.
+func changedUDPEndpoints(next *Ruleset, container string) (before, after endpointsByFrontend) {
+	for key, p := range next.dirty[container] {
+		if p.present {
+			before.add(p.el)
+		}
+		if el, ok := next.Elements[container][key]; ok {
+			after.add(el)
+		}
+	}
+	return before, after
+}
+
+// parseUDPEndpoint reads one endpoint map element. Keys are [addr,] proto,
+// port, slot; values are endpoint address and port (see addFrontend).
+func parseUDPEndpoint(e Element) (fe udpFrontend, ep netip.AddrPort, slot string, ok bool) {
+	key := e.Key
+	if len(key) == 4 {
+		a, err := netip.ParseAddr(key[0])
+		if err != nil {
+			return fe, ep, "", false
+		}
+		fe.addr, key = a, key[1:]
+	}
+	if len(key) != 3 || key[0] != "udp" || len(e.Value) != 2 {
+		return fe, ep, "", false
+	}
+	p, err1 := strconv.ParseUint(key[1], 10, 16)
+	epAddr, err2 := netip.ParseAddr(e.Value[0])
+	epPort, err3 := strconv.ParseUint(e.Value[1], 10, 16)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return fe, ep, "", false
+	}
+	fe.port = uint16(p)
+	return fe, netip.AddrPortFrom(epAddr, uint16(epPort)), key[2], true
 }
 
 func staleFlow(f ipFamily, fe udpFrontend, ep netip.AddrPort) StaleFlow {
