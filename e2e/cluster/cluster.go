@@ -242,3 +242,10 @@ func StartForTest(t testing.TB, opts Options) *Cluster {
 	})
 	return c
 }
+
+// APIServerPID is kube-apiserver's process id, for tests that read its
+// memory use from /proc.
+func (c *Cluster) APIServerPID() int { return c.apiserver.PID() }
+
+// EtcdPID is etcd's process id.
+func (c *Cluster) EtcdPID() int { return c.etcd.PID() }
