@@ -14,7 +14,7 @@ UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 # (once, cached outside the clone) if needed.
 K8S_BIN = $$(e2e/tools/build.sh)
 
-.PHONY: all build test test-unit test-integration lint bench tools deps demo clean
+.PHONY: all build test test-unit test-integration lint bench tools deps demo scale clean
 
 all: build
 
@@ -49,6 +49,15 @@ lint:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(UNIT_PKGS)
+
+# The scale test (issue 3): 1,000 kwok Nodes, 5,000 LoadBalancer Services on
+# a real apiserver; prints and writes the figures (SCALE_OUT, JSON). Not part
+# of `make test`: it takes minutes and loads the machine.
+SCALE_OUT ?= bin/scale.json
+scale:
+	mkdir -p $(dir $(SCALE_OUT))
+	bin=$(K8S_BIN); HERALD_K8S_BIN=$$bin $(GO) test -count=1 -timeout 30m -v -run '^TestScale$$' ./e2e/scale \
+		-args -scale -scale.out "$(abspath $(SCALE_OUT))"
 
 demo: build
 	bin=$(K8S_BIN); $(GO) run ./e2e/demo --k8s-bin "$$bin" --ccm bin/herald-ccm
