@@ -66,7 +66,6 @@ func startCCM(t *testing.T, c *cluster.Cluster, binary string, extra []string) *
 		"--cluster-name=herald-scale",
 		"--leader-elect=false",
 		"--controllers=service-lb-controller",
-		"--secure-port=0",
 		"--v=2",
 	}, extra...)
 	p, err := cluster.StartProcess("herald-ccm", filepath.Join(dir, "herald-ccm.log"), binary, args...)

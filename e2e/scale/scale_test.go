@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ var (
 	ccmBurst    = flag.Int("scale.ccm-burst", 1000, "herald-ccm --kube-api-burst")
 	ccmSyncs    = flag.Int("scale.ccm-syncs", 20, "herald-ccm --concurrent-service-syncs")
 	waitForIPs  = flag.Duration("scale.timeout", 10*time.Minute, "how long to wait for every Service's IP")
+	heapProfile = flag.String("scale.heap-profile", "", "save herald-ccm's heap profile (pprof) here at the end")
 	createConns = flag.Int("scale.workers", 16, "concurrent creators of Nodes and Services")
 	nodePorts   = flag.Bool("scale.nodeports", false, "give the Services NodePorts (allocateLoadBalancerNodePorts); "+
 		"herald's bare-metal VIPs do not need them")
@@ -108,7 +110,15 @@ func TestScale(t *testing.T) {
 	// this measures Service creation in a running cluster, not a restart.
 	f.CCMFlags = []string{"--kube-api-qps=" + strconv.Itoa(*ccmQPS), "--kube-api-burst=" + strconv.Itoa(*ccmBurst),
 		"--concurrent-service-syncs=" + strconv.Itoa(*ccmSyncs)}
-	ccm := startCCM(t, c, ccmBinary, f.CCMFlags)
+	serving := []string{"--secure-port=0"}
+	port := 0
+	if *heapProfile != "" {
+		// pprof on the secure port, authenticated by the apiserver.
+		port = freePort(t)
+		serving = []string{"--secure-port=" + strconv.Itoa(port), "--bind-address=127.0.0.1",
+			"--authentication-kubeconfig=" + c.Kubeconfig, "--authorization-kubeconfig=" + c.Kubeconfig}
+	}
+	ccm := startCCM(t, c, ccmBinary, append(slices.Clone(f.CCMFlags), serving...))
 	warmUp(t, client)
 	startKWOK(t, c, kwok, kwokDir)
 	createNodes(t, client, *nodeCount)
@@ -129,6 +139,9 @@ func TestScale(t *testing.T) {
 	f.DuplicateIPs = checkAddresses(t, client, *svcCount)
 	f.LoadAvgEnd = loadAverage()
 	readProcesses(t, &f, ccm.PID(), c.APIServerPID(), c.EtcdPID())
+	if *heapProfile != "" {
+		saveHeapProfile(t, port, c.Config.BearerToken, *heapProfile)
+	}
 	report(t, f)
 }
 
@@ -179,8 +192,8 @@ func newService(namespace, name string) *v1.Service {
 			Type:     v1.ServiceTypeLoadBalancer,
 			Selector: map[string]string{"app": name},
 			Ports:    []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}},
-			// Every NodePort allocation updates one etcd key (the port
-			// bitmap) with compare-and-swap, which serializes creates.
+			// herald's bare-metal VIPs need no NodePorts; -scale.nodeports
+			// gives them anyway (the range is widened to hold 5,000).
 			AllocateLoadBalancerNodePorts: nodePorts,
 		},
 	}
