@@ -52,12 +52,15 @@ bench:
 
 # The scale test (issue 3): 1,000 kwok Nodes, 5,000 LoadBalancer Services on
 # a real apiserver; prints and writes the figures (SCALE_OUT, JSON). Not part
-# of `make test`: it takes minutes and loads the machine.
+# of `make test`: it takes minutes and loads the machine. SCALE_ARGS adds test
+# flags, e.g. SCALE_ARGS="-scale.ccm-gomemlimit=200MiB -scale.services=2500" (paths in
+# them are relative to e2e/scale).
 SCALE_OUT ?= bin/scale.json
+SCALE_ARGS ?=
 scale:
 	mkdir -p $(dir $(SCALE_OUT))
 	bin=$(K8S_BIN); HERALD_K8S_BIN=$$bin $(GO) test -count=1 -timeout 30m -v -run '^TestScale$$' ./e2e/scale \
-		-args -scale -scale.out "$(abspath $(SCALE_OUT))"
+		-args -scale -scale.out "$(abspath $(SCALE_OUT))" $(SCALE_ARGS)
 
 demo: build
 	bin=$(K8S_BIN); $(GO) run ./e2e/demo --k8s-bin "$$bin" --ccm bin/herald-ccm

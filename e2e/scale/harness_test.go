@@ -52,7 +52,8 @@ func startKWOK(t *testing.T, c *cluster.Cluster, binary, moduleDir string) {
 
 // startCCM runs herald-ccm with the scale pool and extra flags by PID until
 // the test ends.
-func startCCM(t *testing.T, c *cluster.Cluster, binary string, extra []string) *cluster.Process {
+// A memLimit sets its GOMEMLIMIT; env(1) execs it, so the PID is its own.
+func startCCM(t *testing.T, c *cluster.Cluster, binary, memLimit string, extra []string) *cluster.Process {
 	t.Helper()
 	dir := t.TempDir()
 	configPath := filepath.Join(dir, "cloud-config.yaml")
@@ -68,6 +69,10 @@ func startCCM(t *testing.T, c *cluster.Cluster, binary string, extra []string) *
 		"--controllers=service-lb-controller",
 		"--v=2",
 	}, extra...)
+	if memLimit != "" {
+		args = append([]string{"GOMEMLIMIT=" + memLimit, binary}, args...)
+		binary = "/usr/bin/env"
+	}
 	p, err := cluster.StartProcess("herald-ccm", filepath.Join(dir, "herald-ccm.log"), binary, args...)
 	if err != nil {
 		t.Fatal(err)
