@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -146,7 +145,7 @@ func runChartCCM(t *testing.T, c *cluster.Cluster, client kubernetes.Interface) 
 		t.Fatal(err)
 	}
 	args = append(args, "--kubeconfig="+kubeconfigPath, "--authentication-kubeconfig="+kubeconfigPath,
-		"--authorization-kubeconfig="+kubeconfigPath, "--bind-address=127.0.0.1", "--secure-port="+freePort(t))
+		"--authorization-kubeconfig="+kubeconfigPath, "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(cluster.FreePort(t)))
 
 	logPath := filepath.Join(dir, "herald-ccm.log")
 	p, err := cluster.StartProcess("herald-ccm", logPath, heraldBinary(t, "herald-ccm"), args...)
@@ -196,18 +195,4 @@ func volumeMountPath(t *testing.T, container v1.Container, volume string) string
 	}
 	t.Fatalf("volume %s is not mounted in %s", volume, container.Name)
 	return ""
-}
-
-// freePort returns a port that was free a moment ago.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return strconv.Itoa(port)
 }

@@ -116,7 +116,7 @@ func TestScale(t *testing.T) {
 	port := 0
 	if *heapProfile != "" {
 		// pprof on the secure port, authenticated by the apiserver.
-		port = freePort(t)
+		port = cluster.FreePort(t)
 		serving = []string{"--secure-port=" + strconv.Itoa(port), "--bind-address=127.0.0.1",
 			"--authentication-kubeconfig=" + c.Kubeconfig, "--authorization-kubeconfig=" + c.Kubeconfig}
 	}
