@@ -38,7 +38,11 @@ type LoadBalancer struct {
 	HealthCheckNodePort   int32
 	SourceRanges          []netip.Prefix
 
-	Nodes []Node
+	// nodes are converted only when a backend asks (Nodes): at 5,000
+	// Services and 1,000 Nodes, converting and sorting them on every sync
+	// was 16% of herald-ccm's allocations, for a backend (bare-metal) that
+	// never reads them.
+	nodes []*v1.Node
 }
 
 // Port is one listener of the load balancer.
@@ -93,7 +97,7 @@ func Build(svc *v1.Service, nodes []*v1.Node) (*LoadBalancer, error) {
 		ExternalTrafficPolicy: svc.Spec.ExternalTrafficPolicy,
 		HealthCheckNodePort:   svc.Spec.HealthCheckNodePort,
 		SourceRanges:          sourceRanges,
-		Nodes:                 buildNodes(nodes),
+		nodes:                 nodes,
 	}
 	if svc.Spec.IPFamilyPolicy != nil {
 		lb.IPFamilyPolicy = *svc.Spec.IPFamilyPolicy
@@ -131,6 +135,10 @@ func familiesString(families []v1.IPFamily) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Nodes are the nodes traffic may be sent to, sorted by name, with their
+// internal and external addresses.
+func (lb *LoadBalancer) Nodes() []Node { return buildNodes(lb.nodes) }
 
 func buildNodes(nodes []*v1.Node) []Node {
 	out := make([]Node, 0, len(nodes))

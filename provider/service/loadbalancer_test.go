@@ -176,10 +176,10 @@ func TestBuildCopiesSpecAndNodes(t *testing.T) {
 	if !slices.Equal(lb.Ports, wantPorts) {
 		t.Errorf("Ports = %+v, want %+v", lb.Ports, wantPorts)
 	}
-	if len(lb.Nodes) != 2 || lb.Nodes[0].Name != "node-a" ||
-		!slices.Equal(lb.Nodes[0].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("2001:db8::11")}) ||
-		!slices.Equal(lb.Nodes[1].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.12")}) {
-		t.Errorf("Nodes = %+v", lb.Nodes)
+	if len(lb.Nodes()) != 2 || lb.Nodes()[0].Name != "node-a" ||
+		!slices.Equal(lb.Nodes()[0].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("2001:db8::11")}) ||
+		!slices.Equal(lb.Nodes()[1].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.12")}) {
+		t.Errorf("Nodes = %+v", lb.Nodes())
 	}
 }
 
