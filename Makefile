@@ -7,7 +7,7 @@ GO ?= go
 GOLANGCI_LINT := $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 # Debian packages the tests and the lab need (procps: sysctl inside the
 # network tier's namespaces; conntrack: herald-agent deletes stale UDP flows).
-APT_PACKAGES := nftables iproute2 procps conntrack
+APT_PACKAGES := nftables iproute2 procps conntrack iperf3
 # Packages of the unit tier: everything but the end-to-end tests.
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 # Prints the folder with kube-apiserver, etcd and kubectl, building them

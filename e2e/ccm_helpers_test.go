@@ -30,7 +30,7 @@ var (
 // heraldBinary builds a herald command (or the network tier's echo server)
 // once per test binary, so the tests exercise exactly what users run, flags
 // and all.
-func heraldBinary(t *testing.T, name string) string {
+func heraldBinary(t testing.TB, name string) string {
 	t.Helper()
 	binaryOnce.Do(buildBinaries)
 	if binaryErr != nil {
@@ -61,7 +61,7 @@ type ccm struct {
 
 // startCCM runs herald-ccm against c with the given cloud config and stops
 // it (by PID) when the test ends.
-func startCCM(t *testing.T, c *cluster.Cluster, cloudConfig string, extraArgs ...string) *ccm {
+func startCCM(t testing.TB, c *cluster.Cluster, cloudConfig string, extraArgs ...string) *ccm {
 	t.Helper()
 	dir := t.TempDir()
 	configPath := filepath.Join(dir, "cloud-config.yaml")
@@ -95,14 +95,14 @@ func startCCM(t *testing.T, c *cluster.Cluster, cloudConfig string, extraArgs ..
 func (m *ccm) stop() { m.Stop(10 * time.Second) }
 
 // requireRunning fails the test if the CCM has died.
-func (m *ccm) requireRunning(t *testing.T) {
+func (m *ccm) requireRunning(t testing.TB) {
 	t.Helper()
 	if err := m.ExitedErr(); err != nil {
 		t.Fatalf("herald-ccm died: %v", err)
 	}
 }
 
-func createNodes(t *testing.T, client kubernetes.Interface, names ...string) {
+func createNodes(t testing.TB, client kubernetes.Interface, names ...string) {
 	t.Helper()
 	ctx := context.Background()
 	for i, name := range names {
@@ -119,7 +119,7 @@ func createNodes(t *testing.T, client kubernetes.Interface, names ...string) {
 	}
 }
 
-func createNamespace(t *testing.T, client kubernetes.Interface, name string) {
+func createNamespace(t testing.TB, client kubernetes.Interface, name string) {
 	t.Helper()
 	if _, err := client.CoreV1().Namespaces().Create(context.Background(),
 		&v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
@@ -139,7 +139,7 @@ func newService(namespace, name string, typ v1.ServiceType, annotations map[stri
 	}
 }
 
-func createService(t *testing.T, client kubernetes.Interface, svc *v1.Service) *v1.Service {
+func createService(t testing.TB, client kubernetes.Interface, svc *v1.Service) *v1.Service {
 	t.Helper()
 	created, err := client.CoreV1().Services(svc.Namespace).Create(context.Background(), svc, metav1.CreateOptions{})
 	if err != nil {
@@ -151,7 +151,7 @@ func createService(t *testing.T, client kubernetes.Interface, svc *v1.Service) *
 const waitTimeout = 20 * time.Second
 
 // waitForService polls until cond holds for the Service, and returns it.
-func waitForService(t *testing.T, client kubernetes.Interface, namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
+func waitForService(t testing.TB, client kubernetes.Interface, namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
 	t.Helper()
 	var last *v1.Service
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
@@ -196,7 +196,7 @@ func ingressIPs(svc *v1.Service) []string {
 
 // waitForEvent polls until an event with reason exists for the Service and
 // returns its message.
-func waitForEvent(t *testing.T, client kubernetes.Interface, namespace, name, eventType, reason string) string {
+func waitForEvent(t testing.TB, client kubernetes.Interface, namespace, name, eventType, reason string) string {
 	t.Helper()
 	var message string
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
@@ -220,7 +220,7 @@ func waitForEvent(t *testing.T, client kubernetes.Interface, namespace, name, ev
 	return message
 }
 
-func countEvents(t *testing.T, client kubernetes.Interface, namespace, reason string) int {
+func countEvents(t testing.TB, client kubernetes.Interface, namespace, reason string) int {
 	t.Helper()
 	events, err := client.CoreV1().Events(namespace).List(context.Background(), metav1.ListOptions{})
 	if err != nil {
@@ -235,7 +235,7 @@ func countEvents(t *testing.T, client kubernetes.Interface, namespace, reason st
 	return n
 }
 
-func kubectl(t *testing.T, c *cluster.Cluster, args ...string) string {
+func kubectl(t testing.TB, c *cluster.Cluster, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(filepath.Join(c.BinDir, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
 	if err != nil {
@@ -246,7 +246,7 @@ func kubectl(t *testing.T, c *cluster.Cluster, args ...string) string {
 
 // waitForServiceAbsent polls until the Service is gone: its finalizer was
 // removed and the deletion completed.
-func waitForServiceAbsent(t *testing.T, client kubernetes.Interface, namespace, name string) {
+func waitForServiceAbsent(t testing.TB, client kubernetes.Interface, namespace, name string) {
 	t.Helper()
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
 		func(ctx context.Context) (bool, error) {

@@ -33,7 +33,7 @@ const (
 )
 
 // helm runs the pinned helm and returns its standard output.
-func helm(t *testing.T, args ...string) string {
+func helm(t testing.TB, args ...string) string {
 	t.Helper()
 	t.Logf("go run %s %s (compiles helm on a cold build cache: minutes)", helmPackage, strings.Join(args, " "))
 	var stderr strings.Builder
@@ -101,7 +101,7 @@ type chartCCM struct {
 // environment is added: where the apiserver is, and a free port to serve on
 // (the delegated authentication and authorization of that endpoint need
 // the chart's auth-delegator binding and the kube-system Role).
-func runChartCCM(t *testing.T, c *cluster.Cluster, client kubernetes.Interface) *chartCCM {
+func runChartCCM(t testing.TB, c *cluster.Cluster, client kubernetes.Interface) *chartCCM {
 	t.Helper()
 	ctx := context.Background()
 	// Release "herald" of chart "herald": the Deployment is herald-ccm.
@@ -173,7 +173,7 @@ func runChartCCM(t *testing.T, c *cluster.Cluster, client kubernetes.Interface) 
 // requireNothingForbidden fails t for every refusal in herald-ccm's log:
 // some are only logged and retried (informers, leader election), so the
 // other checks alone could pass with a narrower role than intended.
-func (m *chartCCM) requireNothingForbidden(t *testing.T) {
+func (m *chartCCM) requireNothingForbidden(t testing.TB) {
 	t.Helper()
 	log, err := os.ReadFile(m.logPath)
 	if err != nil {
@@ -186,7 +186,7 @@ func (m *chartCCM) requireNothingForbidden(t *testing.T) {
 	}
 }
 
-func volumeMountPath(t *testing.T, container v1.Container, volume string) string {
+func volumeMountPath(t testing.TB, container v1.Container, volume string) string {
 	t.Helper()
 	for _, mount := range container.VolumeMounts {
 		if mount.Name == volume {

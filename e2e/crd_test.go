@@ -52,7 +52,7 @@ type sample struct {
 
 var directive = regexp.MustCompile(`^# ([a-z]+): (.+)$`)
 
-func loadSamples(t *testing.T, kind string) []sample {
+func loadSamples(t testing.TB, kind string) []sample {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(samplesDir, kind, "*.yaml"))
 	if err != nil || len(files) == 0 {
@@ -81,7 +81,7 @@ func loadSamples(t *testing.T, kind string) []sample {
 
 // installCRDs applies charts/herald/crds as an admin would and waits until
 // the apiserver serves the new resource.
-func installCRDs(t *testing.T, c *cluster.Cluster) {
+func installCRDs(t testing.TB, c *cluster.Cluster) {
 	t.Helper()
 	kubectl(t, c, "apply", "--server-side", "-f", crdDir)
 	kubectl(t, c, "wait", "--for=condition=Established", "--timeout=60s", "crd/"+poolCRDName)
@@ -152,7 +152,7 @@ func TestIPAddressPoolCRD(t *testing.T) {
 // testPoolStatus stores a pool, writes a status through the status
 // subresource as herald-ccm will, and reads it back through the printer
 // columns that `kubectl get ipaddresspools` shows.
-func testPoolStatus(t *testing.T, c *cluster.Cluster, pools dynamic.ResourceInterface) {
+func testPoolStatus(t testing.TB, c *cluster.Cluster, pools dynamic.ResourceInterface) {
 	ctx := context.Background()
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "herald.dev/v1alpha1", "kind": "IPAddressPool",
@@ -203,7 +203,7 @@ func testPoolStatus(t *testing.T, c *cluster.Cluster, pools dynamic.ResourceInte
 // rows. kubectl aligns every column at the offset of its name in the header
 // (names are separated by at least two spaces, and contain at most one), so
 // cells are cut at those offsets: an empty cell stays an empty string.
-func table(t *testing.T, out string) (header []string, rows [][]string) {
+func table(t testing.TB, out string) (header []string, rows [][]string) {
 	t.Helper()
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	spans := regexp.MustCompile(`\S+( \S+)*`).FindAllStringIndex(lines[0], -1)

@@ -159,7 +159,7 @@ func askOn(conn net.Conn) (answer, error) {
 }
 
 // eventually polls ask until it answers, and returns the answer.
-func eventually(t *testing.T, what string, ask func() (answer, error), ok func(answer) bool) answer {
+func eventually(t testing.TB, what string, ask func() (answer, error), ok func(answer) bool) answer {
 	t.Helper()
 	var last answer
 	var lastErr error
@@ -213,7 +213,7 @@ func (k *keepConn) get() (answer, error) {
 }
 
 // startEcho runs the echo server in pod's namespace until the lab goes.
-func (e *netEnv) startEcho(t *testing.T, pod *netlab.Host) {
+func (e *netEnv) startEcho(t testing.TB, pod *netlab.Host) {
 	t.Helper()
 	p, err := pod.Start("echo-"+pod.Short, filepath.Join(e.dir, "echo-"+pod.Short+".log"),
 		heraldBinary(t, "echo"), "--name="+pod.Short, "--listen=:"+strconv.Itoa(echoPort))
@@ -225,7 +225,7 @@ func (e *netEnv) startEcho(t *testing.T, pod *netlab.Host) {
 
 // startAgent runs herald-agent in the node's namespace against the relayed
 // apiserver. It returns the process; the lab stops it at the end.
-func (e *netEnv) startAgent(t *testing.T, node string) *cluster.Process {
+func (e *netEnv) startAgent(t testing.TB, node string) *cluster.Process {
 	t.Helper()
 	n := e.nodes[node]
 	p, err := n.Start("herald-agent-"+node, filepath.Join(e.dir, fmt.Sprintf("herald-agent-%s-%d.log", node, time.Now().UnixNano())),
@@ -252,7 +252,7 @@ func (e *netEnv) startAgent(t *testing.T, node string) *cluster.Process {
 
 // waitAgentReady polls the agent's /readyz inside its node: ready means its
 // first full sync is in the kernel.
-func (e *netEnv) waitAgentReady(t *testing.T, node string) {
+func (e *netEnv) waitAgentReady(t testing.TB, node string) {
 	t.Helper()
 	n := e.nodes[node]
 	var lastErr error
@@ -271,7 +271,7 @@ func (e *netEnv) waitAgentReady(t *testing.T, node string) {
 }
 
 // createNode registers a lab node with its LAN address as InternalIP.
-func (e *netEnv) createNode(t *testing.T, n *netlab.Node) {
+func (e *netEnv) createNode(t testing.TB, n *netlab.Node) {
 	t.Helper()
 	ctx := context.Background()
 	node, err := e.client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Short}}, metav1.CreateOptions{})
@@ -306,14 +306,14 @@ func echoService(name string, typ v1.ServiceType) *v1.Service {
 
 // setEndpoints writes the Service's one EndpointSlice with the given pods,
 // ready, each on its node; no pods means an empty slice.
-func (e *netEnv) setEndpoints(t *testing.T, svc string, pods ...string) {
+func (e *netEnv) setEndpoints(t testing.TB, svc string, pods ...string) {
 	t.Helper()
 	e.setEndpointsFamily(t, svc, discoveryv1.AddressTypeIPv4, pods...)
 }
 
 // setEndpointsFamily writes the Service's EndpointSlice of one address
 // family.
-func (e *netEnv) setEndpointsFamily(t *testing.T, svc string, family discoveryv1.AddressType, pods ...string) {
+func (e *netEnv) setEndpointsFamily(t testing.TB, svc string, family discoveryv1.AddressType, pods ...string) {
 	t.Helper()
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: svc + "-lab-" + strings.ToLower(string(family)),
@@ -370,7 +370,7 @@ func hostPort(ip string, port int32) string {
 
 // podsOf sends n fresh requests and returns how often each pod answered,
 // failing on any error or on an answer from a pod outside allowed.
-func podsOf(t *testing.T, n int, ask func() (answer, error), check func(answer) error) map[string]int {
+func podsOf(t testing.TB, n int, ask func() (answer, error), check func(answer) error) map[string]int {
 	t.Helper()
 	seen := map[string]int{}
 	for range n {

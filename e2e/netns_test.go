@@ -34,7 +34,7 @@ import (
 // node, as a router announcing them would; nodes route each other's pods.
 // Every host has an IPv6 address too: client 2001:db8::100, nodes
 // 2001:db8::11 and ::12, pods in 2001:db8:1::/64 (n1) and 2001:db8:2::/64 (n2).
-func newNetEnv(t *testing.T) *netEnv {
+func newNetEnv(t testing.TB) *netEnv {
 	t.Helper()
 	netlab.SkipUnlessAble(t)
 	prefetchBinaries()
@@ -107,7 +107,7 @@ func newNetEnv(t *testing.T) *netEnv {
 
 func (e *netEnv) client4() *netlab.Netns { return e.pods["client"].Netns }
 
-func (e *netEnv) createService(t *testing.T, svc *v1.Service) *v1.Service {
+func (e *netEnv) createService(t testing.TB, svc *v1.Service) *v1.Service {
 	t.Helper()
 	return createService(t, e.client, svc)
 }
@@ -481,7 +481,7 @@ func TestNetnsDataplane(t *testing.T) {
 
 // waitHealth polls a healthCheckNodePort from the client until it answers
 // with want.
-func (e *netEnv) waitHealth(t *testing.T, url string, want int) {
+func (e *netEnv) waitHealth(t testing.TB, url string, want int) {
 	t.Helper()
 	var code int
 	var last error

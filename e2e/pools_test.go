@@ -25,7 +25,7 @@ import (
 
 var poolGVR = v1alpha1.SchemeGroupVersion.WithResource("ipaddresspools")
 
-func createPool(t *testing.T, pools dynamic.ResourceInterface, name string, addresses ...string) {
+func createPool(t testing.TB, pools dynamic.ResourceInterface, name string, addresses ...string) {
 	t.Helper()
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": "IPAddressPool",
@@ -46,7 +46,7 @@ func toAny(ss []string) []any {
 }
 
 // waitForPool polls until cond holds for the pool's status.
-func waitForPool(t *testing.T, pools dynamic.ResourceInterface, name, what string, cond func(*v1alpha1.IPAddressPool) bool) *v1alpha1.IPAddressPool {
+func waitForPool(t testing.TB, pools dynamic.ResourceInterface, name, what string, cond func(*v1alpha1.IPAddressPool) bool) *v1alpha1.IPAddressPool {
 	t.Helper()
 	var last *v1alpha1.IPAddressPool
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
@@ -75,7 +75,7 @@ func lastPoolStatus(p *v1alpha1.IPAddressPool) any {
 }
 
 // startPoolLab starts a cluster with the CRDs installed and one Node.
-func startPoolLab(t *testing.T) (*cluster.Cluster, kubernetes.Interface, dynamic.ResourceInterface) {
+func startPoolLab(t testing.TB) (*cluster.Cluster, kubernetes.Interface, dynamic.ResourceInterface) {
 	t.Helper()
 	c := cluster.StartForTest(t, cluster.Options{})
 	installCRDs(t, c)
