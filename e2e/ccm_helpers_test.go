@@ -82,12 +82,7 @@ func startCCM(t testing.TB, c *cluster.Cluster, cloudConfig string, extraArgs ..
 		t.Fatal(err)
 	}
 	m := &ccm{Process: p}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("herald-ccm log (tail):\n%s", p.LogTail(60))
-		}
-		p.Stop(10 * time.Second)
-	})
+	p.StopAtCleanup(t, 60)
 	return m
 }
 

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
@@ -152,12 +151,7 @@ func runChartCCM(t testing.TB, c *cluster.Cluster, client kubernetes.Interface) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("herald-ccm log (tail):\n%s", p.LogTail(60))
-		}
-		p.Stop(10 * time.Second)
-	})
+	p.StopAtCleanup(t, 60)
 	m := &chartCCM{ccm: &ccm{Process: p}, logPath: logPath}
 	for _, arg := range args {
 		if name, ok := strings.CutPrefix(arg, "--leader-elect-resource-name="); ok {

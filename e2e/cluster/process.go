@@ -128,3 +128,14 @@ func FreePort(t testing.TB) int {
 	}
 	return ports[0]
 }
+
+// StopAtCleanup stops the process when t ends, first logging the end of its
+// output if t failed, which is where the reason usually is.
+func (p *Process) StopAtCleanup(t testing.TB, tailLines int) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log (tail):\n%s", p.name, p.LogTail(tailLines))
+		}
+		p.Stop(10 * time.Second)
+	})
+}

@@ -42,12 +42,7 @@ func startKWOK(t *testing.T, c *cluster.Cluster, binary, moduleDir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("kwok log (tail):\n%s", p.LogTail(30))
-		}
-		p.Stop(10 * time.Second)
-	})
+	p.StopAtCleanup(t, 30)
 }
 
 // startCCM runs herald-ccm with the scale pool and extra flags by PID until
@@ -77,12 +72,7 @@ func startCCM(t *testing.T, c *cluster.Cluster, binary, memLimit string, extra [
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("herald-ccm log (tail):\n%s", p.LogTail(60))
-		}
-		p.Stop(10 * time.Second)
-	})
+	p.StopAtCleanup(t, 60)
 	return p
 }
 
