@@ -45,6 +45,8 @@ const (
 	minSyncPeriod = 100 * time.Millisecond
 	// agentHealthPort is herald-agent's default --health-bind-address port.
 	agentHealthPort = 10276
+	// agentMetricsAddr is herald-agent's default --metrics-bind-address.
+	agentMetricsAddr = "127.0.0.1:10279"
 	// attempt bounds one connection attempt: the lab is local, answers come
 	// in milliseconds, and a blocked packet must not stall a poll for long.
 	attempt = time.Second
@@ -224,19 +226,21 @@ func (e *netEnv) startEcho(t testing.TB, pod *netlab.Host) {
 }
 
 // startAgent runs herald-agent in the node's namespace against the relayed
-// apiserver. It returns the process; the lab stops it at the end.
-func (e *netEnv) startAgent(t testing.TB, node string) *cluster.Process {
+// apiserver, with extra flags after the lab's. It returns the process; the
+// lab stops it at the end.
+func (e *netEnv) startAgent(t testing.TB, node string, extra ...string) *cluster.Process {
 	t.Helper()
 	n := e.nodes[node]
-	p, err := n.Start("herald-agent-"+node, filepath.Join(e.dir, fmt.Sprintf("herald-agent-%s-%d.log", node, time.Now().UnixNano())),
-		heraldBinary(t, "herald-agent"),
-		"--kubeconfig="+e.c.Kubeconfig,
-		"--node-name="+node,
-		"--cluster-cidr="+podCIDR.String()+","+podCIDR6[0].String()+","+podCIDR6[1].String(),
-		"--min-sync-period="+minSyncPeriod.String(),
+	args := append([]string{
+		"--kubeconfig=" + e.c.Kubeconfig,
+		"--node-name=" + node,
+		"--cluster-cidr=" + podCIDR.String() + "," + podCIDR6[0].String() + "," + podCIDR6[1].String(),
+		"--min-sync-period=" + minSyncPeriod.String(),
 		"--burst=2",
 		"--v=2",
-	)
+	}, extra...)
+	p, err := n.Start("herald-agent-"+node, filepath.Join(e.dir, fmt.Sprintf("herald-agent-%s-%d.log", node, time.Now().UnixNano())),
+		heraldBinary(t, "herald-agent"), args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,4 +390,30 @@ func podsOf(t testing.TB, n int, ask func() (answer, error), check func(answer) 
 		seen[a.pod]++
 	}
 	return seen
+}
+
+// syncCount reads from the agent in ns how many syncs of a mode ("full",
+// "reload", "partial") succeeded.
+func syncCount(t testing.TB, ns *netlab.Netns, mode string) float64 {
+	t.Helper()
+	resp, err := httpClient(ns).Get("http://" + agentMetricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("agent metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("agent metrics: %v", err)
+	}
+	series := `herald_dataplane_sync_duration_seconds_count{mode="` + mode + `"} `
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("agent metrics: %q: %v", line, err)
+			}
+			return n
+		}
+	}
+	return 0
 }

@@ -342,6 +342,33 @@ func TestNetnsDataplane(t *testing.T) {
 		}
 	})
 
+	t.Run("periodic full resyncs reload elements and keep affinity", func(t *testing.T) {
+		// From here on n1's agent does a full resync every second. Each
+		// one reloads the elements over netlink, which must neither
+		// disturb traffic nor forget ClientIP choices.
+		e.agents["n1"].Stop(10 * time.Second)
+		e.startAgent(t, "n1", "--sync-period=1s", "--full-sync-period=1s")
+		e.waitAgentReady(t, "n1")
+		svc := echoService("sticky-resync", v1.ServiceTypeClusterIP)
+		svc.Spec.SessionAffinity = v1.ServiceAffinityClientIP
+		svc.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
+		sticky := e.createService(t, svc)
+		e.setEndpoints(t, "sticky-resync", "a1", "a2", "b1")
+		target := hostPort(sticky.Spec.ClusterIP, 80)
+		first := eventually(t, "sticky ClusterIP from n1", func() (answer, error) { return get(n1, target) }, anyAnswer)
+		reloadsBefore := syncCount(t, n1, "reload")
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			seen := podsOf(t, 5, func() (answer, error) { return get(n1, target) }, inSet(all))
+			if seen[first.pod] != 5 {
+				t.Fatalf("during full resyncs connections went to %v, want all to %s", seen, first.pod)
+			}
+		}
+		if reloads := syncCount(t, n1, "reload") - reloadsBefore; reloads < 2 {
+			t.Fatalf("%v reload syncs in 3 s with --full-sync-period=1s, want at least 2", reloads)
+		}
+	})
+
 	t.Run("no endpoints refuses at once", func(t *testing.T) {
 		empty := e.createService(t, echoService("empty", v1.ServiceTypeNodePort))
 		e.setEndpoints(t, "empty")

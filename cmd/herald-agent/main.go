@@ -47,7 +47,9 @@ func newNFT() (knftables.Interface, error) {
 
 // run is main without the process: tests pass their own arguments, output
 // and knftables.
-// batch says nft runs the nft binary (see dataplane.BatchElements).
+// batch says nft runs the nft binary against the host's kernel, so full
+// syncs may fold elements (dataplane.BatchElements) and reload them over
+// netlink (dataplane.ReloadElements).
 func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knftables.Interface, error), batch bool) int {
 	var o options
 	fs := newFlagSet(&o)
@@ -99,6 +101,9 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch}
+	if batch {
+		deps.Reloader = dataplane.NewNetlinkReloader(0)
+	}
 	if ct, err := agent.NewExecConntrack(); err != nil {
 		klog.FromContext(ctx).Error(err, "Stale UDP flows will not be deleted; install conntrack (conntrack-tools)")
 	} else {

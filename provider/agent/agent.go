@@ -67,7 +67,10 @@ type Deps struct {
 	// BatchElements: NFT is knftables.New's, which runs the nft binary, so
 	// full syncs may fold elements (dataplane.BatchElements).
 	BatchElements bool
-	Clock         clock.WithTicker
+	// Reloader, when set, does periodic full syncs by rewriting elements
+	// over netlink (dataplane.ReloadElements); nil means always through NFT.
+	Reloader dataplane.ElementReloader
+	Clock    clock.WithTicker
 	// Listen opens the healthCheckNodePort listeners.
 	Listen ListenFunc
 	// Conntrack deletes UDP conntrack entries that a sync made stale; nil
@@ -257,8 +260,12 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) HealthHandler() http.Handler { return a.health.handler() }
 
 func newApplier(deps Deps) *dataplane.Applier {
+	var opts []dataplane.ApplierOption
 	if deps.BatchElements {
-		return dataplane.NewApplier(deps.NFT, dataplane.BatchElements())
+		opts = append(opts, dataplane.BatchElements())
 	}
-	return dataplane.NewApplier(deps.NFT)
+	if deps.Reloader != nil {
+		opts = append(opts, dataplane.ReloadElements(deps.Reloader))
+	}
+	return dataplane.NewApplier(deps.NFT, opts...)
 }

@@ -11,8 +11,10 @@
 // sync). It is full, rewriting the table in one atomic transaction, the
 // first time, after any failure (the Applier no longer knows what the
 // kernel holds) and every FullSyncPeriod, to repair changes made behind
-// herald's back. Not more often, since a full sync forgets ClientIP affinity
-// choices.
+// herald's back. With Deps.Reloader, a full sync whose chains and rules the
+// kernel still holds as written rewrites only the elements, over netlink
+// (mode "reload" in the metrics), and keeps ClientIP affinity choices; a
+// full sync through nft forgets them.
 //
 // Restarts do not disturb traffic: stopping the agent leaves the table in
 // place, and the next agent's first full sync replaces it atomically.

@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "herald_dataplane_sync_duration_seconds",
-			Help: "Time to build and apply the nftables ruleset, by mode (full or partial).",
+			Help: "Time to build and apply the nftables ruleset, by mode (full, reload or partial).",
 			// 1 ms to about 65 s: a partial sync of a few elements up to a
 			// full sync of tens of thousands of Services.
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17),
@@ -65,8 +65,13 @@ func gauge(name, help string) prometheus.Gauge {
 	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
 }
 
-func syncMode(full bool) string {
-	if full {
+// syncMode labels a sync: "full" through nft, "reload" (a full sync that
+// rewrote only elements, over netlink) or "partial".
+func syncMode(res dataplane.SyncResult) string {
+	switch {
+	case res.Reloaded:
+		return "reload"
+	case res.Full:
 		return "full"
 	}
 	return "partial"

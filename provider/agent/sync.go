@@ -41,7 +41,7 @@ func (a *Agent) sync(ctx context.Context) error {
 		res, err = a.applier.Sync(ctx, ruleset)
 	}
 	now := a.clock.Now()
-	a.metrics.syncDuration.WithLabelValues(syncMode(res.Full)).Observe(now.Sub(start).Seconds())
+	a.metrics.syncDuration.WithLabelValues(syncMode(res)).Observe(now.Sub(start).Seconds())
 	if a.onSync != nil {
 		defer func() { a.onSync(syncReport{result: res, err: err}) }()
 	}
@@ -60,7 +60,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	}
 	a.health.synced(res.Full)
 	a.deleteStaleFlows(ctx, ruleset)
-	logger.V(2).Info("Dataplane synced", "mode", syncMode(res.Full), "operations", res.Operations,
+	logger.V(2).Info("Dataplane synced", "mode", syncMode(res), "operations", res.Operations,
 		"services", len(svcs), "endpointSlices", len(eps), "elapsed", now.Sub(start))
 
 	// Health check servers follow a successful sync only, so that they never

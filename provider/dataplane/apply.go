@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,11 @@ type Applier struct {
 	// applied is the Ruleset the kernel holds, as far as we know; nil after a
 	// failure or before the first sync, which forces the next sync to be full.
 	applied *Ruleset
+	// reloader, when set, does full syncs that need no new chains, rules or
+	// sets by rewriting elements over netlink; skeleton is the kernel's
+	// fingerprint of the table right after nft last wrote it.
+	reloader ElementReloader
+	skeleton []byte
 }
 
 // ApplierOption tunes an Applier.
@@ -36,6 +42,16 @@ type ApplierOption func(*Applier)
 // nft: knftables.Fake and other implementations would take a folded
 // command's key as one element.
 func BatchElements() ApplierOption { return func(a *Applier) { a.batch = true } }
+
+// ReloadElements makes full syncs rewrite only the elements, through r, when
+// the kernel still holds the chains, rules and sets that nft last wrote (the
+// periodic resync, almost always). The elements are replaced in one atomic
+// transaction, like a full sync through nft, at a third of the cost, and
+// remembered ClientIP choices survive it. Otherwise, or if r fails, the full
+// sync goes through nft as without this option.
+func ReloadElements(r ElementReloader) ApplierOption {
+	return func(a *Applier) { a.reloader = r }
+}
 
 // NewApplier returns an Applier over nft, which must be bound to family inet
 // and table TableName.
@@ -49,7 +65,9 @@ func NewApplier(nft knftables.Interface, opts ...ApplierOption) *Applier {
 
 // SyncResult tells what a sync did.
 type SyncResult struct {
-	Full       bool
+	Full bool
+	// Reloaded: the full sync rewrote only elements, over netlink.
+	Reloaded   bool
 	Operations int
 }
 
@@ -76,6 +94,12 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 		// desired does not say from what: we no longer know what it held.
 		full = true
 	}
+	if full && a.reloader != nil {
+		if res, ok := a.reload(ctx, desired); ok {
+			logger.V(2).Info("Synced nftables", "full", true, "reloaded", true, "operations", res.Operations, "elapsed", time.Since(start))
+			return res, nil
+		}
+	}
 	res := SyncResult{Full: full}
 	tx := a.nft.NewTransaction()
 	if full {
@@ -87,12 +111,15 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	if tx.NumOperations() > 0 {
 		if err := a.nft.Run(ctx, tx); err != nil {
 			// We no longer know what the kernel holds: start over next time.
-			a.applied = nil
+			a.applied, a.skeleton = nil, nil
 			return res, fmt.Errorf("%w (full=%t, %d operations): %w", ErrApply, full, res.Operations, err)
 		}
 	}
 	prev := a.applied
 	a.applied = desired
+	if full && a.reloader != nil {
+		a.recordSkeleton(ctx)
+	}
 	logger.V(2).Info("Synced nftables", "full", full, "operations", res.Operations, "elapsed", time.Since(start))
 	if !full && affinityShrank(prev, desired) {
 		a.purgeAffinity(ctx, desired)
@@ -105,8 +132,8 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 // it anew. Recreating rather than flushing is forced by nft 1.0.6, which can
 // add a rule naming a dnat map only in the transaction that creates the map
 // (see addFamilyContainers). The price: remembered ClientIP choices are
-// forgotten at a full sync; established connections keep their conntrack
-// NAT and are not affected. With batch, elements are folded into few
+// forgotten at a full sync through nft (a reload keeps them); established
+// connections keep their conntrack NAT and are not affected. With batch, elements are folded into few
 // commands; it returns how many element operations were folded away, so that
 // SyncResult.Operations counts elements either way.
 func fullTransaction(tx *knftables.Transaction, desired *Ruleset, batch bool) (folded int) {
@@ -195,4 +222,54 @@ func toKnft(r *Ruleset, container string, e Element) *knftables.Element {
 		el.Map = container
 	}
 	return el
+}
+
+// reload does a full sync by rewriting elements only, when nothing but
+// elements differs between what nft last wrote and desired, and the kernel
+// skeleton is still what nft wrote. It reports false when it did nothing
+// (the caller then syncs through nft); a failed reload also reports false,
+// since a netlink batch is atomic and leaves the table as it was.
+func (a *Applier) reload(ctx context.Context, desired *Ruleset) (SyncResult, bool) {
+	logger := klog.FromContext(ctx)
+	if a.applied == nil || a.skeleton == nil || !sameSkeleton(a.applied, desired) {
+		return SyncResult{}, false
+	}
+	fp, err := a.reloader.Fingerprint(ctx)
+	if err != nil {
+		logger.Info("Cannot read the nftables table's skeleton; syncing through nft", "err", err)
+		return SyncResult{}, false
+	}
+	if !bytes.Equal(fp, a.skeleton) {
+		logger.Info("Chains, rules or sets of the herald table changed behind herald's back; rewriting the table through nft")
+		return SyncResult{}, false
+	}
+	if err := a.reloader.Reload(ctx, desired); err != nil {
+		logger.Info("Cannot reload elements over netlink; syncing through nft", "err", err)
+		return SyncResult{}, false
+	}
+	prev := a.applied
+	a.applied = desired
+	if affinityShrank(prev, desired) {
+		a.purgeAffinity(ctx, desired)
+	}
+	n := 0
+	for _, els := range desired.Elements {
+		n += len(els)
+	}
+	return SyncResult{Full: true, Reloaded: true, Operations: n}, true
+}
+
+// recordSkeleton fingerprints the table nft has just written; without a
+// fingerprint the next full sync goes through nft again.
+func (a *Applier) recordSkeleton(ctx context.Context) {
+	fp, err := a.reloader.Fingerprint(ctx)
+	if err != nil {
+		klog.FromContext(ctx).Info("Cannot fingerprint the nftables table; full syncs keep using nft", "err", err)
+	}
+	a.skeleton = fp
+}
+
+// sameSkeleton: desired has exactly applied's chains, rules and sets.
+func sameSkeleton(applied, desired *Ruleset) bool {
+	return len(applied.Chains) == len(desired.Chains) && partialPossible(applied, desired)
 }

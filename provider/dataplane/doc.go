@@ -54,7 +54,23 @@
 // them, and 1.0 s written as one "add element" command per 4096 elements, so
 // the applier folds them when it drives the nft binary (knftables.Fake and
 // wrappers get one element per command). That 1.0 s of nft, two thirds of it
-// parsing and evaluating in userspace, is the floor of a full sync at 10k.
+// parsing and evaluating in userspace, is the floor of a full sync through
+// nft at 10k; perf shows most of it in malloc and page faults, about 2 KiB
+// per element.
+//
+// So a full sync skips nft when it can (ReloadElements). Most full syncs are
+// the periodic resync, whose chains, rules and set definitions are what nft
+// wrote last time: only elements can have drifted. The applier then sends,
+// in one netlink batch (atomic like an nft transaction), a flush of every
+// static set and map and all their elements, encoded in Go byte for byte as
+// nft would (TestRealReloadWritesWhatNftWrites compares nft's listing of
+// both). At 10k Services that takes ~0.2 s instead of ~1 s. Whether the
+// kernel still holds what nft wrote is decided by a fingerprint of its chain,
+// rule and set dumps (without use counters and element counts), taken after
+// each nft full sync; any difference, a new chain, a set definition change,
+// or a failed reload sends the full sync through nft. Dynamic maps (ClientIP
+// affinity) are not flushed, so remembered choices survive a reload; stale
+// ones are purged as after a partial sync.
 //
 // A partial sync must not cost what a full one does. Starting nft costs
 // ~18 ms of CPU whatever it does, and a few element commands add ~7 ms; the
@@ -84,7 +100,8 @@
 // aff4 up before the random pick. Those entries are not desired state, so
 // after a partial sync the applier purges the ones pointing at endpoints that
 // went away (otherwise a client would follow a dead pod until the timeout).
-// A full sync recreates the table and so forgets them all.
+// A full sync through nft recreates the table and so forgets them all; a
+// reload keeps them.
 //
 // Traffic to a frontend with no usable endpoint is not DNATed and reaches
 // the block chain at priority filter in input, forward and output: reject

@@ -1,0 +1,262 @@
+package dataplane
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+	"sigs.k8s.io/knftables"
+)
+
+// ErrReload wraps every failure of a netlink element reload.
+var ErrReload = errors.New("reload nftables elements over netlink")
+
+// ElementReloader rewrites every element of the herald table in one atomic
+// kernel transaction, without touching chains, rules or set definitions.
+// It lets a full sync whose skeleton the kernel already holds skip nft,
+// which spends most of a full sync parsing element text (see doc.go).
+type ElementReloader interface {
+	// Fingerprint identifies the table's chains, rules and set definitions
+	// (not their elements) as the kernel holds them now. Two equal
+	// fingerprints mean nobody changed the skeleton in between.
+	Fingerprint(ctx context.Context) ([]byte, error)
+	// Reload flushes every set and map of desired except dynamic ones (their
+	// elements are written by the packet path) and adds desired's elements,
+	// in one transaction.
+	Reload(ctx context.Context, desired *Ruleset) error
+}
+
+// NetlinkReloader is the ElementReloader that talks to the kernel directly.
+type NetlinkReloader struct {
+	netns int
+}
+
+// NewNetlinkReloader returns a reloader for the herald table in the network
+// namespace netnsFD refers to; 0 means the caller's.
+func NewNetlinkReloader(netnsFD int) *NetlinkReloader { return &NetlinkReloader{netns: netnsFD} }
+
+// Reload implements ElementReloader.
+func (n *NetlinkReloader) Reload(_ context.Context, desired *Ruleset) error {
+	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	type batch struct {
+		set    *nftables.Set
+		chunks [][]nftables.SetElement
+	}
+	var batches []batch
+	size := 0
+	for _, name := range sortedKeys(desired.Elements) {
+		if !desired.has(name) {
+			return fmt.Errorf("%w: elements for %s, which the ruleset does not declare", ErrReload, name)
+		}
+	}
+	for _, name := range containerNames(desired) {
+		typeOf, flags, isMap := containerType(desired, name)
+		if slices.Contains(flags, knftables.DynamicFlag) {
+			continue
+		}
+		l, err := layoutOf(typeOf, flags)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrReload, name, err)
+		}
+		els := desired.Elements[name]
+		ordered := make([]Element, 0, len(els))
+		for _, k := range sortedKeys(els) {
+			ordered = append(ordered, els[k])
+		}
+		enc, err := encodeElements(l, ordered)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrReload, name, err)
+		}
+		b := batch{set: &nftables.Set{Table: table, Name: name, IsMap: isMap, Interval: l.interval}}
+		var chunkBytes int
+		b.chunks, chunkBytes = chunkElements(enc)
+		size += chunkBytes
+		batches = append(batches, b)
+	}
+	c, err := n.conn(size)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	for _, b := range batches {
+		c.FlushSet(b.set)
+		for _, chunk := range b.chunks {
+			if err := c.SetAddElements(b.set, chunk); err != nil {
+				return fmt.Errorf("%w: %s: %w", ErrReload, b.set.Name, err)
+			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	return nil
+}
+
+// maxElementListBytes keeps one message's element list inside a netlink
+// attribute, whose length is 16 bits.
+const maxElementListBytes = 60000
+
+// chunkElements splits elements into lists that each fit one netlink
+// attribute, and returns about how many bytes they encode to.
+func chunkElements(els []nftables.SetElement) ([][]nftables.SetElement, int) {
+	var chunks [][]nftables.SetElement
+	total, inChunk, from := 0, 0, 0
+	for i, e := range els {
+		n := encodedSize(e)
+		if inChunk+n > maxElementListBytes && i > from {
+			chunks = append(chunks, els[from:i])
+			from, inChunk = i, 0
+		}
+		inChunk += n
+		total += n
+	}
+	if from < len(els) {
+		chunks = append(chunks, els[from:])
+	}
+	return chunks, total + 256*len(chunks)
+}
+
+// encodedSize bounds the bytes one element takes in a NEWSETELEM message:
+// nested attribute headers, 4-byte alignment, and a NUL after strings.
+func encodedSize(e nftables.SetElement) int {
+	attr := func(payload int) int { return 4 + (payload+3)&^3 }
+	n := attr(0) + attr(attr(len(e.Key))) + attr(4)
+	if len(e.KeyEnd) > 0 {
+		n += attr(attr(len(e.KeyEnd)))
+	}
+	if len(e.Val) > 0 {
+		n += attr(attr(len(e.Val)))
+	}
+	if e.VerdictData != nil {
+		n += attr(attr(attr(4) + attr(len(e.VerdictData.Chain)+1)))
+	}
+	if e.Comment != "" {
+		n += attr(2 + len(e.Comment) + 1)
+	}
+	return n
+}
+
+// conn opens a netlink connection whose send buffer holds the whole batch:
+// the kernel applies a batch atomically only if it arrives in one message,
+// and the default buffer (~200 KiB) is far smaller than 10k Services' elements.
+func (n *NetlinkReloader) conn(batchBytes int) (*nftables.Conn, error) {
+	buf := max(batchBytes+1<<20, 4<<20)
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf)
+		}); err != nil {
+			return err
+		}
+		return serr
+	})}
+	if n.netns != 0 {
+		opts = append(opts, nftables.WithNetNSFd(n.netns))
+	}
+	return nftables.New(opts...)
+}
+
+// nftaSetCount is the element count newer kernels (6.x) report in set dumps;
+// golang.org/x/sys does not name it yet.
+const nftaSetCount = 20
+
+// Fingerprint implements ElementReloader: a hash of the kernel's chain,
+// rule and set dumps for the table. What moves with elements is left out:
+// chains' use counters (a verdict map element that jumps to a chain is a
+// use) and sets' element counts.
+func (n *NetlinkReloader) Fingerprint(_ context.Context) ([]byte, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: n.netns})
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial: %w", ErrReload, err)
+	}
+	defer func() { _ = c.Close() }()
+	h := sha256.New()
+	for _, q := range []struct {
+		msg      uint16
+		volatile uint16 // attribute left out; 0 for none
+	}{
+		{unix.NFT_MSG_GETCHAIN, unix.NFTA_CHAIN_USE},
+		{unix.NFT_MSG_GETRULE, 0},
+		{unix.NFT_MSG_GETSET, nftaSetCount},
+	} {
+		// NFTA_{CHAIN,RULE,SET}_TABLE are all attribute 1; the kernel
+		// honours the filter for rules and sets, and we check it for all.
+		ae := netlink.NewAttributeEncoder()
+		ae.String(unix.NFTA_CHAIN_TABLE, TableName)
+		attrs, err := ae.Encode()
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrReload, err)
+		}
+		msgs, err := c.Execute(netlink.Message{
+			Header: netlink.Header{
+				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | q.msg),
+				Flags: netlink.Request | netlink.Dump,
+			},
+			Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: dump %d: %w", ErrReload, q.msg, err)
+		}
+		for _, m := range msgs {
+			if len(m.Data) < 4 {
+				continue
+			}
+			// skip nfgenmsg: its res_id carries the ruleset generation,
+			// which any change anywhere in the namespace bumps
+			got, err := netlink.UnmarshalAttributes(m.Data[4:])
+			if err != nil {
+				return nil, fmt.Errorf("%w: dump %d: %w", ErrReload, q.msg, err)
+			}
+			if !inTable(got) {
+				continue
+			}
+			_ = binary.Write(h, binary.BigEndian, q.msg)
+			for _, a := range got {
+				if q.volatile != 0 && a.Type&^(netlink.Nested|netlink.NetByteOrder) == q.volatile {
+					continue
+				}
+				_ = binary.Write(h, binary.BigEndian, [2]uint32{uint32(a.Type), uint32(len(a.Data))})
+				h.Write(a.Data)
+			}
+		}
+	}
+	return h.Sum(nil), nil
+}
+
+func inTable(attrs []netlink.Attribute) bool {
+	for _, a := range attrs {
+		if a.Type == unix.NFTA_CHAIN_TABLE {
+			return string(a.Data) == TableName+"\x00"
+		}
+	}
+	return false
+}
+
+func containerNames(r *Ruleset) []string {
+	names := make([]string, 0, len(r.Sets)+len(r.Maps))
+	for n := range r.Sets {
+		names = append(names, n)
+	}
+	for n := range r.Maps {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func containerType(r *Ruleset, name string) (typeOf string, flags []knftables.SetFlag, isMap bool) {
+	if s := r.Sets[name]; s != nil {
+		return s.TypeOf, s.Flags, false
+	}
+	m := r.Maps[name]
+	return m.TypeOf, m.Flags, true
+}
