@@ -482,6 +482,12 @@ func TestNetnsDataplane(t *testing.T) {
 		e.startAgent(t, "n2")
 		e.waitAgentReady(t, "n2")
 		same("agent restarted")
+		// The table it found is stamped with the skeleton it wants: its
+		// first full sync only reloads the elements, keeping ClientIP
+		// choices.
+		if full, reload := syncCount(t, e.nodes["n2"].Netns, "full"), syncCount(t, e.nodes["n2"].Netns, "reload"); full != 0 || reload < 1 {
+			t.Errorf("restarted agent: %v full syncs through nft and %v reloads, want 0 and at least 1", full, reload)
+		}
 		eventually(t, "new connections after the restart", func() (answer, error) { return get(cl, addr) }, anyAnswer)
 	})
 

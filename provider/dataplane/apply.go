@@ -1,8 +1,9 @@
 package dataplane
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,10 +28,8 @@ type Applier struct {
 	// failure or before the first sync, which forces the next sync to be full.
 	applied *Ruleset
 	// reloader, when set, does full syncs that need no new chains, rules or
-	// sets by rewriting elements over netlink; skeleton is the kernel's
-	// fingerprint of the table right after nft last wrote it.
+	// sets by rewriting elements over netlink.
 	reloader ElementReloader
-	skeleton []byte
 }
 
 // ApplierOption tunes an Applier.
@@ -111,14 +110,14 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	if tx.NumOperations() > 0 {
 		if err := a.nft.Run(ctx, tx); err != nil {
 			// We no longer know what the kernel holds: start over next time.
-			a.applied, a.skeleton = nil, nil
+			a.applied = nil
 			return res, fmt.Errorf("%w (full=%t, %d operations): %w", ErrApply, full, res.Operations, err)
 		}
 	}
 	prev := a.applied
 	a.applied = desired
 	if full && a.reloader != nil {
-		a.recordSkeleton(ctx)
+		a.stamp(ctx, desired)
 	}
 	logger.V(2).Info("Synced nftables", "full", full, "operations", res.Operations, "elapsed", time.Since(start))
 	if !full && affinityShrank(prev, desired) {
@@ -224,14 +223,27 @@ func toKnft(r *Ruleset, container string, e Element) *knftables.Element {
 	return el
 }
 
-// reload does a full sync by rewriting elements only, when nothing but
-// elements differs between what nft last wrote and desired, and the kernel
-// skeleton is still what nft wrote. It reports false when it did nothing
-// (the caller then syncs through nft); a failed reload also reports false,
-// since a netlink batch is atomic and leaves the table as it was.
+// reload does a full sync by rewriting elements only, when the kernel holds
+// the chains, rules and sets desired needs. It knows from the stamp: after
+// each full sync through nft the applier records in the table a digest of
+// the skeleton it wrote and a fingerprint of what the kernel then held. An
+// equal digest and an unchanged fingerprint prove the skeleton is desired's
+// and untouched since, whatever this process knows: a restarted agent or a
+// sync after a failure (nft transactions are atomic, so a failed one changed
+// nothing) can reload too. It reports false when it did nothing (the caller
+// then syncs through nft); a failed reload also reports false, since a
+// netlink batch is atomic and leaves the table as it was.
 func (a *Applier) reload(ctx context.Context, desired *Ruleset) (SyncResult, bool) {
 	logger := klog.FromContext(ctx)
-	if a.applied == nil || a.skeleton == nil || !sameSkeleton(a.applied, desired) {
+	stamp, err := a.reloader.Stamp(ctx)
+	if err != nil {
+		// no table yet, or it lacks the stamp set: an older layout
+		logger.V(2).Info("No skeleton stamp in the table; syncing through nft", "err", err)
+		return SyncResult{}, false
+	}
+	digest, fingerprint, _ := strings.Cut(stamp, " ")
+	if digest != skeletonDigest(desired) {
+		logger.V(2).Info("The table's skeleton is not the desired one; syncing through nft")
 		return SyncResult{}, false
 	}
 	fp, err := a.reloader.Fingerprint(ctx)
@@ -239,7 +251,7 @@ func (a *Applier) reload(ctx context.Context, desired *Ruleset) (SyncResult, boo
 		logger.Info("Cannot read the nftables table's skeleton; syncing through nft", "err", err)
 		return SyncResult{}, false
 	}
-	if !bytes.Equal(fp, a.skeleton) {
+	if fingerprint != stampHex(fp) {
 		logger.Info("Chains, rules or sets of the herald table changed behind herald's back; rewriting the table through nft")
 		return SyncResult{}, false
 	}
@@ -259,17 +271,30 @@ func (a *Applier) reload(ctx context.Context, desired *Ruleset) (SyncResult, boo
 	return SyncResult{Full: true, Reloaded: true, Operations: n}, true
 }
 
-// recordSkeleton fingerprints the table nft has just written; without a
-// fingerprint the next full sync goes through nft again.
-func (a *Applier) recordSkeleton(ctx context.Context) {
+// stamp records in the table which skeleton nft has just written and how
+// the kernel holds it. Without a stamp the next full sync goes through nft
+// again, so a failure is only logged.
+func (a *Applier) stamp(ctx context.Context, written *Ruleset) {
+	logger := klog.FromContext(ctx)
 	fp, err := a.reloader.Fingerprint(ctx)
-	if err != nil {
-		klog.FromContext(ctx).Info("Cannot fingerprint the nftables table; full syncs keep using nft", "err", err)
+	if err == nil {
+		err = a.reloader.SetStamp(ctx, skeletonDigest(written)+" "+stampHex(fp))
 	}
-	a.skeleton = fp
+	if err != nil {
+		logger.Info("Cannot stamp the nftables table; full syncs keep using nft", "err", err)
+	}
 }
 
-// sameSkeleton: desired has exactly applied's chains, rules and sets.
-func sameSkeleton(applied, desired *Ruleset) bool {
-	return len(applied.Chains) == len(desired.Chains) && partialPossible(applied, desired)
+// stampHex shortens a digest so that two fit an element comment (128 bytes).
+func stampHex(sum []byte) string { return hex.EncodeToString(sum[:min(len(sum), 24)]) }
+
+// skeletonDigest identifies r's chains, rules and set definitions: the nft
+// text a full sync would write for them.
+func skeletonDigest(r *Ruleset) string {
+	skeleton := *r
+	skeleton.Elements = nil
+	tx := knftables.NewFake(TableFamily, TableName).NewTransaction()
+	fullTransaction(tx, &skeleton, false)
+	sum := sha256.Sum256([]byte(tx.String()))
+	return stampHex(sum[:])
 }

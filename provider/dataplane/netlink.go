@@ -27,9 +27,13 @@ type ElementReloader interface {
 	// fingerprints mean nobody changed the skeleton in between.
 	Fingerprint(ctx context.Context) ([]byte, error)
 	// Reload flushes every set and map of desired except dynamic ones (their
-	// elements are written by the packet path) and adds desired's elements,
-	// in one transaction.
+	// elements are written by the packet path) and the stamp, and adds
+	// desired's elements, in one transaction.
 	Reload(ctx context.Context, desired *Ruleset) error
+	// Stamp returns the note SetStamp left in the table; "" if none.
+	Stamp(ctx context.Context) (string, error)
+	// SetStamp replaces the note kept in the table.
+	SetStamp(ctx context.Context, note string) error
 }
 
 // NetlinkReloader is the ElementReloader that talks to the kernel directly.
@@ -57,7 +61,7 @@ func (n *NetlinkReloader) Reload(_ context.Context, desired *Ruleset) error {
 	}
 	for _, name := range containerNames(desired) {
 		typeOf, flags, isMap := containerType(desired, name)
-		if slices.Contains(flags, knftables.DynamicFlag) {
+		if name == stampSet || slices.Contains(flags, knftables.DynamicFlag) {
 			continue
 		}
 		l, err := layoutOf(typeOf, flags)
@@ -96,6 +100,43 @@ func (n *NetlinkReloader) Reload(_ context.Context, desired *Ruleset) error {
 		return fmt.Errorf("%w: %w", ErrReload, err)
 	}
 	return nil
+}
+
+// Stamp implements ElementReloader.
+func (n *NetlinkReloader) Stamp(context.Context) (string, error) {
+	c, err := n.conn(0)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	els, err := c.GetSetElements(stampSetRef())
+	if err != nil {
+		return "", fmt.Errorf("%w: read stamp: %w", ErrReload, err)
+	}
+	for _, e := range els {
+		return e.Comment, nil
+	}
+	return "", nil
+}
+
+// SetStamp implements ElementReloader.
+func (n *NetlinkReloader) SetStamp(_ context.Context, note string) error {
+	c, err := n.conn(0)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	s := stampSetRef()
+	c.FlushSet(s)
+	if err := c.SetAddElements(s, []nftables.SetElement{{Key: make([]byte, 4), Comment: note}}); err != nil {
+		return fmt.Errorf("%w: write stamp: %w", ErrReload, err)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("%w: write stamp: %w", ErrReload, err)
+	}
+	return nil
+}
+
+func stampSetRef() *nftables.Set {
+	return &nftables.Set{Table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}, Name: stampSet}
 }
 
 // maxElementListBytes keeps one message's element list inside a netlink

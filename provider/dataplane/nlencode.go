@@ -26,7 +26,7 @@ const (
 	fieldIPv6                 // 16 bytes, network order
 	fieldProto                // 1 byte, IANA protocol number
 	fieldPort                 // 2 bytes, network order
-	fieldNumgen               // 4 bytes, host order: numgen writes a host-order register
+	fieldHostU32              // 4 bytes, host order, as numgen and meta mark write registers
 	fieldVerdict              // a verdict, only as a whole map value
 )
 
@@ -77,8 +77,8 @@ func fieldsOf(concat string) ([]field, error) {
 			out = append(out, fieldProto)
 		case part == "th dport":
 			out = append(out, fieldPort)
-		case strings.HasPrefix(part, "numgen "):
-			out = append(out, fieldNumgen)
+		case strings.HasPrefix(part, "numgen "), part == "meta mark":
+			out = append(out, fieldHostU32)
 		default:
 			return nil, fmt.Errorf("%w: unsupported typeof expression %q", ErrEncode, part)
 		}
@@ -233,7 +233,7 @@ func appendField(out []byte, f field, s string) ([]byte, error) {
 			return nil, fmt.Errorf("%w: port %q: %w", ErrEncode, s, err)
 		}
 		return binary.BigEndian.AppendUint16(out, uint16(n)), nil
-	case fieldNumgen:
+	case fieldHostU32:
 		n, err := strconv.ParseUint(s, 10, 32)
 		if err != nil {
 			return nil, fmt.Errorf("%w: index %q: %w", ErrEncode, s, err)

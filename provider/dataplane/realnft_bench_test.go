@@ -338,32 +338,42 @@ func TestRealApplierReloadsUntilTampered(t *testing.T) {
 	if !strings.Contains(got, remembered) {
 		t.Errorf("a reload forgot a remembered ClientIP choice:\n%s", got)
 	}
-	if withoutAffinity(got) != withoutAffinity(wantScaled) {
-		t.Errorf("reloaded table differs from nft's:\n%s", lineDiff(withoutAffinity(wantScaled), withoutAffinity(got)))
+	if withoutNotes(got) != withoutNotes(wantScaled) {
+		t.Errorf("reloaded table differs from nft's:\n%s", lineDiff(withoutNotes(wantScaled), withoutNotes(got)))
 	}
 
 	if out, err := exec.Command("nft", "add rule inet herald services counter accept").CombinedOutput(); err != nil {
 		t.Fatalf("tamper: %v: %s", err, out)
 	}
 	full(scaled, false)
-	if got := listTable(t); got != wantScaled {
-		t.Errorf("the table was not repaired:\n%s", lineDiff(wantScaled, got))
+	if got := listTable(t); withoutNotes(got) != withoutNotes(wantScaled) {
+		t.Errorf("the table was not repaired:\n%s", lineDiff(withoutNotes(wantScaled), withoutNotes(got)))
 	}
 	full(start, true)
+
+	// A restarted agent knows nothing but finds the stamp.
+	a = NewApplier(nft, BatchElements(), ReloadElements(NewNetlinkReloader(threadNetns(t))))
+	full(scaled, true)
+	if got := listTable(t); withoutNotes(got) != withoutNotes(wantScaled) {
+		t.Errorf("a restarted agent's reload differs from nft's:\n%s", lineDiff(withoutNotes(wantScaled), withoutNotes(got)))
+	}
 }
 
-// withoutAffinity drops the aff4/aff6 maps' elements, which the packet path
-// (or the test) writes.
-func withoutAffinity(table string) string {
+// withoutNotes drops the containers whose elements herald does not
+// desire but finds: ClientIP choices (aff4/aff6), written by the packet path
+// or the test, and the applier's stamp.
+func withoutNotes(table string) string {
 	var out []string
 	skip := false
 	for _, l := range strings.Split(table, "\n") {
-		switch {
-		case strings.HasPrefix(strings.TrimSpace(l), "map aff4 {"), strings.HasPrefix(strings.TrimSpace(l), "map aff6 {"):
+		switch strings.TrimSpace(l) {
+		case "map aff4 {", "map aff6 {", "set stamp {":
 			skip = true
-		case skip && strings.TrimSpace(l) == "}":
-			skip = false
-			continue
+		case "}":
+			if skip {
+				skip = false
+				continue
+			}
 		}
 		if !skip {
 			out = append(out, l)

@@ -127,7 +127,14 @@ func addSkeleton(r *Ruleset, opts Options) {
 	r.addChain(chainAffinity, affinity...)
 	r.addChain(chainMasq, "masquerade")
 	r.addChain(chainReject, "meta l4proto tcp reject with tcp reset", "reject")
+	// Not used by any rule: its one element's comment records which
+	// skeleton nft wrote, for a later full sync or a restarted agent to
+	// reload elements only (see Applier.reload).
+	r.addSet(stampSet, "meta mark")
 }
+
+// stampSet holds the applier's stamp; reloads leave it alone.
+const stampSet = "stamp"
 
 // postroutingRules masquerade after the routing decision. The decision is
 // re-derived from conntrack's original tuple instead of a packet mark, so herald
