@@ -51,9 +51,14 @@ func helm(t testing.TB, args ...string) string {
 // Deployment would (its args, its cloud config, its ServiceAccount). That
 // last step proves the chart's RBAC is enough: herald-ccm wins the lease
 // and gives a Service an address, and nothing is forbidden on the way.
+// herald-agent, enabled in the ci values, is checked the same way: its
+// DaemonSet and RBAC as installed, then (as root) the real binary with the
+// DaemonSet's args and ServiceAccount on a node of its own.
 func TestChart(t *testing.T) {
+	prefetchBinaries()
 	helm(t, "lint", "--strict", chartDir)
 	helm(t, "lint", "--strict", chartDir, "-f", ciValues)
+	checkAgentToggle(t)
 	rendered := filepath.Join(t.TempDir(), "chart.yaml")
 	manifest := helm(t, "template", "herald", chartDir, "--namespace", chartNamespace,
 		"--kube-version", "v1.37.2", "--include-crds", "-f", ciValues)
@@ -67,6 +72,7 @@ func TestChart(t *testing.T) {
 	// Strict: an unknown or misplaced field anywhere in a template fails.
 	t.Logf("server-side dry run:\n%s", kubectl(t, c, "apply", "--dry-run=server", "--validate=strict", "-f", rendered))
 	kubectl(t, c, "apply", "-f", rendered)
+	ds := checkAgentObjects(t, client)
 
 	m := runChartCCM(t, c, client)
 	// Deferred, so that a refusal is named even when a wait below fails.
@@ -85,6 +91,10 @@ func TestChart(t *testing.T) {
 	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" {
 		t.Errorf("lease %s/%s not held: %v", chartNamespace, m.lease, err)
 	}
+	t.Run("agent", func(t *testing.T) {
+		// node-a's InternalIP, as createNodes gives it.
+		runChartAgent(t, c, client, ds, "node-a", netip.MustParseAddr("192.0.2.11"), svc.Spec.ClusterIP)
+	})
 }
 
 // chartCCM is herald-ccm started from the installed chart.
@@ -129,20 +139,7 @@ func runChartCCM(t testing.TB, c *cluster.Cluster, client kubernetes.Interface) 
 			args[i] = strings.ReplaceAll(args[i], mount+"/", dir+"/")
 		}
 	}
-	token, err := client.CoreV1().ServiceAccounts(chartNamespace).CreateToken(ctx, pod.ServiceAccountName,
-		&authenticationv1.TokenRequest{}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := clientcmdapi.NewConfig()
-	kubeconfig.Clusters["c"] = &clientcmdapi.Cluster{Server: c.Config.Host, CertificateAuthorityData: c.Config.CAData}
-	kubeconfig.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Token: token.Status.Token}
-	kubeconfig.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "sa"}
-	kubeconfig.CurrentContext = "c"
-	kubeconfigPath := filepath.Join(dir, "kubeconfig")
-	if err := clientcmd.WriteToFile(*kubeconfig, kubeconfigPath); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfigPath := serviceAccountKubeconfig(t, c, client, pod.ServiceAccountName, dir)
 	args = append(args, "--kubeconfig="+kubeconfigPath, "--authentication-kubeconfig="+kubeconfigPath,
 		"--authorization-kubeconfig="+kubeconfigPath, "--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(cluster.FreePort(t)))
 
@@ -164,18 +161,46 @@ func runChartCCM(t testing.TB, c *cluster.Cluster, client kubernetes.Interface) 
 	return m
 }
 
+// serviceAccountKubeconfig writes, into dir, a kubeconfig that reaches c
+// with a token of the ServiceAccount, the identity a pod of it would have.
+func serviceAccountKubeconfig(t testing.TB, c *cluster.Cluster, client kubernetes.Interface, serviceAccount, dir string) string {
+	t.Helper()
+	token, err := client.CoreV1().ServiceAccounts(chartNamespace).CreateToken(context.Background(), serviceAccount,
+		&authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.Clusters["c"] = &clientcmdapi.Cluster{Server: c.Config.Host, CertificateAuthorityData: c.Config.CAData}
+	kubeconfig.AuthInfos["sa"] = &clientcmdapi.AuthInfo{Token: token.Status.Token}
+	kubeconfig.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "sa"}
+	kubeconfig.CurrentContext = "c"
+	path := filepath.Join(dir, "kubeconfig")
+	if err := clientcmd.WriteToFile(*kubeconfig, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // requireNothingForbidden fails t for every refusal in herald-ccm's log:
 // some are only logged and retried (informers, leader election), so the
 // other checks alone could pass with a narrower role than intended.
 func (m *chartCCM) requireNothingForbidden(t testing.TB) {
 	t.Helper()
-	log, err := os.ReadFile(m.logPath)
+	requireNothingForbidden(t, "herald-ccm", m.logPath)
+}
+
+// requireNothingForbidden fails t for every refusal in the log of a
+// component started with the chart's ServiceAccount and RBAC.
+func requireNothingForbidden(t testing.TB, name, logPath string) {
+	t.Helper()
+	log, err := os.ReadFile(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for line := range strings.Lines(string(log)) {
 		if strings.Contains(strings.ToLower(line), "forbidden") {
-			t.Errorf("RBAC refused herald-ccm something: %s", line)
+			t.Errorf("RBAC refused %s something: %s", name, line)
 		}
 	}
 }

@@ -39,3 +39,31 @@ app.kubernetes.io/component: ccm
 {{- define "herald.ccm.leaseName" -}}
 {{- include "herald.ccm.name" . -}}
 {{- end -}}
+
+{{- define "herald.agent.name" -}}
+{{- printf "%s-agent" (include "herald.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels of herald-agent's pods; never change them in an upgrade. */}}
+{{- define "herald.agent.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: agent
+{{- end -}}
+
+{{- define "herald.agent.serviceAccountName" -}}
+{{- if .Values.agent.serviceAccount.create -}}
+{{- default (include "herald.agent.name" .) .Values.agent.serviceAccount.name -}}
+{{- else -}}
+{{- required "agent.serviceAccount.name is required when agent.serviceAccount.create is false" .Values.agent.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* host:port, with brackets around an IPv6 host. */}}
+{{- define "herald.hostPort" -}}
+{{- if contains ":" .host -}}
+[{{ .host }}]:{{ .port }}
+{{- else -}}
+{{ .host }}:{{ .port }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,350 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	v1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/heraldlb/herald/e2e/cluster"
+	"github.com/heraldlb/herald/e2e/netlab"
+)
+
+// agentName is herald-agent's DaemonSet, ServiceAccount, ClusterRole and
+// ClusterRoleBinding in release "herald" of chart "herald".
+const agentName = "herald-agent"
+
+// agentRules is exactly what herald-agent reads: informers (list, watch) on
+// Services and EndpointSlices, and on its own Node. It writes nothing.
+var agentRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
+}
+
+// helmFails runs the pinned helm, which must fail, and returns its output.
+func helmFails(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("go", append([]string{"run", helmPackage}, args...)...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("helm %s succeeded; want an error", strings.Join(args, " "))
+	}
+	return string(out)
+}
+
+// renderedObject is what identifies one object of a rendered manifest.
+type renderedObject struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+}
+
+func renderedObjects(t testing.TB, manifest string) []renderedObject {
+	t.Helper()
+	var out []renderedObject
+	dec := yaml.NewYAMLOrJSONDecoder(strings.NewReader(manifest), 4096)
+	for {
+		var o renderedObject
+		err := dec.Decode(&o)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("rendered manifest: %v", err)
+		}
+		if o.Kind != "" {
+			out = append(out, o)
+		}
+	}
+}
+
+// checkAgentToggle checks that the agent is off by default (it replaces
+// kube-proxy, so it is opt-in), that agent.enabled=false renders none of its
+// objects even with the ci values, and that the schema refuses a typo under
+// agent instead of ignoring it.
+func checkAgentToggle(t *testing.T) {
+	t.Helper()
+	raw, err := os.ReadFile(chartDir + "/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Agent struct {
+			Enabled *bool `json:"enabled"`
+		} `json:"agent"`
+	}
+	if err := sigsyaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	if values.Agent.Enabled == nil || *values.Agent.Enabled {
+		t.Errorf("values.yaml: agent.enabled = %v, want false (herald-agent must not run beside kube-proxy)", values.Agent.Enabled)
+	}
+	off := helm(t, "template", "herald", chartDir, "--namespace", chartNamespace,
+		"--kube-version", "v1.37.2", "-f", ciValues, "--set", "agent.enabled=false")
+	objects := renderedObjects(t, off)
+	if len(objects) == 0 {
+		t.Fatal("agent.enabled=false rendered nothing at all")
+	}
+	for _, o := range objects {
+		if o.Kind == "DaemonSet" || o.Metadata.Labels["app.kubernetes.io/component"] == "agent" {
+			t.Errorf("agent.enabled=false rendered %s %s", o.Kind, o.Metadata.Name)
+		}
+	}
+	out := helmFails(t, "template", "herald", chartDir, "--kube-version", "v1.37.2",
+		"-f", ciValues, "--set", "agent.enabeld=true")
+	if !strings.Contains(out, "enabeld") {
+		t.Errorf("helm refused agent.enabeld without naming it:\n%s", out)
+	}
+}
+
+// checkAgentObjects reads the installed DaemonSet and RBAC and checks what
+// running in place of kube-proxy needs: the node's network, NET_ADMIN and
+// nothing more, the node name from the downward API, probes on the health
+// port, every node, one node at a time, and exactly the agent's RBAC rules.
+func checkAgentObjects(t *testing.T, client kubernetes.Interface) *appsv1.DaemonSet {
+	t.Helper()
+	ctx := context.Background()
+	ds, err := client.AppsV1().DaemonSets(chartNamespace).Get(ctx, agentName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := ds.Spec.Template.Spec
+	if !pod.HostNetwork || pod.DNSPolicy != v1.DNSClusterFirstWithHostNet {
+		t.Errorf("hostNetwork %v, dnsPolicy %s; want true, ClusterFirstWithHostNet", pod.HostNetwork, pod.DNSPolicy)
+	}
+	if pod.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName %q, want system-node-critical", pod.PriorityClassName)
+	}
+	if want := []v1.Toleration{{Operator: v1.TolerationOpExists}}; !reflect.DeepEqual(pod.Tolerations, want) {
+		t.Errorf("tolerations %+v, want %+v (every node)", pod.Tolerations, want)
+	}
+	if u := ds.Spec.UpdateStrategy; u.Type != appsv1.RollingUpdateDaemonSetStrategyType ||
+		u.RollingUpdate == nil || u.RollingUpdate.MaxUnavailable.String() != "1" {
+		t.Errorf("updateStrategy %+v, want RollingUpdate with maxUnavailable 1", u)
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(pod.Containers))
+	}
+	ctr := pod.Containers[0]
+	sc := ctr.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatal("herald-agent has no securityContext with capabilities")
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("herald-agent is privileged; it needs only NET_ADMIN")
+	}
+	if !reflect.DeepEqual(sc.Capabilities.Add, []v1.Capability{"NET_ADMIN"}) ||
+		!reflect.DeepEqual(sc.Capabilities.Drop, []v1.Capability{"ALL"}) {
+		t.Errorf("capabilities %+v, want add [NET_ADMIN], drop [ALL]", sc.Capabilities)
+	}
+	if !slices.Contains(ctr.Args, "--node-name=$(NODE_NAME)") {
+		t.Errorf("args %q do not pass --node-name=$(NODE_NAME)", ctr.Args)
+	}
+	if !slices.ContainsFunc(ctr.Env, func(e v1.EnvVar) bool {
+		return e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
+	}) {
+		t.Errorf("env %+v has no NODE_NAME from spec.nodeName", ctr.Env)
+	}
+	healthPort := bindPort(t, ctr.Args, "--health-bind-address")
+	for _, p := range []struct {
+		probe *v1.Probe
+		path  string
+	}{{ctr.ReadinessProbe, "/readyz"}, {ctr.LivenessProbe, "/livez"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path ||
+			containerPort(t, ctr, p.probe.HTTPGet.Port.String()) != healthPort {
+			t.Errorf("probe %+v: want GET %s on the --health-bind-address port %d", p.probe, p.path, healthPort)
+		}
+	}
+	if got, want := containerPort(t, ctr, "metrics"), bindPort(t, ctr.Args, "--metrics-bind-address"); got != want {
+		t.Errorf("container port metrics is %d, --metrics-bind-address's port %d", got, want)
+	}
+	checkAgentRBAC(t, client, pod.ServiceAccountName)
+	return ds
+}
+
+func checkAgentRBAC(t *testing.T, client kubernetes.Interface, serviceAccount string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := client.CoreV1().ServiceAccounts(chartNamespace).Get(ctx, serviceAccount, metav1.GetOptions{}); err != nil {
+		t.Errorf("the DaemonSet's ServiceAccount: %v", err)
+	}
+	role, err := client.RbacV1().ClusterRoles().Get(ctx, agentName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(role.Rules, agentRules) {
+		t.Errorf("ClusterRole %s grants\n%+v\nwant exactly\n%+v", agentName, role.Rules, agentRules)
+	}
+	binding, err := client.RbacV1().ClusterRoleBindings().Get(ctx, agentName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: serviceAccount, Namespace: chartNamespace}}
+	if binding.RoleRef.Kind != "ClusterRole" || binding.RoleRef.Name != agentName ||
+		!reflect.DeepEqual(binding.Subjects, wantSubjects) {
+		t.Errorf("ClusterRoleBinding %s: roleRef %+v, subjects %+v; want ClusterRole %s for %+v",
+			agentName, binding.RoleRef, binding.Subjects, agentName, wantSubjects)
+	}
+}
+
+// bindPort is the port of a host:port flag in args.
+func bindPort(t testing.TB, args []string, flag string) int32 {
+	t.Helper()
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			_, port, err := net.SplitHostPort(v)
+			if err != nil {
+				t.Fatalf("%s: %v", a, err)
+			}
+			n, err := strconv.ParseInt(port, 10, 32)
+			if err != nil {
+				t.Fatalf("%s: %v", a, err)
+			}
+			return int32(n)
+		}
+	}
+	t.Fatalf("args %q have no %s", args, flag)
+	return 0
+}
+
+// containerPort resolves a probe's port, a number or a port name.
+func containerPort(t testing.TB, ctr v1.Container, port string) int32 {
+	t.Helper()
+	if n, err := strconv.ParseInt(port, 10, 32); err == nil {
+		return int32(n)
+	}
+	for _, p := range ctr.Ports {
+		if p.Name == port {
+			return p.ContainerPort
+		}
+	}
+	t.Fatalf("container %s has no port named %q", ctr.Name, port)
+	return 0
+}
+
+// runChartAgent runs herald-agent as the installed DaemonSet would on node
+// nodeName: the container's args with $(VAR)s expanded as the kubelet does,
+// a token of its ServiceAccount, in a network namespace of its own (the
+// pod's host network). The kubelet's probes must pass, the node's table
+// must hold the Service's ClusterIP, and no request may be refused (the
+// ClusterRole suffices). Then the uninstall story: the table outlives the
+// agent, and herald-agent --cleanup removes it.
+func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface, ds *appsv1.DaemonSet,
+	nodeName string, nodeIP netip.Addr, clusterIP string) {
+	t.Helper()
+	netlab.SkipUnlessAble(t)
+	lab := netlab.New(t)
+	node := lab.AddNode(nodeName, nodeIP)
+	lab.Forward(node.Netns, strings.TrimPrefix(c.Config.Host, "https://"))
+
+	pod := ds.Spec.Template.Spec
+	ctr := pod.Containers[0]
+	dir := t.TempDir()
+	args := append(expandArgs(t, ctr, nodeName),
+		"--kubeconfig="+serviceAccountKubeconfig(t, c, client, pod.ServiceAccountName, dir))
+	logPath := filepath.Join(dir, "herald-agent.log")
+	bin := heraldBinary(t, "herald-agent")
+	p, err := node.Start("herald-agent", logPath, bin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab.OnCleanup(func() {
+		if t.Failed() {
+			t.Logf("herald-agent log (tail):\n%s", p.LogTail(40))
+		}
+		p.Stop(5 * time.Second)
+	})
+	defer requireNothingForbidden(t, "herald-agent", logPath)
+
+	// The kubelet probes a hostNetwork pod at its IP, the node's.
+	for _, probe := range []*v1.Probe{ctr.ReadinessProbe, ctr.LivenessProbe} {
+		url := fmt.Sprintf("http://%s%s", net.JoinHostPort(nodeIP.String(),
+			strconv.Itoa(int(containerPort(t, ctr, probe.HTTPGet.Port.String())))), probe.HTTPGet.Path)
+		waitHTTPOK(t, node.Netns, url, p)
+	}
+	table, err := node.Run("nft", "list", "table", "inet", "herald")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table, clusterIP) {
+		t.Errorf("the table has no element for ClusterIP %s:\n%s", clusterIP, table)
+	}
+
+	p.Stop(5 * time.Second)
+	if _, err := node.Run("nft", "list", "table", "inet", "herald"); err != nil {
+		t.Errorf("the table went with the agent; it must stay so that traffic flows across restarts: %v", err)
+	}
+	if out, err := node.Run(bin, "--cleanup"); err != nil {
+		t.Fatalf("herald-agent --cleanup: %v\n%s", err, out)
+	}
+	if out, err := node.Run("nft", "list", "table", "inet", "herald"); err == nil {
+		t.Errorf("herald-agent --cleanup left the table:\n%s", out)
+	}
+}
+
+// expandArgs expands $(VAR) in the container's args from its env, as the
+// kubelet does; spec.nodeName is the only field reference resolved.
+func expandArgs(t testing.TB, ctr v1.Container, nodeName string) []string {
+	t.Helper()
+	args := slices.Clone(ctr.Args)
+	for _, e := range ctr.Env {
+		value := e.Value
+		if e.ValueFrom != nil {
+			if e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+				continue
+			}
+			value = nodeName
+		}
+		for i := range args {
+			args[i] = strings.ReplaceAll(args[i], "$("+e.Name+")", value)
+		}
+	}
+	for _, a := range args {
+		if strings.Contains(a, "$(") {
+			t.Fatalf("arg %q refers to a variable the pod does not define", a)
+		}
+	}
+	return args
+}
+
+// waitHTTPOK polls url from inside ns until it answers 200, failing early
+// if the process exits.
+func waitHTTPOK(t testing.TB, ns *netlab.Netns, url string, p *cluster.Process) {
+	t.Helper()
+	var last string
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
+		func(context.Context) (bool, error) {
+			if err := p.ExitedErr(); err != nil {
+				return false, err
+			}
+			code, err := getStatus(ns, url)
+			last = fmt.Sprintf("status %d, error %v", code, err)
+			return err == nil && code == http.StatusOK, nil
+		})
+	if err != nil {
+		t.Fatalf("GET %s: %v (last: %s)", url, err, last)
+	}
+}
