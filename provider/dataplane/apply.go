@@ -236,8 +236,11 @@ func toKnft(r *Ruleset, container string, e Element) *knftables.Element {
 func (a *Applier) reload(ctx context.Context, desired *Ruleset) (SyncResult, bool) {
 	logger := klog.FromContext(ctx)
 	stamp, err := a.reloader.Stamp(ctx)
+	if errors.Is(err, ErrNoTable) {
+		return a.create(ctx, desired)
+	}
 	if err != nil {
-		// no table yet, or it lacks the stamp set: an older layout
+		// e.g. a table of an older layout, without the stamp set
 		logger.V(2).Info("No skeleton stamp in the table; syncing through nft", "err", err)
 		return SyncResult{}, false
 	}
@@ -264,11 +267,44 @@ func (a *Applier) reload(ctx context.Context, desired *Ruleset) (SyncResult, boo
 	if affinityShrank(prev, desired) {
 		a.purgeAffinity(ctx, desired)
 	}
+	return SyncResult{Full: true, Reloaded: true, Operations: countElements(desired)}, true
+}
+
+func countElements(r *Ruleset) int {
 	n := 0
-	for _, els := range desired.Elements {
+	for _, els := range r.Elements {
 		n += len(els)
 	}
-	return SyncResult{Full: true, Reloaded: true, Operations: n}, true
+	return n
+}
+
+// create makes the table where there is none (a node's first sync after
+// boot) in two steps: nft writes the skeleton with empty sets and maps,
+// then the elements are reloaded over netlink. Not atomic, and it need not
+// be: with no table there was no herald forwarding to keep, and until the
+// elements arrive the empty maps forward nothing either. If the reload
+// fails, the caller's full sync through nft rewrites the whole table.
+func (a *Applier) create(ctx context.Context, desired *Ruleset) (SyncResult, bool) {
+	logger := klog.FromContext(ctx)
+	skeleton := *desired
+	skeleton.Elements = nil
+	tx := a.nft.NewTransaction()
+	fullTransaction(tx, &skeleton, a.batch)
+	if err := a.nft.Run(ctx, tx); err != nil {
+		logger.Info("Cannot create the nftables table's skeleton; syncing through nft", "err", err)
+		return SyncResult{}, false
+	}
+	a.stamp(ctx, desired)
+	if err := a.reloader.Reload(ctx, desired); err != nil {
+		logger.Info("Cannot load elements over netlink into the new table; syncing through nft", "err", err)
+		return SyncResult{}, false
+	}
+	prev := a.applied
+	a.applied = desired
+	if affinityShrank(prev, desired) {
+		a.purgeAffinity(ctx, desired)
+	}
+	return SyncResult{Full: true, Reloaded: true, Operations: tx.NumOperations() + countElements(desired)}, true
 }
 
 // stamp records in the table which skeleton nft has just written and how

@@ -17,6 +17,10 @@ import (
 // ErrReload wraps every failure of a netlink element reload.
 var ErrReload = errors.New("reload nftables elements over netlink")
 
+// ErrNoTable is returned by ElementReloader.Stamp when there is no herald
+// table at all.
+var ErrNoTable = errors.New("no herald nftables table")
+
 // ElementReloader rewrites every element of the herald table in one atomic
 // kernel transaction, without touching chains, rules or set definitions.
 // It lets a full sync whose skeleton the kernel already holds skip nft,
@@ -30,7 +34,8 @@ type ElementReloader interface {
 	// elements are written by the packet path) and the stamp, and adds
 	// desired's elements, in one transaction.
 	Reload(ctx context.Context, desired *Ruleset) error
-	// Stamp returns the note SetStamp left in the table; "" if none.
+	// Stamp returns the note SetStamp left in the table; "" if none, and
+	// ErrNoTable if there is no table.
 	Stamp(ctx context.Context) (string, error)
 	// SetStamp replaces the note kept in the table.
 	SetStamp(ctx context.Context, note string) error
@@ -107,6 +112,9 @@ func (n *NetlinkReloader) Stamp(context.Context) (string, error) {
 	c, err := n.conn(0)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	if _, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet); errors.Is(err, unix.ENOENT) {
+		return "", ErrNoTable
 	}
 	els, err := c.GetSetElements(stampSetRef())
 	if err != nil {

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -14,6 +15,7 @@ import (
 // fingerprint, which the test changes as someone editing rules would, the
 // stamp kept in the table, and the Rulesets reloaded.
 type fakeReloader struct {
+	nft       *knftables.Fake // has the table once nft created it
 	skeleton  string
 	stamp     string
 	reloaded  []*Ruleset
@@ -22,15 +24,38 @@ type fakeReloader struct {
 
 func (f *fakeReloader) Fingerprint(context.Context) ([]byte, error) { return []byte(f.skeleton), nil }
 
-func (f *fakeReloader) Reload(_ context.Context, r *Ruleset) error {
+// Reload writes the elements into the fake table, as the kernel would hold
+// them, without it counting as an nft run.
+func (f *fakeReloader) Reload(ctx context.Context, r *Ruleset) error {
 	if f.reloadErr != nil {
 		return f.reloadErr
 	}
 	f.reloaded = append(f.reloaded, r)
-	return nil
+	last := f.nft.LastTransaction
+	defer func() { f.nft.LastTransaction = last }()
+	tx := f.nft.NewTransaction()
+	for _, name := range containerNames(r) {
+		if name == stampSet || r.Maps[name] != nil && r.Maps[name].Timeout != nil {
+			continue
+		}
+		if r.Sets[name] != nil {
+			tx.Flush(&knftables.Set{Name: name})
+		} else {
+			tx.Flush(&knftables.Map{Name: name})
+		}
+		for _, e := range r.Elements[name] {
+			tx.Add(toKnft(r, name, e))
+		}
+	}
+	return f.nft.Run(ctx, tx)
 }
 
-func (f *fakeReloader) Stamp(context.Context) (string, error) { return f.stamp, nil }
+func (f *fakeReloader) Stamp(context.Context) (string, error) {
+	if f.nft.Table == nil {
+		return "", ErrNoTable
+	}
+	return f.stamp, nil
+}
 
 func (f *fakeReloader) SetStamp(_ context.Context, note string) error {
 	f.stamp = note
@@ -53,55 +78,78 @@ type fullSyncs struct {
 	rl  *fakeReloader
 }
 
-func (s *fullSyncs) step(name string, r *Ruleset, wantReloaded bool) {
+// How a full sync went: through nft alone, by reload alone, or creating
+// the table (nft writes the skeleton, then a reload).
+type syncPath int
+
+const (
+	viaNFT syncPath = iota
+	viaReload
+	viaCreate
+)
+
+func (s *fullSyncs) step(name string, r *Ruleset, want syncPath) {
 	s.t.Helper()
-	before := s.nft.LastTransaction
+	before, reloads := s.nft.LastTransaction, len(s.rl.reloaded)
 	res, err := s.a.SyncFull(context.Background(), r)
 	if err != nil {
 		s.t.Fatalf("%s: %v", name, err)
 	}
-	if !res.Full || res.Reloaded != wantReloaded {
-		s.t.Fatalf("%s: got %+v, want full with reloaded=%t", name, res, wantReloaded)
+	if !res.Full || res.Reloaded != (want != viaNFT) {
+		s.t.Fatalf("%s: got %+v, want full with reloaded=%t", name, res, want != viaNFT)
 	}
-	if ranNFT := s.nft.LastTransaction != before; ranNFT == wantReloaded {
-		s.t.Fatalf("%s: nft ran=%t, want %t", name, ranNFT, !wantReloaded)
+	if ranNFT := s.nft.LastTransaction != before; ranNFT != (want != viaReload) {
+		s.t.Fatalf("%s: nft ran=%t, want %t", name, ranNFT, want != viaReload)
 	}
-	if wantReloaded && s.rl.reloaded[len(s.rl.reloaded)-1] != r {
-		s.t.Fatalf("%s: reloaded another Ruleset", name)
+	reloaded := len(s.rl.reloaded) > reloads
+	if reloaded != (want != viaNFT) || (reloaded && s.rl.reloaded[len(s.rl.reloaded)-1] != r) {
+		s.t.Fatalf("%s: reloaded=%t (%d Rulesets), want desired reloaded=%t", name, reloaded, len(s.rl.reloaded)-reloads, want != viaNFT)
+	}
+	if want == viaCreate && strings.Contains(s.nft.LastTransaction.String(), "add element") {
+		s.t.Fatalf("%s: creating the table, nft wrote elements:\n%s", name, s.nft.LastTransaction)
 	}
 }
 
 func newFullSyncs(t *testing.T) *fullSyncs {
 	nft := knftables.NewFake(TableFamily, TableName)
-	rl := &fakeReloader{skeleton: "v1"}
+	rl := &fakeReloader{nft: nft, skeleton: "v1"}
 	return &fullSyncs{t: t, a: NewApplier(nft, ReloadElements(rl)), nft: nft, rl: rl}
 }
 
 func TestFullSyncReloadsElementsWhenOnlyElementsChanged(t *testing.T) {
 	s := newFullSyncs(t)
-	s.step("no stamp yet: nft writes everything", webWith(2), false)
-	s.step("endpoint added: elements only", webWith(3), true)
-	s.step("same again", webWith(3), true)
+	s.step("no table: nft writes the skeleton, then a reload", webWith(2), viaCreate)
+	s.step("endpoint added: elements only", webWith(3), viaReload)
+	s.step("same again", webWith(3), viaReload)
 	s.rl.skeleton = "v2"
-	s.step("someone changed a rule: nft rewrites the table", webWith(3), false)
-	s.step("and stamps the new skeleton", webWith(2), true)
-	s.step("20 endpoints need a new pick chain", webWith(20), false)
-	s.step("back to fewer endpoints: the extra pick chain must go", webWith(2), false)
+	s.step("someone changed a rule: nft rewrites the table", webWith(3), viaNFT)
+	s.step("and stamps the new skeleton", webWith(2), viaReload)
+	s.step("20 endpoints need a new pick chain", webWith(20), viaNFT)
+	s.step("back to fewer endpoints: the extra pick chain must go", webWith(2), viaNFT)
 	s.rl.reloadErr = errors.New("netlink: no buffer space")
-	s.step("a failed reload falls back to nft", webWith(2), false)
+	s.step("a failed reload falls back to nft", webWith(2), viaNFT)
+}
+
+func TestCreatingTheTableFallsBackToNFTWhenTheReloadFails(t *testing.T) {
+	s := newFullSyncs(t)
+	s.rl.reloadErr = errors.New("netlink: no buffer space")
+	s.step("the skeleton is written, the reload fails", webWith(2), viaNFT)
+	if got := elementLines(s.nft.Dump()); len(got) == 0 {
+		t.Fatal("nft did not write the elements after the failed reload")
+	}
 }
 
 func TestRestartedApplierReloadsAStampedTable(t *testing.T) {
 	s := newFullSyncs(t)
-	s.step("first agent", webWith(2), false)
+	s.step("first agent", webWith(2), viaCreate)
 	// a new process: nothing in memory, the stamp in the kernel
 	s.a = NewApplier(s.nft, ReloadElements(s.rl))
-	s.step("restarted agent, same skeleton", webWith(3), true)
+	s.step("restarted agent, same skeleton", webWith(3), viaReload)
 	s.a = NewApplier(s.nft, ReloadElements(s.rl))
-	s.step("restarted agent that needs another skeleton", webWith(20), false)
+	s.step("restarted agent that needs another skeleton", webWith(20), viaNFT)
 	s.rl.stamp = "garbage"
 	s.a = NewApplier(s.nft, ReloadElements(s.rl))
-	s.step("a stamp that does not parse", webWith(20), false)
+	s.step("a stamp that does not parse", webWith(20), viaNFT)
 }
 
 func TestPartialSyncsKeepTheStampValid(t *testing.T) {
@@ -110,15 +158,16 @@ func TestPartialSyncsKeepTheStampValid(t *testing.T) {
 	if res := syncOK(t, s.a, webWith(2)); res.Full {
 		t.Fatalf("want a partial sync, got %+v", res)
 	}
-	s.step("full sync after a partial one", webWith(3), true)
+	s.step("full sync after a partial one", webWith(3), viaReload)
 }
 
 // A failed nft transaction changed nothing (nft transactions are atomic),
 // so the stamp still tells the truth and the next full sync may reload.
 func TestFullSyncAfterAFailureMayReload(t *testing.T) {
 	ctx := context.Background()
-	rl := &fakeReloader{skeleton: "v1"}
-	fail := &failingNFT{Interface: knftables.NewFake(TableFamily, TableName)}
+	fake := knftables.NewFake(TableFamily, TableName)
+	rl := &fakeReloader{nft: fake, skeleton: "v1"}
+	fail := &failingNFT{Interface: fake}
 	a := NewApplier(fail, ReloadElements(rl))
 	syncOK(t, a, webWith(1))
 	fail.fail = true
