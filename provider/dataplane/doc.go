@@ -59,18 +59,25 @@
 // per element.
 //
 // So a full sync skips nft when it can (ReloadElements). Most full syncs are
-// the periodic resync, whose chains, rules and set definitions are what nft
-// wrote last time: only elements can have drifted. The applier then sends,
-// in one netlink batch (atomic like an nft transaction), a flush of every
-// static set and map and all their elements, encoded in Go byte for byte as
-// nft would (TestRealReloadWritesWhatNftWrites compares nft's listing of
-// both). At 10k Services that takes ~0.2 s instead of ~1 s. Whether the
-// kernel still holds what nft wrote is decided by a fingerprint of its chain,
-// rule and set dumps (without use counters and element counts), taken after
-// each nft full sync; any difference, a new chain, a set definition change,
-// or a failed reload sends the full sync through nft. Dynamic maps (ClientIP
-// affinity) are not flushed, so remembered choices survive a reload; stale
-// ones are purged as after a partial sync.
+// the periodic resync or a restarted agent's first sync, and find the chains,
+// rules and set definitions that nft wrote last time: only elements can have
+// drifted. The applier then sends, in one netlink batch (atomic like an nft
+// transaction), a flush of every static set and map and all their elements,
+// encoded in Go byte for byte as nft would (TestRealReloadWritesWhatNftWrites
+// compares nft's listing of both). At 10k Services that takes ~0.2 s instead
+// of ~1 s. Whether the kernel holds the skeleton desired needs is read from
+// the table itself: after each full sync through nft the applier stamps it
+// (one element of the "stamp" set) with a digest of the skeleton it wrote
+// and a fingerprint of the kernel's chain, rule and set dumps (without use
+// counters and element counts). Equal digest and fingerprint prove the
+// skeleton is desired's and nobody changed it since, whatever the process
+// remembers. A different skeleton (say, the first Service with more than
+// PrecreatedPickChains endpoints), tampering, or a failed reload send the
+// full sync through nft. With no table at all (a node's first sync after
+// boot) nft writes only the skeleton and the elements follow over netlink;
+// that needs no atomicity, as nothing was forwarding before. Dynamic maps
+// (ClientIP affinity) are not flushed, so remembered choices survive a
+// reload and an agent restart; stale ones are purged as after a partial sync.
 //
 // A partial sync must not cost what a full one does. Starting nft costs
 // ~18 ms of CPU whatever it does, and a few element commands add ~7 ms; the
