@@ -46,7 +46,8 @@ func BatchElements() ApplierOption { return func(a *Applier) { a.batch = true } 
 // through r when there is no table yet. The elements are replaced in one
 // atomic transaction, like a full sync through nft, at a fifth of the cost,
 // and remembered ClientIP choices survive it. Otherwise, or if r fails, the
-// full sync goes through nft as without this option.
+// full sync goes through nft as without this option. Partial syncs send
+// their element changes through r as well, unless they delete chains.
 func ReloadElements(r ElementReloader) ApplierOption {
 	return func(a *Applier) { a.reloader = r }
 }
@@ -100,10 +101,20 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	}
 	res := SyncResult{Full: full}
 	tx := a.nft.NewTransaction()
+	viaNetlink := false
 	if full {
 		res.Operations = fullTransaction(tx, desired, a.batch)
 	} else {
-		partialTransaction(tx, a.applied, desired)
+		changes, deadChains := partialChanges(a.applied, desired)
+		if viaNetlink = a.reloader != nil && len(deadChains) == 0; viaNetlink {
+			res.Operations = len(changes)
+			if err := a.changeOverNetlink(ctx, desired, changes); err != nil {
+				a.applied = nil
+				return res, fmt.Errorf("%w (full=false, %d operations): %w", ErrApply, res.Operations, err)
+			}
+		} else {
+			partialTransaction(tx, desired, changes, deadChains)
+		}
 	}
 	res.Operations += tx.NumOperations()
 	if tx.NumOperations() > 0 {
@@ -118,7 +129,7 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	if full && a.reloader != nil {
 		a.stamp(ctx, desired)
 	}
-	logger.V(2).Info("Synced nftables", "full", full, "operations", res.Operations, "elapsed", time.Since(start))
+	logger.V(2).Info("Synced nftables", "full", full, "netlink", viaNetlink, "operations", res.Operations, "elapsed", time.Since(start))
 	if !full && affinityShrank(prev, desired) {
 		a.purgeAffinity(ctx, desired)
 	}
@@ -131,8 +142,8 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 // add a rule naming a dnat map only in the transaction that creates the map
 // (see addFamilyContainers). The price: remembered ClientIP choices are
 // forgotten at a full sync through nft (a reload keeps them); established
-// connections keep their conntrack NAT and are not affected. With batch, elements are folded into few
-// commands; it returns how many element operations were folded away, so that
+// connections keep their conntrack NAT and are not affected. With batch,
+// elements are folded into few commands; it returns how many element operations were folded away, so that
 // SyncResult.Operations counts elements either way.
 func fullTransaction(tx *knftables.Transaction, desired *Ruleset, batch bool) (folded int) {
 	tx.Add(&knftables.Table{})

@@ -21,10 +21,11 @@ var ErrReload = errors.New("reload nftables elements over netlink")
 // table at all.
 var ErrNoTable = errors.New("no herald nftables table")
 
-// ElementReloader rewrites every element of the herald table in one atomic
-// kernel transaction, without touching chains, rules or set definitions.
-// It lets a full sync whose skeleton the kernel already holds skip nft,
-// which spends most of a full sync parsing element text (see doc.go).
+// ElementReloader writes elements of the herald table in atomic kernel
+// transactions, without touching chains, rules or set definitions. It lets
+// a full sync whose skeleton the kernel already holds skip nft, which spends
+// most of a full sync parsing element text, and a partial sync skip starting
+// nft (see doc.go).
 type ElementReloader interface {
 	// Fingerprint identifies the table's chains, rules and set definitions
 	// (not their elements) as the kernel holds them now. Two equal
@@ -34,6 +35,9 @@ type ElementReloader interface {
 	// elements are written by the packet path) and the stamp, and adds
 	// desired's elements, in one transaction.
 	Reload(ctx context.Context, desired *Ruleset) error
+	// Change deletes and adds elements of desired's sets and maps, in the
+	// order given, in one transaction (a partial sync).
+	Change(ctx context.Context, desired *Ruleset, changes []ElementChange) error
 	// Stamp returns the note SetStamp left in the table; "" if none, and
 	// ErrNoTable if there is no table.
 	Stamp(ctx context.Context) (string, error)
@@ -99,6 +103,76 @@ func (n *NetlinkReloader) Reload(_ context.Context, desired *Ruleset) error {
 			if err := c.SetAddElements(b.set, chunk); err != nil {
 				return fmt.Errorf("%w: %s: %w", ErrReload, b.set.Name, err)
 			}
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	return nil
+}
+
+// Change implements ElementReloader.
+func (n *NetlinkReloader) Change(_ context.Context, desired *Ruleset, changes []ElementChange) error {
+	type run struct {
+		set    *nftables.Set
+		delete bool
+		els    []nftables.SetElement
+	}
+	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	var runs []run
+	size := 0
+	for _, c := range changes {
+		if !desired.has(c.Container) {
+			return fmt.Errorf("%w: change to %s, which the ruleset does not declare", ErrReload, c.Container)
+		}
+		typeOf, flags, isMap := containerType(desired, c.Container)
+		l, err := layoutOf(typeOf, flags)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrReload, c.Container, err)
+		}
+		enc, err := encodeElements(l, []Element{c.Element})
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrReload, c.Container, err)
+		}
+		if c.Delete {
+			// a delete names the element by its key alone
+			for i := range enc {
+				enc[i] = nftables.SetElement{Key: enc[i].Key, KeyEnd: enc[i].KeyEnd, IntervalEnd: enc[i].IntervalEnd}
+			}
+		}
+		if last := len(runs) - 1; last >= 0 && runs[last].set.Name == c.Container && runs[last].delete == c.Delete {
+			runs[last].els = append(runs[last].els, enc...)
+		} else {
+			runs = append(runs, run{
+				set:    &nftables.Set{Table: table, Name: c.Container, IsMap: isMap, Interval: l.interval},
+				delete: c.Delete, els: enc,
+			})
+		}
+	}
+	type message struct {
+		run   run
+		chunk []nftables.SetElement
+	}
+	var msgs []message
+	for _, r := range runs {
+		chunks, bytes := chunkElements(r.els)
+		size += bytes
+		for _, ch := range chunks {
+			msgs = append(msgs, message{r, ch})
+		}
+	}
+	c, err := n.conn(size)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrReload, err)
+	}
+	for _, m := range msgs {
+		if m.run.delete {
+			err = c.SetDeleteElements(m.run.set, m.chunk)
+		} else {
+			err = c.SetAddElements(m.run.set, m.chunk)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrReload, m.run.set.Name, err)
 		}
 	}
 	if err := c.Flush(); err != nil {

@@ -10,54 +10,79 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// partialTransaction sends only element changes, and deletes chains no longer
-// used. Since herald has no per-service chains, a Service or endpoint change
-// is a handful of element deletes and adds, whatever the number of Services.
-// partialPossible must have approved the pair.
+// ElementChange is one element a partial sync deletes or adds. A changed
+// map value is a delete and an add: the kernel will not overwrite an
+// element's value with "add".
+type ElementChange struct {
+	Container string
+	Element   Element
+	Delete    bool
+}
+
+// partialChanges lists what a partial sync sends: element changes, deletes
+// first, and chains no verdict names any more. Since herald has no
+// per-service chains, a Service or endpoint change is a handful of element
+// deletes and adds, whatever the number of Services. partialPossible must
+// have approved the pair.
 //
 // When desired comes from a Builder whose previous Ruleset is applied, only
 // the keys the Builder marked dirty are compared, against the values it
 // recorded: a one-Service change among 10k Services then costs a few map
 // lookups, not a pass over every element.
-func partialTransaction(tx *knftables.Transaction, applied, desired *Ruleset) {
+func partialChanges(applied, desired *Ruleset) (changes []ElementChange, deadChains []string) {
 	if desired.dirty != nil && desired.base == applied {
-		dirtyElements(tx, desired)
+		changes = dirtyElements(desired)
 	} else {
-		changedElements(tx, applied, desired)
+		changes = changedElements(applied, desired)
 	}
-	// chains no verdict names any more go last
 	for _, name := range sortedKeys(applied.Chains) {
 		if desired.Chains[name] == nil {
-			tx.Flush(&knftables.Chain{Name: name})
-			tx.Delete(&knftables.Chain{Name: name})
+			deadChains = append(deadChains, name)
 		}
+	}
+	return changes, deadChains
+}
+
+// partialTransaction writes partialChanges as nft commands; the dead chains
+// go last, once no verdict names them.
+func partialTransaction(tx *knftables.Transaction, desired *Ruleset, changes []ElementChange, deadChains []string) {
+	for _, c := range changes {
+		if c.Delete {
+			tx.Delete(&knftables.Element{Set: setName(desired, c.Container), Map: mapName(desired, c.Container), Key: c.Element.Key})
+		} else {
+			tx.Add(toKnft(desired, c.Container, c.Element))
+		}
+	}
+	for _, name := range deadChains {
+		tx.Flush(&knftables.Chain{Name: name})
+		tx.Delete(&knftables.Chain{Name: name})
 	}
 }
 
-func changedElements(tx *knftables.Transaction, applied, desired *Ruleset) {
-	// Delete what went or changed, then add what came or changed.
-	// A changed map value is deleted and re-added: the kernel will not
-	// overwrite an element's value with "add".
+func changedElements(applied, desired *Ruleset) []ElementChange {
+	var out []ElementChange
 	for _, name := range sortedKeys(applied.Elements) {
 		if !desired.has(name) {
 			continue
 		}
 		had := applied.Elements[name]
 		for _, k := range changedKeys(had, desired.Elements[name]) {
-			tx.Delete(&knftables.Element{Set: setName(applied, name), Map: mapName(applied, name), Key: had[k].Key})
+			out = append(out, ElementChange{Container: name, Element: had[k], Delete: true})
 		}
 	}
 	for _, name := range sortedKeys(desired.Elements) {
 		want := desired.Elements[name]
 		for _, k := range changedKeys(want, applied.Elements[name]) {
-			tx.Add(toKnft(desired, name, want[k]))
+			out = append(out, ElementChange{Container: name, Element: want[k]})
 		}
 	}
+	return out
 }
 
 // dirtyElements is changedElements over the keys a Builder marked, in the
 // same order.
-func dirtyElements(tx *knftables.Transaction, desired *Ruleset) {
+func dirtyElements(desired *Ruleset) []ElementChange {
+	var out []ElementChange
 	names := sortedKeys(desired.dirty)
 	keys := make(map[string][]string, len(names))
 	for _, name := range names {
@@ -67,7 +92,7 @@ func dirtyElements(tx *knftables.Transaction, desired *Ruleset) {
 		for _, k := range keys[name] {
 			was := desired.dirty[name][k]
 			if now, ok := desired.Elements[name][k]; was.present && (!ok || !now.same(was.el)) {
-				tx.Delete(&knftables.Element{Set: setName(desired, name), Map: mapName(desired, name), Key: was.el.Key})
+				out = append(out, ElementChange{Container: name, Element: was.el, Delete: true})
 			}
 		}
 	}
@@ -75,10 +100,11 @@ func dirtyElements(tx *knftables.Transaction, desired *Ruleset) {
 		for _, k := range keys[name] {
 			was := desired.dirty[name][k]
 			if now, ok := desired.Elements[name][k]; ok && (!was.present || !now.same(was.el)) {
-				tx.Add(toKnft(desired, name, now))
+				out = append(out, ElementChange{Container: name, Element: now})
 			}
 		}
 	}
+	return out
 }
 
 // partialPossible reports whether desired can be reached from applied with

@@ -215,13 +215,23 @@ func BenchmarkRealFirstSync10k(b *testing.B) {
 
 // BenchmarkRealPartialSyncOneService10k is one Service among 10k going from
 // three endpoints to four and back: a Builder's Build (as the agent does)
-// plus a partial sync through nft.
-func BenchmarkRealPartialSyncOneService10k(b *testing.B) {
+// plus a partial sync, over netlink as the agent does it.
+func BenchmarkRealPartialSyncOneService10k(b *testing.B) { benchRealPartialSync(b, true) }
+
+// The same through nft, as without ReloadElements.
+func BenchmarkRealPartialSyncNFTOneService10k(b *testing.B) { benchRealPartialSync(b, false) }
+
+func benchRealPartialSync(b *testing.B, netlink bool) {
 	ctx := context.Background()
 	svcs, sl := scaleCluster(10000)
 	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
 	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
-	a := NewApplier(inNetns(b), BatchElements())
+	opts := []ApplierOption{BatchElements()}
+	nft := inNetns(b)
+	if netlink {
+		opts = append(opts, ReloadElements(NewNetlinkReloader(threadNetns(b))))
+	}
+	a := NewApplier(nft, opts...)
 	bld := NewBuilder()
 	if _, err := a.Sync(ctx, bld.Build(svcs, sl, testNode, Options{})); err != nil {
 		b.Fatal(err)
@@ -445,5 +455,42 @@ func TestRealFirstSyncCreatesTheTableThenReloads(t *testing.T) {
 	}
 	if want := listTable(t); withoutNotes(got) != withoutNotes(want) {
 		t.Errorf("created table differs from nft's:\n%s", lineDiff(withoutNotes(want), withoutNotes(got)))
+	}
+}
+
+// TestRealPartialSyncsOverNetlink: walking the builder's states with the
+// agent's Applier (partial syncs over netlink where no chain goes) leaves
+// the kernel table nft alone writes for each state.
+func TestRealPartialSyncsOverNetlink(t *testing.T) {
+	nft := inNetns(t)
+	ctx := context.Background()
+	st := builderStates()
+	want := make([]string, len(st))
+	for i, s := range st {
+		if _, err := NewApplier(nft, BatchElements()).SyncFull(ctx, Build(s.svcs, s.slices, s.node, s.opts)); err != nil {
+			t.Fatalf("%s: nft: %v", s.name, err)
+		}
+		want[i] = withoutNotes(listTable(t))
+	}
+	if err := DeleteTable(ctx, nft); err != nil {
+		t.Fatal(err)
+	}
+	a := NewApplier(nft, BatchElements(), ReloadElements(NewNetlinkReloader(threadNetns(t))))
+	b := NewBuilder()
+	partial := 0
+	for i, s := range st {
+		res, err := a.Sync(ctx, b.Build(s.svcs, s.slices, s.node, s.opts))
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if !res.Full {
+			partial++
+		}
+		if got := withoutNotes(listTable(t)); got != want[i] {
+			t.Errorf("%s (%+v): table differs from nft's:\n%s", s.name, res, lineDiff(want[i], got))
+		}
+	}
+	if partial < len(st)/2 {
+		t.Errorf("only %d of %d syncs were partial: the test does not exercise netlink changes", partial, len(st))
 	}
 }

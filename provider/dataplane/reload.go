@@ -122,3 +122,13 @@ func skeletonDigest(r *Ruleset) string {
 	sum := sha256.Sum256([]byte(tx.String()))
 	return stampHex(sum[:])
 }
+
+// changeOverNetlink sends a partial sync's element changes in one netlink
+// batch: the same atomic transaction as through nft, without starting a
+// process (~18 ms of CPU, most of a one-Service sync at 10k Services).
+func (a *Applier) changeOverNetlink(ctx context.Context, desired *Ruleset, changes []ElementChange) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	return a.reloader.Change(ctx, desired, changes)
+}

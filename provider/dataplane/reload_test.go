@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,6 +21,22 @@ type fakeReloader struct {
 	stamp     string
 	reloaded  []*Ruleset
 	reloadErr error
+	changes   [][]ElementChange
+	changeErr error
+}
+
+// Change applies the changes to the fake table, without it counting as an
+// nft run.
+func (f *fakeReloader) Change(ctx context.Context, r *Ruleset, changes []ElementChange) error {
+	if f.changeErr != nil {
+		return f.changeErr
+	}
+	f.changes = append(f.changes, changes)
+	last := f.nft.LastTransaction
+	defer func() { f.nft.LastTransaction = last }()
+	tx := f.nft.NewTransaction()
+	partialTransaction(tx, r, changes, nil)
+	return f.nft.Run(ctx, tx)
 }
 
 func (f *fakeReloader) Fingerprint(context.Context) ([]byte, error) { return []byte(f.skeleton), nil }
@@ -161,34 +178,51 @@ func TestPartialSyncsKeepTheStampValid(t *testing.T) {
 	s.step("full sync after a partial one", webWith(3), viaReload)
 }
 
-// A failed nft transaction changed nothing (nft transactions are atomic),
-// so the stamp still tells the truth and the next full sync may reload.
+// A failed transaction changed nothing (nft transactions and netlink
+// batches are atomic), so the stamp still tells the truth and the next full
+// sync may reload.
 func TestFullSyncAfterAFailureMayReload(t *testing.T) {
 	ctx := context.Background()
-	fake := knftables.NewFake(TableFamily, TableName)
-	rl := &fakeReloader{nft: fake, skeleton: "v1"}
-	fail := &failingNFT{Interface: fake}
-	a := NewApplier(fail, ReloadElements(rl))
-	syncOK(t, a, webWith(1))
-	fail.fail = true
-	if _, err := a.Sync(ctx, webWith(2)); err == nil {
+	s := newFullSyncs(t)
+	s.step("start", webWith(1), viaCreate)
+	s.rl.changeErr = errors.New("netlink: interrupted")
+	if _, err := s.a.Sync(ctx, webWith(2)); err == nil {
 		t.Fatal("want the partial sync to fail")
 	}
-	fail.fail = false
-	res, err := a.Sync(ctx, webWith(2))
+	s.rl.changeErr = nil
+	res, err := s.a.Sync(ctx, webWith(2))
 	if err != nil || !res.Full || !res.Reloaded {
 		t.Fatalf("after a failure: %+v, %v; want a full sync by reload", res, err)
 	}
 }
 
-type failingNFT struct {
-	knftables.Interface
-	fail bool
-}
-
-func (f *failingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
-	if f.fail {
-		return errors.New("nft: injected failure")
+func TestPartialSyncsGoOverNetlinkUnlessChainsGo(t *testing.T) {
+	ctx := context.Background()
+	s := newFullSyncs(t)
+	s.step("start", webWith(2), viaCreate)
+	before := s.nft.LastTransaction
+	res := syncOK(t, s.a, webWith(3))
+	if res.Full || res.Operations == 0 || len(s.rl.changes) != 1 || s.nft.LastTransaction != before {
+		t.Fatalf("endpoint added: %+v, %d netlink changes, nft ran=%t; want a partial sync over netlink only",
+			res, len(s.rl.changes), s.nft.LastTransaction != before)
 	}
-	return f.Interface.Run(ctx, tx)
+	want := elementLines(s.nft.Dump())
+
+	s.step("grow to 20 endpoints: a new chain, through nft", webWith(20), viaNFT)
+	res = syncOK(t, s.a, webWith(3))
+	if res.Full || len(s.rl.changes) != 1 || !strings.Contains(s.nft.LastTransaction.String(), "delete chain") {
+		t.Fatalf("back to 3 endpoints: %+v; want a partial sync through nft that deletes the 20-endpoint chain", res)
+	}
+	if got := elementLines(s.nft.Dump()); !slices.Equal(got, want) {
+		t.Errorf("elements after the round trip:\n got %q\nwant %q", got, want)
+	}
+
+	s.rl.changeErr = errors.New("netlink: interrupted")
+	if _, err := s.a.Sync(ctx, webWith(4)); !errors.Is(err, ErrApply) {
+		t.Fatalf("failed netlink change: got %v, want ErrApply", err)
+	}
+	s.rl.changeErr = nil
+	if res := syncOK(t, s.a, webWith(4)); !res.Full {
+		t.Fatalf("after a failed change: %+v, want a full sync", res)
+	}
 }
