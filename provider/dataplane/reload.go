@@ -46,16 +46,25 @@ func (a *Applier) reload(ctx context.Context, desired *Ruleset) (SyncResult, boo
 		logger.Info("Chains, rules or sets of the herald table changed behind herald's back; rewriting the table through nft")
 		return SyncResult{}, false
 	}
-	if err := a.reloader.Reload(ctx, desired); err != nil {
+	if err := a.reloadAll(ctx, desired); err != nil {
 		logger.Info("Cannot reload elements over netlink; syncing through nft", "err", err)
 		return SyncResult{}, false
+	}
+	return SyncResult{Full: true, Reloaded: true, Operations: countElements(desired)}, true
+}
+
+// reloadAll replaces every element with desired's, which is then what the
+// kernel holds.
+func (a *Applier) reloadAll(ctx context.Context, desired *Ruleset) error {
+	if err := a.reloader.Reload(ctx, desired); err != nil {
+		return err
 	}
 	prev := a.applied
 	a.applied = desired
 	if affinityShrank(prev, desired) {
 		a.purgeAffinity(ctx, desired)
 	}
-	return SyncResult{Full: true, Reloaded: true, Operations: countElements(desired)}, true
+	return nil
 }
 
 func countElements(r *Ruleset) int {
@@ -83,14 +92,9 @@ func (a *Applier) create(ctx context.Context, desired *Ruleset) (SyncResult, boo
 		return SyncResult{}, false
 	}
 	a.stamp(ctx, desired)
-	if err := a.reloader.Reload(ctx, desired); err != nil {
+	if err := a.reloadAll(ctx, desired); err != nil {
 		logger.Info("Cannot load elements over netlink into the new table; syncing through nft", "err", err)
 		return SyncResult{}, false
-	}
-	prev := a.applied
-	a.applied = desired
-	if affinityShrank(prev, desired) {
-		a.purgeAffinity(ctx, desired)
 	}
 	return SyncResult{Full: true, Reloaded: true, Operations: tx.NumOperations() + countElements(desired)}, true
 }

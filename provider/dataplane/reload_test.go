@@ -32,10 +32,16 @@ func (f *fakeReloader) Change(ctx context.Context, r *Ruleset, changes []Element
 		return f.changeErr
 	}
 	f.changes = append(f.changes, changes)
-	last := f.nft.LastTransaction
-	defer func() { f.nft.LastTransaction = last }()
 	tx := f.nft.NewTransaction()
 	partialTransaction(tx, r, changes, nil)
+	return f.runUnseen(ctx, tx)
+}
+
+// runUnseen writes to the fake table as the kernel would hold it, leaving
+// LastTransaction to tell whether the applier ran nft.
+func (f *fakeReloader) runUnseen(ctx context.Context, tx *knftables.Transaction) error {
+	last := f.nft.LastTransaction
+	defer func() { f.nft.LastTransaction = last }()
 	return f.nft.Run(ctx, tx)
 }
 
@@ -48,8 +54,6 @@ func (f *fakeReloader) Reload(ctx context.Context, r *Ruleset) error {
 		return f.reloadErr
 	}
 	f.reloaded = append(f.reloaded, r)
-	last := f.nft.LastTransaction
-	defer func() { f.nft.LastTransaction = last }()
 	tx := f.nft.NewTransaction()
 	for _, name := range containerNames(r) {
 		if name == stampSet || r.Maps[name] != nil && r.Maps[name].Timeout != nil {
@@ -64,7 +68,7 @@ func (f *fakeReloader) Reload(ctx context.Context, r *Ruleset) error {
 			tx.Add(toKnft(r, name, e))
 		}
 	}
-	return f.nft.Run(ctx, tx)
+	return f.runUnseen(ctx, tx)
 }
 
 func (f *fakeReloader) Stamp(context.Context) (string, error) {
