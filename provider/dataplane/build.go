@@ -15,8 +15,12 @@ import (
 const defaultAffinitySeconds int32 = 10800
 
 // PrecreatedPickChains is how many endpoint counts have a pick chain whether
-// or not a Service uses them.
-const PrecreatedPickChains = 16
+// or not a Service uses them. A count beyond them costs a full sync through
+// nft the first time a Service reaches it (see doc.go), which an autoscaled
+// Deployment would otherwise pay at every step; 64 covers most Services for
+// ~20 ms more nft time per full sync through nft, the only syncs that write
+// chains.
+const PrecreatedPickChains = 64
 
 // frontend is one address (or, for a NodePort, every node address) plus
 // protocol and port that a client may send service traffic to.

@@ -62,7 +62,13 @@ func builderStates() []buildState {
 	next("unchanged", func(*buildState) {})
 	next("lists reordered", func(s *buildState) { slices.Reverse(s.svcs); slices.Reverse(s.slices) })
 	next("scale one to 4", func(s *buildState) { s.slices[slices.Index(s.slices, sl[7])] = scaleSlice(svcs[7].Name, 7, 4) })
-	next("scale one to 20", func(s *buildState) { s.slices = append(s.slices, scaleSlice(svcs[9].Name+"x", 9, 17)) })
+	next("scale one to 70", func(s *buildState) {
+		// a second slice, as the EndpointSlice controller makes past 100
+		// endpoints; it repeats the first one's three, which count once
+		more := scaleSlice(svcs[9].Name, 9, 70)
+		more.Name = svcs[9].Name + "-2"
+		s.slices = append(s.slices, more)
+	})
 	next("scale one to 0", func(s *buildState) {
 		s.slices = slices.DeleteFunc(s.slices, func(x *discoveryv1.EndpointSlice) bool { return x == sl[3] })
 	})

@@ -145,7 +145,7 @@ func TestFullSyncReloadsElementsWhenOnlyElementsChanged(t *testing.T) {
 	s.rl.skeleton = "v2"
 	s.step("someone changed a rule: nft rewrites the table", webWith(3), viaNFT)
 	s.step("and stamps the new skeleton", webWith(2), viaReload)
-	s.step("20 endpoints need a new pick chain", webWith(20), viaNFT)
+	s.step("70 endpoints need a new pick chain", webWith(70), viaNFT)
 	s.step("back to fewer endpoints: the extra pick chain must go", webWith(2), viaNFT)
 	s.rl.reloadErr = errors.New("netlink: no buffer space")
 	s.step("a failed reload falls back to nft", webWith(2), viaNFT)
@@ -167,10 +167,10 @@ func TestRestartedApplierReloadsAStampedTable(t *testing.T) {
 	s.a = NewApplier(s.nft, ReloadElements(s.rl))
 	s.step("restarted agent, same skeleton", webWith(3), viaReload)
 	s.a = NewApplier(s.nft, ReloadElements(s.rl))
-	s.step("restarted agent that needs another skeleton", webWith(20), viaNFT)
+	s.step("restarted agent that needs another skeleton", webWith(70), viaNFT)
 	s.rl.stamp = "garbage"
 	s.a = NewApplier(s.nft, ReloadElements(s.rl))
-	s.step("a stamp that does not parse", webWith(20), viaNFT)
+	s.step("a stamp that does not parse", webWith(70), viaNFT)
 }
 
 func TestPartialSyncsKeepTheStampValid(t *testing.T) {
@@ -212,10 +212,10 @@ func TestPartialSyncsGoOverNetlinkUnlessChainsGo(t *testing.T) {
 	}
 	want := elementLines(s.nft.Dump())
 
-	s.step("grow to 20 endpoints: a new chain, through nft", webWith(20), viaNFT)
+	s.step("grow to 70 endpoints: a new chain, through nft", webWith(70), viaNFT)
 	res = syncOK(t, s.a, webWith(3))
 	if res.Full || len(s.rl.changes) != 1 || !strings.Contains(s.nft.LastTransaction.String(), "delete chain") {
-		t.Fatalf("back to 3 endpoints: %+v; want a partial sync through nft that deletes the 20-endpoint chain", res)
+		t.Fatalf("back to 3 endpoints: %+v; want a partial sync through nft that deletes the 70-endpoint chain", res)
 	}
 	if got := elementLines(s.nft.Dump()); !slices.Equal(got, want) {
 		t.Errorf("elements after the round trip:\n got %q\nwant %q", got, want)
