@@ -64,7 +64,7 @@
 // drifted. The applier then sends, in one netlink batch (atomic like an nft
 // transaction), a flush of every static set and map and all their elements,
 // encoded in Go byte for byte as nft would (TestRealReloadWritesWhatNftWrites
-// compares nft's listing of both). At 10k Services that takes ~0.2 s instead
+// compares nft's listing of both). At 10k Services that takes ~0.3 s instead
 // of ~1 s. Whether the kernel holds the skeleton desired needs is read from
 // the table itself: after each full sync through nft the applier stamps it
 // (one element of the "stamp" set) with a digest of the skeleton it wrote
@@ -82,7 +82,7 @@
 // A partial sync must not cost what a full one does. Starting nft costs
 // ~18 ms of CPU whatever it does, and a few element commands add ~7 ms, so
 // with ReloadElements a partial sync sends its element deletes and adds over
-// netlink too, in one batch (~2 ms); only one that deletes chains goes
+// netlink too, in one batch (~3 ms); only one that deletes chains goes
 // through nft. The rest is Go, so the agent uses a Builder, which recomputes
 // only Services whose objects changed and tells the applier which element
 // keys to diff (one Service among 10k: ~3 ms, where Build plus a diff of
