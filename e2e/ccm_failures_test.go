@@ -60,7 +60,7 @@ func TestBadRequestsAreReportedAndOthersKeepBeingServed(t *testing.T) {
 		t.Errorf("healthy service got %v, want an address of pool main", ips)
 	}
 	holder, err := client.CoreV1().Services("team").Get(context.Background(), "holder", metav1.GetOptions{})
-	if err != nil || !slices.Equal(ingressIPs(holder), []string{"203.0.113.200"}) {
+	if err != nil || !slices.Equal(ingressIPs(holder), []string{"198.51.100.200"}) {
 		t.Errorf("holder lost its address: %v %v", err, holder)
 	}
 	m.requireRunning(t)
