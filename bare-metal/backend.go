@@ -188,7 +188,7 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.Loa
 			fmt.Sprintf("Assigned %s from pool %s", joinAddrs(assignment.IPs), assignment.Pool))
 		b.allocationsChanged()
 		if had {
-			b.releaseClaims(ctx, lb.Key(), before.IPs, assignment.IPs)
+			b.releaseClaims(ctx, lb.Key(), lb.UID, before.IPs, assignment.IPs)
 		}
 	}
 	return statusOf(assignment.IPs), nil
@@ -224,7 +224,7 @@ func (b *Backend) Delete(ctx context.Context, ref service.Ref) error {
 		b.allocationsChanged()
 	}
 	if claims := b.claimStore(); claims != nil {
-		if err := claims.release(ctx, ref.Key(), released, nil); err != nil {
+		if err := claims.release(ctx, ref.Key(), string(ref.UID), released, nil); err != nil {
 			return fmt.Errorf("releasing address claims: %w", err)
 		}
 	}

@@ -216,10 +216,12 @@ func join(c claim, h claimHolder, shown bool, now time.Time, grace time.Duration
 	return next, nil
 }
 
-// leave returns c's holders without service, and whether it was one.
-func leave(c claim, service string) ([]claimHolder, bool) {
+// leave returns c's holders without service, and whether it was one. With
+// a uid, a holder of that name with another UID stays: it is a Service
+// re-created under the same name, whose claim the old one must not take.
+func leave(c claim, service, uid string) ([]claimHolder, bool) {
 	i := c.holderIndex(service)
-	if i < 0 {
+	if i < 0 || uid != "" && c.holders[i].UID != "" && c.holders[i].UID != uid {
 		return nil, false
 	}
 	return slices.Delete(slices.Clone(c.holders), i, i+1), true

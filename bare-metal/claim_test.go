@@ -125,14 +125,17 @@ func holderNames(hs []claimHolder) []string {
 
 func TestLeave(t *testing.T) {
 	c := claimOf("192.0.2.1", holder("ns/x", 0, "k", 80), holder("ns/a", 0, "k", 443))
-	if got, ok := leave(c, "ns/a"); !ok || !slices.Equal(holderNames(got), []string{"ns/x"}) {
+	if got, ok := leave(c, "ns/a", ""); !ok || !slices.Equal(holderNames(got), []string{"ns/x"}) {
 		t.Errorf("leave ns/a = %v, %v", holderNames(got), ok)
 	}
-	if _, ok := leave(c, "ns/b"); ok {
+	if _, ok := leave(c, "ns/b", ""); ok {
 		t.Error("ns/b left a claim it does not hold")
 	}
-	if got, ok := leave(claimOf("192.0.2.1", holder("ns/a", 0, "")), "ns/a"); !ok || len(got) != 0 {
+	if got, ok := leave(claimOf("192.0.2.1", holder("ns/a", 0, "")), "ns/a", "uid-ns/a"); !ok || len(got) != 0 {
 		t.Errorf("the last holder leaving leaves %v", got)
+	}
+	if _, ok := leave(claimOf("192.0.2.1", holder("ns/a", 0, "")), "ns/a", "uid-of-a-deleted-ns/a"); ok {
+		t.Error("a deleted Service took the claim of a new one of the same name")
 	}
 }
 

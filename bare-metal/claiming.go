@@ -103,12 +103,12 @@ func (b *Backend) claim(ctx context.Context, req ipam.Request, uid types.UID, ip
 
 // releaseClaims gives up the claims of addresses the Service moved away
 // from. A failure only delays the release: garbage collection retries it.
-func (b *Backend) releaseClaims(ctx context.Context, key string, old, keep []netip.Addr) {
+func (b *Backend) releaseClaims(ctx context.Context, key string, uid types.UID, old, keep []netip.Addr) {
 	claims := b.claimStore()
 	if claims == nil {
 		return
 	}
-	if err := claims.release(ctx, key, old, keep); err != nil {
+	if err := claims.release(ctx, key, string(uid), old, keep); err != nil {
 		klog.FromContext(ctx).Error(err, "Releasing address claims failed; garbage collection will", "vip", old)
 	}
 }

@@ -174,10 +174,10 @@ func (s *claimStore) write(ctx context.Context, obj *networkingv1.IPAddress, hol
 	return s.api.Update(ctx, next, metav1.UpdateOptions{FieldManager: provider.FieldManager})
 }
 
-// release takes service off the claims of ips and off any other claim
-// naming it except those of keep: a Service that moved or was deleted
-// holds nothing it no longer shows.
-func (s *claimStore) release(ctx context.Context, service string, ips, keep []netip.Addr) error {
+// release takes service (with uid, if known) off the claims of ips and off
+// any other claim naming it except those of keep: a Service that moved or
+// was deleted holds nothing it no longer shows.
+func (s *claimStore) release(ctx context.Context, service, uid string, ips, keep []netip.Addr) error {
 	names := map[string]bool{}
 	for _, ip := range ips {
 		names[ip.String()] = true
@@ -190,7 +190,7 @@ func (s *claimStore) release(ctx context.Context, service string, ips, keep []ne
 	}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(names)) {
-		err := s.update(ctx, name, func(c claim) ([]claimHolder, bool) { return leave(c, service) })
+		err := s.update(ctx, name, func(c claim) ([]claimHolder, bool) { return leave(c, service, uid) })
 		if err != nil {
 			errs = append(errs, err)
 		}
