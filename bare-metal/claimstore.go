@@ -231,6 +231,7 @@ func (s *claimStore) collect(ctx context.Context, lookup func(string) (serviceVi
 func (s *claimStore) update(ctx context.Context, name string, change func(claim) ([]claimHolder, bool)) error {
 	obj, cached := s.cache.Get(name)
 	for range claimRetries {
+		fromCache := cached
 		if !cached {
 			var err error
 			obj, err = s.api.Get(ctx, name, metav1.GetOptions{})
@@ -250,6 +251,9 @@ func (s *claimStore) update(ctx context.Context, name string, change func(claim)
 			return nil
 		}
 		holders, changed := change(c)
+		if !changed && fromCache {
+			continue // the cache may lag: only the live claim can say there is nothing to do
+		}
 		if !changed {
 			return nil
 		}

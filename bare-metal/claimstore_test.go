@@ -3,6 +3,7 @@ package baremetal
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -382,5 +383,80 @@ func TestRecoveryWithClaimsWritesNothing(t *testing.T) {
 	}
 	if api.writes != writes {
 		t.Errorf("%d claim writes after the restart, want 0", api.writes-writes)
+	}
+}
+
+// snapshotCache is an informer that stopped at the moment it was taken.
+type snapshotCache map[string]*networkingv1.IPAddress
+
+func snapshot(f *fakeAPIServer) snapshotCache {
+	s := snapshotCache{}
+	for _, obj := range f.cache().List() {
+		s[obj.Name] = obj
+	}
+	return s
+}
+
+func (s snapshotCache) Get(name string) (*networkingv1.IPAddress, bool) {
+	obj, ok := s[name]
+	return obj, ok
+}
+
+func (s snapshotCache) ByHolder(service string) []*networkingv1.IPAddress {
+	var out []*networkingv1.IPAddress
+	for _, obj := range s {
+		if names, _ := holderIndex(obj); slices.Contains(names, service) {
+			out = append(out, obj)
+		}
+	}
+	return out
+}
+
+func (s snapshotCache) List() []*networkingv1.IPAddress { return slices.Collect(maps.Values(s)) }
+
+// Writes from a stale cache fail on the resourceVersion, are decided again
+// on what is live, and never drop a holder another instance added.
+func TestClaimWritesFromAStaleCacheAreDecidedAgain(t *testing.T) {
+	ctx := context.Background()
+	ip := netip.MustParseAddr("192.0.2.7")
+	api := newFakeAPIServer()
+	fresh := &claimStore{api: api, cache: api.cache(), now: fixedNow, grace: time.Minute}
+	web := holder("ns/web", 0, "k", 80)
+	if err := fresh.claim(ctx, web, []netip.Addr{ip}, func(netip.Addr) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	stale := &claimStore{api: api, cache: snapshot(api), now: fixedNow, grace: time.Minute}
+	if err := fresh.claim(ctx, holder("ns/dns", 0, "k", 53), []netip.Addr{ip}, func(netip.Addr) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+
+	// Joining from the stale view: the update conflicts, the live claim
+	// already has dns, and tls joins next to both.
+	if err := stale.claim(ctx, holder("ns/tls", 0, "k", 443), []netip.Addr{ip}, func(netip.Addr) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	if got := api.holders(ip.String()); !slices.Equal(got, []string{"ns/web", "ns/dns", "ns/tls"}) {
+		t.Fatalf("holders %v, want web, dns and tls", got)
+	}
+	// A clash only the live claim shows is still refused.
+	if err := stale.claim(ctx, holder("ns/other-dns", 0, "k", 53), []netip.Addr{ip}, func(netip.Addr) bool { return false }); err == nil {
+		t.Fatal("a port clash with a holder the cache did not show was accepted")
+	}
+	// Leaving from the stale view removes only the leaver.
+	if err := stale.release(ctx, "ns/web", "", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := api.holders(ip.String()); !slices.Equal(got, []string{"ns/dns", "ns/tls"}) {
+		t.Fatalf("after web left: holders %v", got)
+	}
+	// The last holders leave: the claim is deleted, with preconditions
+	// that a stale resourceVersion fails and a re-read passes.
+	for _, svc := range []string{"ns/dns", "ns/tls"} {
+		if err := stale.release(ctx, svc, "", []netip.Addr{ip}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if api.count() != 0 {
+		t.Fatalf("%d claims left", api.count())
 	}
 }

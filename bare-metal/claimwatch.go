@@ -118,6 +118,16 @@ func (b *Backend) startClaims(ctx context.Context, config *rest.Config) error {
 	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
 	informer := factory.Networking().V1().IPAddresses().Informer()
+	// One claim per Service: at thousands of Services, managedFields
+	// would be most of the cache's memory, and nothing here reads them.
+	if err := informer.SetTransform(func(obj any) (any, error) {
+		if ip, ok := obj.(*networkingv1.IPAddress); ok {
+			ip.ManagedFields = nil
+		}
+		return obj, nil
+	}); err != nil {
+		return err
+	}
 	if err := informer.AddIndexers(cache.Indexers{claimsByHolder: holderIndex}); err != nil {
 		return err
 	}
