@@ -171,3 +171,35 @@ func TestStaleHolders(t *testing.T) {
 		})
 	}
 }
+
+func TestOnePerFamily(t *testing.T) {
+	v4, v6 := []ipam.Family{ipam.IPv4}, []ipam.Family{ipam.IPv6, ipam.IPv4}
+	tests := []struct {
+		name     string
+		ips      []string
+		families []ipam.Family
+		want     []string
+	}{
+		{name: "none", families: v4},
+		{name: "one", ips: []string{"192.0.2.1"}, families: v4, want: []string{"192.0.2.1"}},
+		{name: "ordered by the request's families", ips: []string{"192.0.2.1", "2001:db8::1"}, families: v6, want: []string{"2001:db8::1", "192.0.2.1"}},
+		{name: "two of one family: ambiguous", ips: []string{"192.0.2.1", "192.0.2.2"}, families: v4},
+		{name: "a family not requested: ambiguous", ips: []string{"192.0.2.1", "2001:db8::1"}, families: v4},
+		{name: "a requested family missing: the rest", ips: []string{"192.0.2.1"}, families: v6, want: []string{"192.0.2.1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var ips []netip.Addr
+			for _, s := range tt.ips {
+				ips = append(ips, netip.MustParseAddr(s))
+			}
+			var got []string
+			for _, ip := range onePerFamily(ips, tt.families) {
+				got = append(got, ip.String())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("onePerFamily = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
