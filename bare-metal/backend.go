@@ -5,6 +5,7 @@ package baremetal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -41,6 +42,8 @@ type Allocator interface {
 	Assigned(service string) (ipam.Assignment, bool)
 	SetPools(pools []ipam.Pool) ([]ipam.Conflict, error)
 	Usage() []ipam.PoolUsage
+	Reserve(ip netip.Addr, holders []ipam.Request) error
+	Unreserve(ip netip.Addr)
 }
 
 // AllocationError is an allocation that failed for a reason the user can
@@ -63,7 +66,17 @@ type Backend struct {
 	pools     *poolController // nil without the IPAddressPool CRD
 	poolsSet  bool            // the allocator has the IPAddressPools
 	recovered bool
+	// claims is nil without a cluster or without the IPAddress API;
+	// claimsSynced is nil until the claim informer exists.
+	claims        *claimStore
+	claimsSynced  func() bool
+	claimsDecided bool
 }
+
+// maxClaimAttempts bounds how often one Ensure allocates anew after losing
+// an address to another instance; each loss reserves that address, so the
+// next attempt does not pick it again.
+const maxClaimAttempts = 10
 
 var _ provider.Backend = (*Backend)(nil)
 
@@ -79,12 +92,29 @@ func (b *Backend) Start(ctx context.Context, env provider.Env) error {
 	b.mu.Lock()
 	b.env = env
 	b.poolsSet = env.RESTConfig == nil // no cluster to watch pools in: config pools only
+	b.claimsDecided = env.RESTConfig == nil || b.claims != nil
 	b.mu.Unlock()
 	b.updateMetrics()
 	if env.RESTConfig != nil {
 		go b.watchForPools(ctx, env.RESTConfig)
+		if b.claims == nil {
+			go b.watchClaims(ctx, env.RESTConfig)
+		}
 	}
 	return nil
+}
+
+// setClaims installs the claim store (nil: run without claims).
+func (b *Backend) setClaims(store *claimStore, synced func() bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.claims, b.claimsSynced, b.claimsDecided = store, synced, true
+}
+
+func (b *Backend) claimStore() *claimStore {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.claims
 }
 
 // setPools gives the allocator the config pools plus the valid
@@ -119,22 +149,47 @@ func (b *Backend) allocationsChanged() {
 // ConditionType is herald.dev/AddressAllocated.
 func (b *Backend) ConditionType() string { return ConditionAddressAllocated }
 
-// Ensure allocates (or keeps) lb's addresses.
+// Ensure allocates (or keeps) lb's addresses and claims them in the
+// cluster before the caller writes them to the Service's status. An
+// address another instance claimed first is reserved and another one
+// allocated.
 func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.LoadBalancerStatus, error) {
 	if err := b.recover(ctx); err != nil {
 		return nil, err
 	}
+	logger := klog.FromContext(ctx)
+	req := requestFor(lb)
+	req.NamespaceLabels = b.namespaceLabels(lb.Service.Namespace)
+	svc := b.currentService(lb.Ref())
 	before, had := b.alloc.Assigned(lb.Key())
-	assignment, err := b.alloc.Allocate(requestFor(lb))
-	if err != nil {
-		return nil, &AllocationError{Err: err}
+	b.adopt(ctx, req, lb.UID, svc)
+	var assignment ipam.Assignment
+	for attempt := 1; ; attempt++ {
+		var err error
+		assignment, err = b.alloc.Allocate(req)
+		if err != nil {
+			return nil, &AllocationError{Err: err}
+		}
+		err = b.claim(ctx, req, lb.UID, assignment.IPs, svc)
+		var lost *ClaimedError
+		if errors.As(err, &lost) && attempt < maxClaimAttempts {
+			logger.V(2).Info("Address already claimed; allocating another", "vip", lost.Addr, "err", lost.Err)
+			b.reserve(ctx, lost.Addr, lost.Holders)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("claiming %s: %w", joinAddrs(assignment.IPs), err)
+		}
+		break
 	}
 	if !had || !equalAddrs(before.IPs, assignment.IPs) {
-		logger := klog.FromContext(ctx)
 		logger.Info("Allocated load balancer addresses", "vip", assignment.IPs, "pool", assignment.Pool)
 		b.event(lb.Ref(), v1.EventTypeNormal, ReasonIPAllocated,
 			fmt.Sprintf("Assigned %s from pool %s", joinAddrs(assignment.IPs), assignment.Pool))
 		b.allocationsChanged()
+		if had {
+			b.releaseClaims(ctx, lb.Key(), lb.UID, before.IPs, assignment.IPs)
+		}
 	}
 	return statusOf(assignment.IPs), nil
 }
@@ -157,19 +212,41 @@ func (b *Backend) Get(ctx context.Context, ref service.Ref) (*v1.LoadBalancerSta
 	return statusOf(assignment.IPs), true, nil
 }
 
-// Delete releases ref's addresses.
+// Delete releases ref's addresses and its address claims.
 func (b *Backend) Delete(ctx context.Context, ref service.Ref) error {
 	if err := b.recover(ctx); err != nil {
 		return err
 	}
 	released := b.alloc.Release(ref.Key())
-	if len(released) == 0 {
+	if len(released) > 0 {
+		klog.FromContext(ctx).Info("Released load balancer addresses", "vip", released)
+		b.event(ref, v1.EventTypeNormal, ReasonIPReleased, "Released "+joinAddrs(released))
+		b.allocationsChanged()
+	}
+	if claims := b.claimStore(); claims != nil {
+		if err := claims.release(ctx, ref.Key(), string(ref.UID), released, nil); err != nil {
+			return fmt.Errorf("releasing address claims: %w", err)
+		}
+	}
+	return nil
+}
+
+// namespaceLabels are the labels of the Service's Namespace, for pools'
+// namespaceSelectors. They are read at every allocation; a Namespace
+// relabelled later does not move Services that already have addresses
+// (the allocator does not recheck scope of kept assignments).
+func (b *Backend) namespaceLabels(namespace string) map[string]string {
+	b.mu.Lock()
+	lister := b.env.Namespaces
+	b.mu.Unlock()
+	if lister == nil {
 		return nil
 	}
-	klog.FromContext(ctx).Info("Released load balancer addresses", "vip", released)
-	b.event(ref, v1.EventTypeNormal, ReasonIPReleased, "Released "+joinAddrs(released))
-	b.allocationsChanged()
-	return nil
+	ns, err := lister.Get(namespace)
+	if err != nil {
+		return nil
+	}
+	return ns.Labels
 }
 
 func (b *Backend) event(ref service.Ref, eventType, reason, message string) {

@@ -27,6 +27,16 @@ func (b *Backend) recover(ctx context.Context) error {
 	if !b.poolsSet || b.env.Services == nil || b.env.ServicesSynced == nil || !b.env.ServicesSynced() {
 		return ErrStateNotRecovered
 	}
+	// Pools may select Namespaces by label: allocating before their
+	// labels are known would pick the wrong pool.
+	if b.env.NamespacesSynced != nil && !b.env.NamespacesSynced() {
+		return ErrStateNotRecovered
+	}
+	// Other instances' claims must be reserved before anything is restored
+	// or allocated.
+	if !b.claimsDecided || b.claimsSynced != nil && !b.claimsSynced() {
+		return ErrStateNotRecovered
+	}
 	services, err := b.env.Services.List(labels.Everything())
 	if err != nil {
 		return err

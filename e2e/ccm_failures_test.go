@@ -8,12 +8,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	baremetal "github.com/heraldlb/herald/bare-metal"
+	"github.com/heraldlb/herald/e2e/cluster"
 	"github.com/heraldlb/herald/provider"
 	"github.com/heraldlb/herald/provider/service"
 )
@@ -57,24 +60,34 @@ func TestBadRequestsAreReportedAndOthersKeepBeingServed(t *testing.T) {
 		t.Errorf("healthy service got %v, want an address of pool main", ips)
 	}
 	holder, err := client.CoreV1().Services("team").Get(context.Background(), "holder", metav1.GetOptions{})
-	if err != nil || !slices.Equal(ingressIPs(holder), []string{"203.0.113.200"}) {
+	if err != nil || !slices.Equal(ingressIPs(holder), []string{"198.51.100.200"}) {
 		t.Errorf("holder lost its address: %v %v", err, holder)
 	}
 	m.requireRunning(t)
 }
 
-// A restarted CCM rebuilds its allocations from Service status: every
-// Service keeps its address and no Service object is written.
+// A restarted CCM rebuilds its allocations from Service status: every one
+// of 200 Services keeps its address, and neither a Service nor an address
+// claim is written.
 func TestRestartKeepsEveryAddress(t *testing.T) {
-	c, client, m := startLab(t, `
+	const pools = `
 backend: bare-metal
 bareMetal:
   pools:
   - name: wide
     addresses: ["198.51.100.0/24"]
-`)
+`
+	// The default client rate (20/s) would make allocating 200 Services,
+	// five writes each, the slowest part of the suite; a CCM serving that
+	// many Services is given more in practice too.
+	rate := []string{"--kube-api-qps=100", "--kube-api-burst=200"}
+	c := cluster.StartForTest(t, cluster.Options{})
+	client := kubernetes.NewForConfigOrDie(c.Config)
+	createNodes(t, client, "node-a", "node-b")
+	m := startCCM(t, c, pools, rate...)
 	createNamespace(t, client, "fleet")
-	const services = 30
+	const services = 200
+	began := time.Now()
 	names := make([]string, services)
 	for i := range names {
 		names[i] = "svc-" + string(rune('a'+i/26)) + string(rune('a'+i%26))
@@ -84,20 +97,21 @@ bareMetal:
 	for _, name := range names {
 		before[name] = waitForService(t, client, "fleet", name, "has an ingress IP", hasIngress)
 	}
+	t.Logf("%d Services created and given addresses in %v", services, time.Since(began).Round(time.Millisecond))
 	allocatedBefore := countEvents(t, client, "fleet", baremetal.ReasonIPAllocated)
+	claimsBefore := claimVersions(t, client)
+	if len(claimsBefore) != services {
+		t.Fatalf("%d address claims for %d Services", len(claimsBefore), services)
+	}
 
 	m.stop()
-	restarted := startCCM(t, c, `
-backend: bare-metal
-bareMetal:
-  pools:
-  - name: wide
-    addresses: ["198.51.100.0/24"]
-`)
+	restartedAt := time.Now()
+	restarted := startCCM(t, c, pools, rate...)
 	// The restarted service controller queues every existing Service before
 	// this one, so once it has an address, all were re-ensured.
 	createService(t, client, newService("fleet", "after-restart", v1.ServiceTypeLoadBalancer, nil))
 	fresh := waitForService(t, client, "fleet", "after-restart", "has an ingress IP", hasIngress)
+	t.Logf("restarted CCM served a new Service %v after starting", time.Since(restartedAt).Round(time.Millisecond))
 
 	list, err := client.CoreV1().Services("fleet").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
@@ -118,7 +132,27 @@ bareMetal:
 	if got := countEvents(t, client, "fleet", baremetal.ReasonIPAllocated); got != allocatedBefore+1 {
 		t.Errorf("IPAllocated events went from %d to %d, want only the new Service's", allocatedBefore, got)
 	}
+	claimsAfter := claimVersions(t, client)
+	for ip, rv := range claimsBefore {
+		if claimsAfter[ip] != rv {
+			t.Errorf("the claim of %s changed after the restart: resourceVersion %s -> %q", ip, rv, claimsAfter[ip])
+		}
+	}
 	restarted.requireRunning(t)
+}
+
+// claimVersions maps each address claim to its resourceVersion.
+func claimVersions(t testing.TB, client kubernetes.Interface) map[string]string {
+	t.Helper()
+	list, err := client.NetworkingV1().IPAddresses().List(context.Background(), metav1.ListOptions{LabelSelector: claimSelector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, obj := range list.Items {
+		out[obj.Name] = obj.ResourceVersion
+	}
+	return out
 }
 
 func TestBrokenCloudConfigExitsNamingTheField(t *testing.T) {

@@ -20,7 +20,10 @@ import (
 const loadBalancerFinalizer = "service.kubernetes.io/load-balancer-cleanup"
 
 // twoPools: "main" serves any Service; "small" has one address and only
-// serves Services that name it.
+// serves Services that name it. Both stay outside the harness's service
+// CIDR (203.0.113.0/24): an address the apiserver gave out as a ClusterIP
+// has its IPAddress object, so herald cannot claim it and would report the
+// one-address pool exhausted.
 const twoPools = `
 backend: bare-metal
 bareMetal:
@@ -28,7 +31,7 @@ bareMetal:
   - name: main
     addresses: ["198.51.100.10-198.51.100.19"]
   - name: small
-    addresses: ["203.0.113.200/32"]
+    addresses: ["198.51.100.200/32"]
     autoAssign: false
 `
 
@@ -121,7 +124,7 @@ func TestAddressIsReleasedOnDeleteAndTypeChange(t *testing.T) {
 
 	createService(t, client, newService("shop", "first", v1.ServiceTypeLoadBalancer, inSmall))
 	first := waitForService(t, client, "shop", "first", "has an ingress IP", hasIngress)
-	if got := ingressIPs(first); !slices.Equal(got, []string{"203.0.113.200"}) {
+	if got := ingressIPs(first); !slices.Equal(got, []string{"198.51.100.200"}) {
 		t.Fatalf("ingress = %v, want the only address of pool small", got)
 	}
 
@@ -133,7 +136,7 @@ func TestAddressIsReleasedOnDeleteAndTypeChange(t *testing.T) {
 	waitForEvent(t, client, "shop", "first", v1.EventTypeNormal, baremetal.ReasonIPReleased)
 	createService(t, client, newService("shop", "second", v1.ServiceTypeLoadBalancer, inSmall))
 	second := waitForService(t, client, "shop", "second", "reuses the released IP", hasIngress)
-	if got := ingressIPs(second); !slices.Equal(got, []string{"203.0.113.200"}) {
+	if got := ingressIPs(second); !slices.Equal(got, []string{"198.51.100.200"}) {
 		t.Fatalf("ingress = %v, want the released address again", got)
 	}
 
@@ -152,7 +155,7 @@ func TestAddressIsReleasedOnDeleteAndTypeChange(t *testing.T) {
 	})
 	createService(t, client, newService("shop", "third", v1.ServiceTypeLoadBalancer, inSmall))
 	third := waitForService(t, client, "shop", "third", "reuses the released IP", hasIngress)
-	if got := ingressIPs(third); !slices.Equal(got, []string{"203.0.113.200"}) {
+	if got := ingressIPs(third); !slices.Equal(got, []string{"198.51.100.200"}) {
 		t.Fatalf("ingress = %v, want the address released by the type change", got)
 	}
 	m.requireRunning(t)

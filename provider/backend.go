@@ -40,8 +40,13 @@ type Env struct {
 	Services corelisters.ServiceLister
 	// ServicesSynced reports whether Services has synced.
 	ServicesSynced func() bool
-	Recorder       record.EventRecorder
-	Selection      service.Selection
+	// Namespaces lists Namespaces, whose labels pools may select on;
+	// NamespacesSynced reports whether it has synced. Both are nil when
+	// the backend runs without a cluster.
+	Namespaces       corelisters.NamespaceLister
+	NamespacesSynced func() bool
+	Recorder         record.EventRecorder
+	Selection        service.Selection
 	// RESTConfig lets a backend watch resources of its own (e.g. CRDs).
 	RESTConfig *rest.Config
 }

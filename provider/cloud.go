@@ -87,6 +87,7 @@ func (p *Provider) Initialize(clientBuilder cloudprovider.ControllerClientBuilde
 // rebuilds its state from.
 func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 	services := factory.Core().V1().Services()
+	namespaces := factory.Core().V1().Namespaces()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ctx == nil {
@@ -96,9 +97,13 @@ func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 	env := Env{
 		Services:       services.Lister(),
 		ServicesSynced: services.Informer().HasSynced,
-		Recorder:       p.recorder,
-		Selection:      p.selection,
-		RESTConfig:     p.config,
+		// Requesting the informer here registers it with the factory,
+		// which the controller manager starts after SetInformers.
+		Namespaces:       namespaces.Lister(),
+		NamespacesSynced: namespaces.Informer().HasSynced,
+		Recorder:         p.recorder,
+		Selection:        p.selection,
+		RESTConfig:       p.config,
 	}
 	if err := p.backend.Start(p.ctx, env); err != nil {
 		klog.FromContext(p.ctx).Error(err, "Starting the load balancer backend failed")

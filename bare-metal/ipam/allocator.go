@@ -48,6 +48,9 @@ type Allocator struct {
 	allocs map[string]*alloc
 	used   map[netip.Addr]*ipState
 	byKey  map[string]map[netip.Addr]struct{} // sharing key -> addresses
+	// reserved holds addresses held outside this allocator (Reserve), by
+	// address; their holders take part in every sharing check.
+	reserved map[netip.Addr][]*alloc
 }
 
 // New validates pools and returns an allocator holding nothing. Overlaps
@@ -62,6 +65,8 @@ func New(pools []Pool) (*Allocator, error) {
 		allocs: map[string]*alloc{},
 		used:   map[netip.Addr]*ipState{},
 		byKey:  map[string]map[netip.Addr]struct{}{},
+
+		reserved: map[netip.Addr][]*alloc{},
 	}, nil
 }
 

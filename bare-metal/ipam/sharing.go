@@ -48,7 +48,10 @@ type ipState struct {
 }
 
 func (a *Allocator) isUsed(ip netip.Addr) bool {
-	_, ok := a.used[ip]
+	if _, ok := a.used[ip]; ok {
+		return true
+	}
+	_, ok := a.reserved[ip]
 	return ok
 }
 
@@ -109,17 +112,43 @@ func (a *Allocator) keyIndex(key string) map[netip.Addr]struct{} {
 	return m
 }
 
-// shareCheck returns nil when al may use ip next to its current holders.
+// shareCheck returns nil when al may use ip next to its current holders,
+// local ones and those of a reservation.
 func (a *Allocator) shareCheck(ip netip.Addr, al *alloc) error {
 	st := a.used[ip]
-	if st == nil {
+	reserved := a.reserved[ip]
+	var holders []*alloc
+	switch {
+	case st == nil && len(reserved) == 0:
+		return nil
+	case st == nil:
+		holders = reserved
+	case len(reserved) == 0:
+		holders = st.holders
+	default:
+		holders = append(slices.Clone(st.holders), reserved...)
+	}
+	err := conflictWith(holders, al)
+	if err == nil {
 		return nil
 	}
+	if st != nil && st.owner != nil {
+		err.Pool = st.owner.pool.cfg.Name
+	} else if rs := a.ps.owner(ip); rs != nil {
+		err.Pool = rs.pool.cfg.Name
+	}
+	err.Addr = ip
+	return err
+}
+
+// conflictWith returns why al may not join holders (nil when it may),
+// without Addr and Pool. A holder with al's service name is al itself.
+func conflictWith(holders []*alloc, al *alloc) *AddressError {
 	var others []string
 	reason := ""
 	sentinel := ErrAddressInUse
-	for _, h := range st.holders {
-		if h.service == al.service {
+	for _, h := range holders {
+		if h.service == al.service || slices.Contains(others, h.service) {
 			continue
 		}
 		others = append(others, h.service)
@@ -138,16 +167,12 @@ func (a *Allocator) shareCheck(ip netip.Addr, al *alloc) error {
 		}
 	}
 	if reason == "" {
-		sentinel, reason = ErrSharingConflict, portClash(st.holders, al)
+		sentinel, reason = ErrSharingConflict, portClash(holders, al)
 	}
 	if reason == "" {
 		return nil
 	}
-	pool := ""
-	if st.owner != nil {
-		pool = st.owner.pool.cfg.Name
-	}
-	return &AddressError{Err: sentinel, Service: al.service, Addr: ip, Pool: pool, Holders: others, Reason: reason}
+	return &AddressError{Err: sentinel, Service: al.service, Holders: others, Reason: reason}
 }
 
 // portClash names the first port al wants that another holder uses, or "".
