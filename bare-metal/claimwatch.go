@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/heraldlb/herald/bare-metal/ipam"
+	"github.com/heraldlb/herald/provider"
 )
 
 // claimsByHolder indexes claims by the Services holding them.
@@ -120,12 +121,7 @@ func (b *Backend) startClaims(ctx context.Context, config *rest.Config) error {
 	informer := factory.Networking().V1().IPAddresses().Informer()
 	// One claim per Service: at thousands of Services, managedFields
 	// would be most of the cache's memory, and nothing here reads them.
-	if err := informer.SetTransform(func(obj any) (any, error) {
-		if ip, ok := obj.(*networkingv1.IPAddress); ok {
-			ip.ManagedFields = nil
-		}
-		return obj, nil
-	}); err != nil {
+	if err := informer.SetTransform(provider.StripManagedFields); err != nil {
 		return err
 	}
 	if err := informer.AddIndexers(cache.Indexers{claimsByHolder: holderIndex}); err != nil {

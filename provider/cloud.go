@@ -94,6 +94,7 @@ func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 		p.startErr = fmt.Errorf("%w: SetInformers called before Initialize", ErrNotStarted)
 		return
 	}
+	slimSharedInformers(factory, klog.FromContext(p.ctx))
 	env := Env{
 		Services:       services.Lister(),
 		ServicesSynced: services.Informer().HasSynced,
