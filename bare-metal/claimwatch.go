@@ -9,7 +9,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -97,15 +96,7 @@ func (b *Backend) watchClaims(ctx context.Context, config *rest.Config) {
 }
 
 func ipAddressesServed(config *rest.Config) (bool, error) {
-	disco, err := discovery.NewDiscoveryClientForConfig(config)
-	if err != nil {
-		return false, fmt.Errorf("discovery client: %w", err)
-	}
-	resources, err := disco.ServerResourcesForGroupVersion(networkingv1.SchemeGroupVersion.String())
-	if err != nil {
-		return false, fmt.Errorf("discovering %s: %w", networkingv1.SchemeGroupVersion, err)
-	}
-	return hasResource(resources, "ipaddresses"), nil
+	return served(config, networkingv1.SchemeGroupVersion, "ipaddresses")
 }
 
 func (b *Backend) startClaims(ctx context.Context, config *rest.Config) error {

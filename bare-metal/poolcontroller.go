@@ -93,18 +93,24 @@ func (b *Backend) watchForPools(ctx context.Context, config *rest.Config) {
 }
 
 func poolsServed(config *rest.Config) (bool, error) {
+	return served(config, v1alpha1.SchemeGroupVersion, poolResource.Resource)
+}
+
+// served asks discovery whether the apiserver serves resource in gv; an
+// unknown group version is "no", not an error.
+func served(config *rest.Config, gv schema.GroupVersion, resource string) (bool, error) {
 	disco, err := discovery.NewDiscoveryClientForConfig(config)
 	if err != nil {
 		return false, fmt.Errorf("discovery client: %w", err)
 	}
-	resources, err := disco.ServerResourcesForGroupVersion(v1alpha1.SchemeGroupVersion.String())
+	resources, err := disco.ServerResourcesForGroupVersion(gv.String())
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("discovering %s: %w", v1alpha1.SchemeGroupVersion, err)
+		return false, fmt.Errorf("discovering %s: %w", gv, err)
 	}
-	return hasResource(resources, poolResource.Resource), nil
+	return hasResource(resources, resource), nil
 }
 
 // startPoolController watches IPAddressPools.

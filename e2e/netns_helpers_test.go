@@ -110,6 +110,11 @@ func get(ns *netlab.Netns, addr string) (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
+	return readAnswer(resp)
+}
+
+// readAnswer parses an echo server's response and closes its body.
+func readAnswer(resp *http.Response) (answer, error) {
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -206,12 +211,7 @@ func (k *keepConn) get() (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return answer{}, err
-	}
-	return parseAnswer(string(body))
+	return readAnswer(resp)
 }
 
 // startEcho runs the echo server in pod's namespace until the lab goes.

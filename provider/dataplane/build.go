@@ -45,18 +45,8 @@ func (fe frontend) key() []string {
 // and the node the agent runs on. It is pure: same input, same Ruleset.
 // Services of type ExternalName and headless ClusterIPs get no rules.
 func Build(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, node Node, opts Options) *Ruleset {
-	r := newRuleset()
-	addSkeleton(r, opts)
-	b := builder{r: r, node: node, opts: opts, nodePortIPs: map[string][]netip.Addr{}}
-	b.addNodeAndPodAddresses()
-	// Pick chains for the usual endpoint counts exist up front, so that a
-	// Service scaling among them is a partial sync (see Applier).
-	for n := 1; n <= PrecreatedPickChains; n++ {
-		for _, f := range families {
-			b.pickChain(f, false, n)
-			b.pickChain(f, true, n)
-		}
-	}
+	b := newBaseBuilder(node, opts)
+	r := b.r
 
 	bySvc := slicesByService(endpointSlices)
 	sorted := slices.Clone(services)
@@ -70,6 +60,23 @@ func Build(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, 
 		b.addService(svc, bySvc[svc.Namespace+"/"+svc.Name])
 	}
 	return r
+}
+
+// newBaseBuilder starts a Ruleset with what does not depend on Services:
+// the skeleton, the node's and pods' addresses, and pick chains for the
+// usual endpoint counts, which exist up front so that a Service scaling
+// among them is a partial sync (see Applier).
+func newBaseBuilder(node Node, opts Options) builder {
+	b := builder{r: newRuleset(), node: node, opts: opts, nodePortIPs: map[string][]netip.Addr{}}
+	addSkeleton(b.r, opts)
+	b.addNodeAndPodAddresses()
+	for n := 1; n <= PrecreatedPickChains; n++ {
+		for _, f := range families {
+			b.pickChain(f, false, n)
+			b.pickChain(f, true, n)
+		}
+	}
+	return b
 }
 
 type builder struct {

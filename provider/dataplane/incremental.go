@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"cmp"
-	"net/netip"
 	"reflect"
 	"slices"
 
@@ -91,16 +90,8 @@ func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.En
 		b.reset(node, opts)
 	}
 	b.gen++
-	r := newRuleset()
-	addSkeleton(r, opts)
-	base := builder{r: r, node: node, opts: opts, nodePortIPs: map[string][]netip.Addr{}}
-	base.addNodeAndPodAddresses()
-	for n := 1; n <= PrecreatedPickChains; n++ {
-		for _, f := range families {
-			base.pickChain(f, false, n)
-			base.pickChain(f, true, n)
-		}
-	}
+	base := newBaseBuilder(node, opts)
+	r := base.r
 
 	var dirty map[string]map[string]prior
 	if b.last != nil {

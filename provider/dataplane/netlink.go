@@ -56,7 +56,7 @@ func NewNetlinkReloader(netnsFD int) *NetlinkReloader { return &NetlinkReloader{
 
 // Reload implements ElementReloader.
 func (n *NetlinkReloader) Reload(_ context.Context, desired *Ruleset) error {
-	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	table := heraldTable()
 	type batch struct {
 		set    *nftables.Set
 		chunks [][]nftables.SetElement
@@ -118,7 +118,7 @@ func (n *NetlinkReloader) Change(_ context.Context, desired *Ruleset, changes []
 		delete bool
 		els    []nftables.SetElement
 	}
-	table := &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+	table := heraldTable()
 	var runs []run
 	size := 0
 	for _, c := range changes {
@@ -187,7 +187,7 @@ func (n *NetlinkReloader) Stamp(context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrReload, err)
 	}
-	if _, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet); errors.Is(err, unix.ENOENT) {
+	if _, err := c.ListTableOfFamily(TableName, heraldTable().Family); errors.Is(err, unix.ENOENT) {
 		return "", ErrNoTable
 	}
 	els, err := c.GetSetElements(stampSetRef())
@@ -217,8 +217,10 @@ func (n *NetlinkReloader) SetStamp(_ context.Context, note string) error {
 	return nil
 }
 
-func stampSetRef() *nftables.Set {
-	return &nftables.Set{Table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}, Name: stampSet}
+func stampSetRef() *nftables.Set { return &nftables.Set{Table: heraldTable(), Name: stampSet} }
+
+func heraldTable() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
 }
 
 // maxElementListBytes keeps one message's element list inside a netlink
