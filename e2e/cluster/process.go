@@ -48,6 +48,18 @@ func StartProcess(name, logPath, binary string, args ...string) (*Process, error
 // PID is the process id, for tests that need to signal it.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
+// Kill ends the process at once (SIGKILL), as a crash or the OOM killer
+// would, and waits for it.
+func (p *Process) Kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
 // Stop asks the process to exit and kills it if it does not within grace.
 func (p *Process) Stop(grace time.Duration) {
 	select {
