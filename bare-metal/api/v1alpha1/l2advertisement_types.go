@@ -48,7 +48,9 @@ type L2AdvertisementSpec struct {
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=32
-	// +kubebuilder:validation:items:XValidation:rule=`self.size() >= 1 && self.size() <= 15 && self != '.' && self != '..' && !self.matches('[/:\\s]')`,messageExpression=`"'" + self + "' is not a Linux interface name (1 to 15 characters, no '/', ':' or spaces, not '.' or '..')"`
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=15
+	// +kubebuilder:validation:items:XValidation:rule=`self != '.' && self != '..' && !self.matches('[/:\\s]')`,messageExpression=`"'" + self + "' is not a Linux interface name (no '/', ':' or spaces, not '.' or '..')"`
 	Interfaces []string `json:"interfaces,omitempty"`
 }
 
