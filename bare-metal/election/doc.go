@@ -45,13 +45,18 @@
 //     when Kubernetes marks them NotReady: with one or two nodes there is
 //     no majority to tell a dead peer from a cut cable, and the apiserver
 //     breaks the tie.
-//  2. freshness: if the node has peers, one of its own probes was answered
-//     within F (AckTimeout). This is checked when each frame is sent
-//     (Fence.Open), not on a timer.
+//  2. freshness: if the node has peers, it heard from one of them within F
+//     (SilenceTimeout): an ack to one of its probes, or a heartbeat, which
+//     every agent sends a few random peers twice per probe interval. A
+//     single dead peer therefore does not silence its neighbours, as it
+//     would if only acks counted (a node may probe the dead peer twice in
+//     a row). This is checked when each frame is sent (Fence.Open), not on
+//     a timer.
 //
 // Timing bound (the guarantee). Let a node O lose contact with all its
-// peers at t0. Its last ack arrived no later than t0, so rule 2 refuses
-// every frame O would send after t0 + F. A peer P can declare O dead only
+// peers at t0. The last packet it heard from them arrived no later than
+// t0 + RTT/2, so rule 2 refuses every frame O would send after about
+// t0 + F. A peer P can declare O dead only
 // through a probe that failed, hence one sent after t0 - RTT; P suspects O
 // a full probe interval I after sending it, and the suspicion lasts at
 // least M·I·max(1, log10 n) ≥ M·I. No peer can therefore declare O dead,
@@ -62,9 +67,15 @@
 // so the two never answer at once if F < (1+M)·I - RTT - δ, where δ covers
 // the time between O's check and its frame leaving. With the defaults,
 // F = 250 ms against 400 ms: 150 ms of margin for RTT and δ on a LAN. The
-// same rule makes F > 2·I necessary: one failed probe (a dead peer) leaves
-// a gap of two intervals between acks, which must not fence the prober.
-// FenceConfig.Validate enforces both.
+// heartbeats make F > 2·I ample: a connected node hears a peer every
+// I/2, so only a stall of the node itself (the CPU starved for 200 ms) or
+// a real cut closes the fence. FenceConfig.Validate enforces both bounds.
+//
+// A partition that cuts only the node's sending direction (it hears its
+// peers, they do not hear it) is not caught by rule 2; it would also keep
+// the node's ARP replies from the network in most real failures (a dead
+// transmit path), and rule 1 does not help there. The tests inject
+// two-way cuts.
 //
 // Once closed, the fence opens again only when both rules have held for
 // S (Settle): a node rejoining after a partition first learns that its

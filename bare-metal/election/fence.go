@@ -13,9 +13,9 @@ const (
 	// ReasonNoQuorum: the node sees no more than half of the nodes that
 	// should run herald-agent alive.
 	ReasonNoQuorum Reason = "NoQuorum"
-	// ReasonNoRecentAck: none of the node's own probes was answered within
-	// AckTimeout: it is likely cut off.
-	ReasonNoRecentAck Reason = "NoRecentAck"
+	// ReasonCutOff: the node has heard nothing from its peers (no ack to
+	// its probes, no heartbeat) within SilenceTimeout: it is likely cut off.
+	ReasonCutOff Reason = "CutOff"
 	// ReasonSettling: the conditions hold again, but not for Settle yet.
 	ReasonSettling Reason = "Settling"
 )
@@ -23,9 +23,9 @@ const (
 // FenceConfig bounds the fence; see the package doc for the rule and why
 // it holds.
 type FenceConfig struct {
-	// AckTimeout (F): a node with peers that got no ack to its own probes
-	// for this long answers nothing.
-	AckTimeout time.Duration
+	// SilenceTimeout (F): a node with peers that has heard nothing from
+	// any of them for this long answers nothing.
+	SilenceTimeout time.Duration
 	// Settle (S): once closed, the fence opens only after its conditions
 	// have held this long, so a node that was cut off announces again only
 	// when its view of the membership has caught up.
@@ -33,16 +33,16 @@ type FenceConfig struct {
 }
 
 // Validate checks the config against the membership's failure detector:
-// AckTimeout must outlast the gap between acks that one failed probe makes
-// (2 probe intervals), or a single dead peer would fence its prober, and
-// must end before the earliest moment peers can declare this node dead
-// (DeadAfter), or the guarantee is void.
+// SilenceTimeout must outlast two probe intervals, so that scheduling
+// hiccups of a loaded node do not fence it, and must end before the
+// earliest moment peers can declare this node dead (deadAfter), or the
+// guarantee is void.
 func (c FenceConfig) Validate(probeInterval, deadAfter time.Duration) error {
 	switch {
-	case c.AckTimeout <= 2*probeInterval:
-		return fmt.Errorf("ack timeout %v must exceed two probe intervals (%v)", c.AckTimeout, 2*probeInterval)
-	case c.AckTimeout >= deadAfter:
-		return fmt.Errorf("ack timeout %v must be shorter than the earliest time peers may declare a node dead (%v)", c.AckTimeout, deadAfter)
+	case c.SilenceTimeout <= 2*probeInterval:
+		return fmt.Errorf("silence timeout %v must exceed two probe intervals (%v)", c.SilenceTimeout, 2*probeInterval)
+	case c.SilenceTimeout >= deadAfter:
+		return fmt.Errorf("silence timeout %v must be shorter than the earliest time peers may declare a node dead (%v)", c.SilenceTimeout, deadAfter)
 	case c.Settle < 0:
 		return fmt.Errorf("settle time %v is negative", c.Settle)
 	}
@@ -51,10 +51,11 @@ func (c FenceConfig) Validate(probeInterval, deadAfter time.Duration) error {
 
 // Health is the membership as one node sees it at one moment.
 type Health struct {
-	// LastAck is when the last ack to one of this node's own probes came.
-	LastAck time.Time
+	// LastHeard is when the node last heard from any peer: an ack to one of
+	// its probes or a heartbeat.
+	LastHeard time.Time
 	// Peers is how many other members the node probes (alive or suspect in
-	// its view). Without peers, acks cannot be expected.
+	// its view). Without peers, nothing can be heard.
 	Peers int
 	// Reachable is how many of the Expected nodes the node sees alive,
 	// itself included.
@@ -92,8 +93,8 @@ func (f *Fence) Update(now time.Time, h Health) (open bool, reason Reason, next 
 	case h.Expected > 1 && 2*h.Reachable <= h.Expected:
 		f.close(ReasonNoQuorum)
 		return false, f.reason, time.Time{}
-	case h.Peers > 0 && now.Sub(h.LastAck) > f.cfg.AckTimeout:
-		f.close(ReasonNoRecentAck)
+	case h.Peers > 0 && now.Sub(h.LastHeard) > f.cfg.SilenceTimeout:
+		f.close(ReasonCutOff)
 		return false, f.reason, time.Time{}
 	}
 	if f.holds.IsZero() {
@@ -107,24 +108,25 @@ func (f *Fence) Update(now time.Time, h Health) (open bool, reason Reason, next 
 		f.reason = ""
 	}
 	if h.Peers > 0 {
-		return true, "", h.LastAck.Add(f.cfg.AckTimeout)
+		return true, "", h.LastHeard.Add(f.cfg.SilenceTimeout)
 	}
 	return true, "", time.Time{}
 }
 
 // Open reports whether the node may send a frame at now. It applies the
-// ack rule itself at now, with the latest ack time, instead of trusting
-// the last Update: the timing bound holds only if every frame is checked
-// when it is sent. A frame refused by the ack rule closes the fence until
-// the next Update finds the conditions holding for Settle.
-func (f *Fence) Open(now, lastAck time.Time) bool {
+// silence rule itself at now, with the latest time a peer was heard,
+// instead of trusting the last Update: the timing bound holds only if
+// every frame is checked when it is sent. A frame refused by the silence
+// rule closes the fence until the next Update finds the conditions holding
+// for Settle.
+func (f *Fence) Open(now, lastHeard time.Time) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.reason != "" {
 		return false
 	}
-	if f.peers > 0 && now.Sub(lastAck) > f.cfg.AckTimeout {
-		f.close(ReasonNoRecentAck)
+	if f.peers > 0 && now.Sub(lastHeard) > f.cfg.SilenceTimeout {
+		f.close(ReasonCutOff)
 		return false
 	}
 	return true

@@ -5,13 +5,13 @@ import (
 	"time"
 )
 
-var fenceCfg = FenceConfig{AckTimeout: 250 * time.Millisecond, Settle: time.Second}
+var fenceCfg = FenceConfig{SilenceTimeout: 250 * time.Millisecond, Settle: time.Second}
 
 // at is a time n milliseconds after an arbitrary origin.
 func at(ms int) time.Time { return time.Unix(1_000_000, 0).Add(time.Duration(ms) * time.Millisecond) }
 
-func healthy(lastAckMs int) Health {
-	return Health{LastAck: at(lastAckMs), Peers: 2, Reachable: 3, Expected: 3}
+func healthy(lastHeardMs int) Health {
+	return Health{LastHeard: at(lastHeardMs), Peers: 2, Reachable: 3, Expected: 3}
 }
 
 func TestFenceUpdate(t *testing.T) {
@@ -42,13 +42,13 @@ func TestFenceUpdate(t *testing.T) {
 		{"lost quorum: closed at once, settles again after", []step{
 			{0, healthy(0), false, ReasonSettling, 1000},
 			{1000, healthy(1000), true, "", 1250},
-			{1100, Health{LastAck: at(1100), Peers: 1, Reachable: 1, Expected: 3}, false, ReasonNoQuorum, -1},
+			{1100, Health{LastHeard: at(1100), Peers: 1, Reachable: 1, Expected: 3}, false, ReasonNoQuorum, -1},
 			{1200, healthy(1200), false, ReasonSettling, 2200},
 			{2200, healthy(2200), true, "", 2450},
 		}},
 		{"two of three alive is a quorum", []step{
-			{0, Health{LastAck: at(0), Peers: 1, Reachable: 2, Expected: 3}, false, ReasonSettling, 1000},
-			{1000, Health{LastAck: at(1000), Peers: 1, Reachable: 2, Expected: 3}, true, "", 1250},
+			{0, Health{LastHeard: at(0), Peers: 1, Reachable: 2, Expected: 3}, false, ReasonSettling, 1000},
+			{1000, Health{LastHeard: at(1000), Peers: 1, Reachable: 2, Expected: 3}, true, "", 1250},
 		}},
 		{"one of two alive is not: the apiserver must break the tie", []step{
 			{0, Health{Reachable: 1, Expected: 2}, false, ReasonNoQuorum, -1},
@@ -57,16 +57,16 @@ func TestFenceUpdate(t *testing.T) {
 		{"an agent that left is no longer expected", []step{
 			{0, Health{Reachable: 1, Expected: 1}, false, ReasonSettling, 1000},
 		}},
-		{"no ack for longer than F closes; an ack does not reopen before settling", []step{
+		{"nothing heard for longer than F closes; hearing again does not reopen before settling", []step{
 			{0, healthy(0), false, ReasonSettling, 1000},
 			{1000, healthy(1000), true, "", 1250},
 			{1250, healthy(1000), true, "", 1250}, // exactly F: still open
-			{1251, healthy(1000), false, ReasonNoRecentAck, -1},
+			{1251, healthy(1000), false, ReasonCutOff, -1},
 			{1300, healthy(1300), false, ReasonSettling, 2300},
 			{2300, healthy(2300), true, "", 2550},
 		}},
-		{"peers but never an ack", []step{
-			{0, Health{Peers: 2, Reachable: 3, Expected: 3}, false, ReasonNoRecentAck, -1},
+		{"peers but never heard", []step{
+			{0, Health{Peers: 2, Reachable: 3, Expected: 3}, false, ReasonCutOff, -1},
 		}},
 	}
 	for _, tt := range tests {
@@ -87,10 +87,10 @@ func TestFenceUpdate(t *testing.T) {
 	}
 }
 
-// Open applies the ack rule at the moment of sending, so a node cut off
-// between two Updates still falls silent F after its last ack; and once it
-// has refused a frame it stays silent until an Update sees the conditions
-// hold for Settle, even if acks resume at once.
+// Open applies the silence rule at the moment of sending, so a node cut
+// off between two Updates still falls silent F after it last heard a peer;
+// and once it has refused a frame it stays silent until an Update sees the
+// conditions hold for Settle, even if it hears its peers again at once.
 func TestFenceOpenChecksEveryFrame(t *testing.T) {
 	f := NewFence(fenceCfg)
 	f.Update(at(0), healthy(0))
@@ -98,13 +98,13 @@ func TestFenceOpenChecksEveryFrame(t *testing.T) {
 		t.Fatal("fence did not open after settling")
 	}
 	if !f.Open(at(1200), at(1000)) {
-		t.Fatal("frame 200 ms after the last ack refused")
+		t.Fatal("frame 200 ms after a peer was last heard refused")
 	}
 	if f.Open(at(1251), at(1000)) {
-		t.Fatal("frame 251 ms after the last ack (F = 250 ms) allowed")
+		t.Fatal("frame 251 ms after a peer was last heard (F = 250 ms) allowed")
 	}
 	if f.Open(at(1300), at(1290)) {
-		t.Fatal("fresh ack reopened the fence without an Update and settling")
+		t.Fatal("hearing a peer again reopened the fence without an Update and settling")
 	}
 	if open, reason, _ := f.Update(at(1300), healthy(1290)); open || reason != ReasonSettling {
 		t.Fatalf("Update after a refused frame = %v %q, want settling", open, reason)
@@ -133,20 +133,21 @@ func TestFenceBoundBeatsEarliestDeath(t *testing.T) {
 	}
 	for cutMs := 0; cutMs < 200; cutMs++ {
 		cut := at(1000 + cutMs)
-		// The owner's probes go out every interval and are acked after
-		// rtt; the last ack before the cut is the latest one at or before it.
-		var lastAck time.Time
-		for p := at(1000 - 200); !p.Add(rtt).After(cut); p = p.Add(interval) {
-			lastAck = p.Add(rtt)
+		// The owner hears a peer every heartbeat (half a probe interval),
+		// rtt/2 after it left; the last one before the cut is the latest
+		// one at or before it.
+		var lastHeard time.Time
+		for p := at(1000 - 200); !p.Add(rtt / 2).After(cut); p = p.Add(interval / 2) {
+			lastHeard = p.Add(rtt / 2)
 		}
 		f := NewFence(fenceCfg)
 		f.Update(at(0), healthy(0))
-		f.Update(at(999), Health{LastAck: at(999), Peers: 2, Reachable: 3, Expected: 3})
-		f.Update(at(1000), Health{LastAck: at(1000), Peers: 2, Reachable: 3, Expected: 3})
+		f.Update(at(999), Health{LastHeard: at(999), Peers: 2, Reachable: 3, Expected: 3})
+		f.Update(at(1000), Health{LastHeard: at(1000), Peers: 2, Reachable: 3, Expected: 3})
 		// A peer's failing probe can leave no earlier than cut - rtt.
 		earliestDeath := cut.Add(-rtt).Add(deadAfter)
 		for now := cut; now.Before(earliestDeath.Add(time.Millisecond)); now = now.Add(time.Millisecond) {
-			if !now.Before(earliestDeath) && f.Open(now, lastAck) {
+			if !now.Before(earliestDeath) && f.Open(now, lastHeard) {
 				t.Fatalf("cut at +%d ms: owner still answers at %v, when a peer may already have declared it dead (%v)",
 					cutMs, now.Sub(cut), earliestDeath.Sub(cut))
 			}
@@ -161,10 +162,10 @@ func TestFenceConfigValidate(t *testing.T) {
 		dead     time.Duration
 		ok       bool
 	}{
-		{FenceConfig{AckTimeout: 250 * time.Millisecond, Settle: time.Second}, 100 * time.Millisecond, 400 * time.Millisecond, true},
-		{FenceConfig{AckTimeout: 200 * time.Millisecond}, 100 * time.Millisecond, 400 * time.Millisecond, false},
-		{FenceConfig{AckTimeout: 400 * time.Millisecond}, 100 * time.Millisecond, 400 * time.Millisecond, false},
-		{FenceConfig{AckTimeout: 250 * time.Millisecond, Settle: -1}, 100 * time.Millisecond, 400 * time.Millisecond, false},
+		{FenceConfig{SilenceTimeout: 250 * time.Millisecond, Settle: time.Second}, 100 * time.Millisecond, 400 * time.Millisecond, true},
+		{FenceConfig{SilenceTimeout: 200 * time.Millisecond}, 100 * time.Millisecond, 400 * time.Millisecond, false},
+		{FenceConfig{SilenceTimeout: 400 * time.Millisecond}, 100 * time.Millisecond, 400 * time.Millisecond, false},
+		{FenceConfig{SilenceTimeout: 250 * time.Millisecond, Settle: -1}, 100 * time.Millisecond, 400 * time.Millisecond, false},
 	} {
 		if err := tt.cfg.Validate(tt.interval, tt.dead); (err == nil) != tt.ok {
 			t.Errorf("%+v.Validate(%v, %v) = %v, want ok=%v", tt.cfg, tt.interval, tt.dead, err, tt.ok)

@@ -42,7 +42,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 	go s.writer.run(cacheCtx)
 	s.ready.Store(true)
-	logger.Info("Announcing", "fenceAckTimeout", s.cfg.Fence.AckTimeout, "settle", s.cfg.Fence.Settle)
+	logger.Info("Announcing", "fenceSilenceTimeout", s.cfg.Fence.SilenceTimeout, "settle", s.cfg.Fence.Settle)
 	s.loop(ctx, func() bool { return ctx.Err() != nil })
 
 	s.drain(klog.NewContext(cacheCtx, logger))

@@ -60,7 +60,7 @@ type Config struct {
 type Membership interface {
 	Members() map[string]election.Member
 	Health() election.Health
-	LastAck() time.Time
+	LastHeard() time.Time
 	HealthScore() int
 	Join(addrs []netip.Addr) (int, error)
 	SetDraining(draining bool, timeout time.Duration) error
@@ -183,7 +183,7 @@ func (s *Speaker) requestSync() {
 
 // gate is the fence as the responders see it.
 func (s *Speaker) gate() bool {
-	return s.fence.Open(s.clock.Now(), s.membership.LastAck())
+	return s.fence.Open(s.clock.Now(), s.membership.LastHeard())
 }
 
 func (s *Speaker) onMessage(from string, payload []byte) {

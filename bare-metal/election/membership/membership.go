@@ -6,15 +6,17 @@
 //
 // memberlist's LAN defaults detect a dead node in about five seconds; herald
 // probes ten times faster (see DefaultConfig) and takes from it the two
-// signals the fence of package election needs: when one of this node's own
-// probes was last answered, and which members are alive, suspect, dead or
-// gone on purpose. Member metadata carries one flag, draining, so that a
+// signals the fence of package election needs: when this node last heard
+// from a peer (an ack to its probes, or a heartbeat), and which members are
+// alive, suspect, dead or gone on purpose. Member metadata carries one flag, draining, so that a
 // shutting-down agent can hand its addresses over before it leaves.
 package membership
 
 import (
 	"errors"
 	"fmt"
+	"log"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -115,8 +117,10 @@ type Membership struct {
 	cfg  Config
 	list *memberlist.Memberlist
 
-	lastAck  atomic.Int64 // unix nanoseconds of the last ack to our own probes
-	draining atomic.Bool
+	lastHeard atomic.Int64 // unix nanoseconds: last ack to our probes, or heartbeat
+	draining  atomic.Bool
+	stop      chan struct{}
+	stopped   sync.Once
 
 	mu      sync.Mutex
 	members map[string]election.Member
@@ -127,7 +131,8 @@ func Start(cfg Config) (*Membership, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
 	}
-	m := &Membership{cfg: cfg, members: map[string]election.Member{cfg.NodeName: {State: election.MemberAlive}}}
+	m := &Membership{cfg: cfg, members: map[string]election.Member{cfg.NodeName: {State: election.MemberAlive}},
+		stop: make(chan struct{})}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeName
 	if cfg.BindAddr.IsValid() {
@@ -148,15 +153,53 @@ func Start(cfg Config) (*Membership, error) {
 	mc.Events = (*events)(m)
 	mc.Ping = (*pings)(m)
 	if cfg.LogOutput != nil {
-		mc.LogOutput = cfg.LogOutput
+		// No timestamp or prefix: the writer's logger adds its own.
+		mc.Logger = log.New(cfg.LogOutput, "", 0)
 	}
 	list, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("membership: listening on port %d: %w", cfg.Port, err)
 	}
 	m.list = list
+	go m.heartbeats()
 	return m, nil
 }
+
+// Heartbeats: every agent tells a few random peers it is there twice per
+// probe interval. They are what the fence's freshness rule hears: acks to
+// one's own probes alone are not enough, since a node may probe a dead
+// peer twice in a row and go without an ack for three intervals.
+const (
+	heartbeatFanOut = 3
+	heartbeatMsg    = 0 // the payload's first byte; takeover payloads are JSON
+)
+
+func (m *Membership) heartbeats() {
+	tick := time.NewTicker(m.cfg.ProbeInterval / 2)
+	defer tick.Stop()
+	msg := envelope(m.cfg.NodeName, []byte{heartbeatMsg})
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-tick.C:
+		}
+		peers := m.list.Members()
+		rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+		sent := 0
+		for _, n := range peers {
+			if sent == heartbeatFanOut {
+				break
+			}
+			if n.Name != m.cfg.NodeName {
+				_ = m.list.SendBestEffort(n, msg) // a lost heartbeat is what the next one is for
+				sent++
+			}
+		}
+	}
+}
+
+func (m *Membership) heard() { m.lastHeard.Store(time.Now().UnixNano()) }
 
 // Join contacts the agents at addrs (IP addresses; the port is the
 // configured one) and merges their view; it returns how many answered.
@@ -196,12 +239,13 @@ func (m *Membership) Members() map[string]election.Member {
 // Health is what the fence needs, except Expected, which comes from
 // Kubernetes: the caller fills it in along with Reachable.
 func (m *Membership) Health() election.Health {
-	return election.Health{LastAck: m.LastAck(), Peers: m.list.NumMembers() - 1}
+	return election.Health{LastHeard: m.LastHeard(), Peers: m.list.NumMembers() - 1}
 }
 
-// LastAck is when the last ack to one of this node's probes arrived.
-func (m *Membership) LastAck() time.Time {
-	ns := m.lastAck.Load()
+// LastHeard is when this node last heard from a peer: an ack to one of its
+// probes or a heartbeat.
+func (m *Membership) LastHeard() time.Time {
+	ns := m.lastHeard.Load()
 	if ns == 0 {
 		return time.Time{}
 	}
@@ -250,12 +294,15 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	if !m.draining.Load() {
 		errs = append(errs, m.SetDraining(true, timeout))
 	}
-	errs = append(errs, m.list.Leave(timeout), m.list.Shutdown())
+	errs = append(errs, m.list.Leave(timeout), m.Shutdown())
 	return errors.Join(errs...)
 }
 
 // Shutdown stops without a word, as a crash would.
-func (m *Membership) Shutdown() error { return m.list.Shutdown() }
+func (m *Membership) Shutdown() error {
+	m.stopped.Do(func() { close(m.stop) })
+	return m.list.Shutdown()
+}
 
 func (m *Membership) changed() {
 	if m.cfg.OnChange != nil {
@@ -279,8 +326,12 @@ func draining(meta []byte) bool { return len(meta) > 0 && meta[0]&metaDraining !
 
 func (d *delegate) NotifyMsg(msg []byte) {
 	from, payload, err := openEnvelope(msg)
-	if err != nil || d.cfg.OnMessage == nil {
+	if err != nil {
 		return // from an incompatible agent; nothing to do with it
+	}
+	(*Membership)(d).heard()
+	if len(payload) == 1 && payload[0] == heartbeatMsg || d.cfg.OnMessage == nil {
+		return
 	}
 	d.cfg.OnMessage(from, payload)
 }
@@ -316,5 +367,5 @@ type pings Membership
 
 func (p *pings) AckPayload() []byte { return nil }
 func (p *pings) NotifyPingComplete(*memberlist.Node, time.Duration, []byte) {
-	p.lastAck.Store(time.Now().UnixNano())
+	(*Membership)(p).heard()
 }
