@@ -50,6 +50,37 @@ func TestL2AgentKilled(t *testing.T) {
 	if next := e.announcer(t, "web", "names the new owner", func(n string) bool { return n != owner }); next != via {
 		t.Errorf("condition names %s, traffic enters by %s", next, via)
 	}
+	// What an operator sees: an event on the Service, and the new owner's
+	// metrics.
+	waitFor(t, "an Announced event names "+via, func() bool { return e.hasEvent("web", "Announced", "from node "+via+" ") })
+	ns := e.nodes[via].Netns
+	for series, atLeast := range map[string]float64{
+		"herald_l2_owner_changes_total":                  1,
+		`herald_l2_gratuitous_sent_total{family="IPv4"}`: 1,
+		`herald_memberlist_members{state="dead"}`:        1,
+		`herald_memberlist_members{state="alive"}`:       2,
+		"herald_l2_fence_open":                           1,
+	} {
+		if got := agentMetric(t, ns, series); got < atLeast {
+			t.Errorf("%s on %s = %v, want at least %v", series, via, got, atLeast)
+		}
+	}
+}
+
+// hasEvent reports whether the Service has an event of reason whose
+// message contains text.
+func (e *l2Env) hasEvent(service, reason, text string) bool {
+	events, err := e.client.CoreV1().Events("default").List(context.Background(),
+		metav1.ListOptions{FieldSelector: "involvedObject.name=" + service + ",reason=" + reason})
+	if err != nil {
+		return false
+	}
+	for _, ev := range events.Items {
+		if strings.Contains(ev.Message, text) {
+			return true
+		}
+	}
+	return false
 }
 
 // A node that loses power (its bridge port goes down) is replaced: the

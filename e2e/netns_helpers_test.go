@@ -396,6 +396,13 @@ func podsOf(t testing.TB, n int, ask func() (answer, error), check func(answer) 
 // "reload", "partial") succeeded.
 func syncCount(t testing.TB, ns *netlab.Netns, mode string) float64 {
 	t.Helper()
+	return agentMetric(t, ns, `herald_dataplane_sync_duration_seconds_count{mode="`+mode+`"}`)
+}
+
+// agentMetric reads one series (name and labels as /metrics prints them)
+// from the agent in ns; 0 if it is absent.
+func agentMetric(t testing.TB, ns *netlab.Netns, series string) float64 {
+	t.Helper()
 	resp, err := httpClient(ns).Get("http://" + agentMetricsAddr + "/metrics")
 	if err != nil {
 		t.Fatalf("agent metrics: %v", err)
@@ -405,9 +412,8 @@ func syncCount(t testing.TB, ns *netlab.Netns, mode string) float64 {
 	if err != nil {
 		t.Fatalf("agent metrics: %v", err)
 	}
-	series := `herald_dataplane_sync_duration_seconds_count{mode="` + mode + `"} `
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, series); ok {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
 				t.Fatalf("agent metrics: %q: %v", line, err)

@@ -8,7 +8,6 @@ import (
 
 type metrics struct {
 	ownerChanges prometheus.Counter
-	announced    prometheus.Gauge
 	fenceOpen    prometheus.Gauge
 	fenceClosed  *prometheus.CounterVec
 	members      *prometheus.GaugeVec
@@ -20,8 +19,6 @@ func newMetrics(reg prometheus.Registerer, score func() float64) (*metrics, erro
 	m := &metrics{
 		ownerChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_l2_owner_changes_total",
 			Help: "Times this node started announcing a Service's addresses with Layer 2 (counted by the new owner)."}),
-		announced: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_l2_announced_addresses",
-			Help: "Addresses this node answers ARP/NDP for."}),
 		fenceOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "herald_l2_fence_open",
 			Help: "1 when this node may announce; 0 while it is fenced (cut off, no quorum, or settling)."}),
 		fenceClosed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "herald_l2_fence_closed_total",
@@ -33,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, score func() float64) (*metrics, erro
 		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_l2_sync_errors_total",
 			Help: "Announcement syncs that failed (e.g. an interface could not be opened)."}),
 	}
-	for _, c := range []prometheus.Collector{m.ownerChanges, m.announced, m.fenceOpen, m.fenceClosed, m.members, m.healthScore, m.syncErrors} {
+	for _, c := range []prometheus.Collector{m.ownerChanges, m.fenceOpen, m.fenceClosed, m.members, m.healthScore, m.syncErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

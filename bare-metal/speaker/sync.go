@@ -49,7 +49,6 @@ func (s *Speaker) sync(ctx context.Context) time.Time {
 		s.reportConditions(w, out)
 	}
 	s.maybeJoin(ctx, w)
-	s.metrics.announced.Set(float64(len(plan.Announce)))
 	s.metrics.observeMembers(w.members)
 	return earliest(fenceNext, plan.Next)
 }
