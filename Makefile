@@ -1,6 +1,7 @@
 # herald — build, test, lint. `make test` is the whole test suite and what CI
-# runs (.ci/run); `make demo` shows a LoadBalancer Service getting its address
-# from herald-ccm on a real kube-apiserver.
+# runs (.ci/run); `make demo` shows a client's request answered through a
+# LoadBalancer Service's VIP, in network namespaces on a real kube-apiserver,
+# and the VIP failing over when its node's agent dies.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 GO ?= go
@@ -20,6 +21,7 @@ all: build
 
 build:
 	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -o bin/herald-echo ./e2e/echo
 
 # Installs the Debian packages the tests need, only when one is missing.
 deps:
@@ -62,8 +64,10 @@ scale:
 	bin=$(K8S_BIN); HERALD_K8S_BIN=$$bin $(GO) test -count=1 -timeout 30m -v -run '^TestScale$$' ./e2e/scale \
 		-args -scale -scale.out "$(abspath $(SCALE_OUT))" $(SCALE_ARGS)
 
-demo: build
-	bin=$(K8S_BIN); $(GO) run ./e2e/demo --k8s-bin "$$bin" --ccm bin/herald-ccm
+# The lab needs root (network namespaces, nftables, raw sockets); the demo
+# refuses to start without it and says so.
+demo: deps build
+	bin=$(K8S_BIN); $(GO) run ./e2e/demo --k8s-bin "$$bin" --bin bin
 
 clean:
 	rm -rf bin

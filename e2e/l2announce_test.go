@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/heraldlb/herald/e2e/labkit"
 	"github.com/heraldlb/herald/e2e/netlab"
 )
 
@@ -29,31 +29,31 @@ const failoverWithin = 5 * time.Second
 // the client's traffic moves there.
 func TestL2AgentKilled(t *testing.T) {
 	e := newL2Env(t)
-	svc := e.createL2Service(t, "web", v1.IPv4Protocol)
+	svc := e.CreateService("default", "web", v1.IPv4Protocol)
 	addr := hostPort(vipOf(t, svc, false).String(), 80)
-	owner := e.announcer(t, "web", "is announced", anyNode)
-	if via, _ := e.waitTrafficVia(t, addr, func(n string) bool { return n == owner }, failoverWithin); via != owner {
+	owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
+	if via, _, _ := e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin); via != owner {
 		t.Fatalf("traffic enters by %s, the condition names %s", via, owner)
 	}
-	mac := e.macOf(t, owner)
-	ownerMAC, ok := e.clientNeighbour(vipOf(t, svc, false))
+	mac := e.MACOf(owner)
+	ownerMAC, ok := e.ClientNeighbour(vipOf(t, svc, false))
 	if !ok || ownerMAC != mac {
 		t.Fatalf("client resolves the VIP to %q, want %s's %s", ownerMAC, owner, mac)
 	}
 
 	killed := time.Now()
-	e.agents[owner].Kill()
+	e.Agents[owner].Kill()
 	// The dead agent's nftables table stays, so its node still forwards:
 	// what moves is who answers ARP, and with it the client's traffic.
-	via, at := e.waitTrafficVia(t, addr, func(n string) bool { return n != owner }, failoverWithin)
+	via, _, at := e.WaitTrafficVia(addr, func(n string) bool { return n != owner }, failoverWithin)
 	t.Logf("traffic moved from %s to %s %v after the kill", owner, via, at.Sub(killed))
-	if next := e.announcer(t, "web", "names the new owner", func(n string) bool { return n != owner }); next != via {
+	if next := e.WaitAnnouncer("default", "web", "names the new owner", func(n string) bool { return n != owner }); next != via {
 		t.Errorf("condition names %s, traffic enters by %s", next, via)
 	}
 	// What an operator sees: an event on the Service, and the new owner's
 	// metrics.
 	waitFor(t, "an Announced event names "+via, func() bool { return e.hasEvent("web", "Announced", "from node "+via+" ") })
-	ns := e.nodes[via].Netns
+	ns := e.Nodes[via].Netns
 	for series, atLeast := range map[string]float64{
 		"herald_l2_owner_changes_total":                  1,
 		`herald_l2_gratuitous_sent_total{family="IPv4"}`: 1,
@@ -67,37 +67,21 @@ func TestL2AgentKilled(t *testing.T) {
 	}
 }
 
-// hasEvent reports whether the Service has an event of reason whose
-// message contains text.
-func (e *l2Env) hasEvent(service, reason, text string) bool {
-	events, err := e.client.CoreV1().Events("default").List(context.Background(),
-		metav1.ListOptions{FieldSelector: "involvedObject.name=" + service + ",reason=" + reason})
-	if err != nil {
-		return false
-	}
-	for _, ev := range events.Items {
-		if strings.Contains(ev.Message, text) {
-			return true
-		}
-	}
-	return false
-}
-
 // A node that loses power (its bridge port goes down) is replaced: the
 // client, whose cached neighbour entry points at the dead node, switches
 // on the new owner's gratuitous ARP.
 func TestL2NodeLinkDown(t *testing.T) {
 	e := newL2Env(t)
-	svc := e.createL2Service(t, "web", v1.IPv4Protocol)
+	svc := e.CreateService("default", "web", v1.IPv4Protocol)
 	addr := hostPort(vipOf(t, svc, false).String(), 80)
-	owner := e.announcer(t, "web", "is announced", anyNode)
-	e.waitTrafficVia(t, addr, func(n string) bool { return n == owner }, failoverWithin)
+	owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
+	e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin)
 
 	down := time.Now()
-	if err := e.lab.SetPortUp(&e.nodes[owner].Host, false); err != nil {
+	if err := e.Net.SetPortUp(&e.Nodes[owner].Host, false); err != nil {
 		t.Fatal(err)
 	}
-	via, at := e.waitTrafficVia(t, addr, func(n string) bool { return n != owner }, failoverWithin)
+	via, _, at := e.WaitTrafficVia(addr, func(n string) bool { return n != owner }, failoverWithin)
 	t.Logf("traffic resumed through %s %v after %s's link went down", via, at.Sub(down), owner)
 }
 
@@ -106,26 +90,26 @@ func TestL2NodeLinkDown(t *testing.T) {
 // two nodes answer ARP for the VIP.
 func TestL2PartitionedOwnerFallsSilentFirst(t *testing.T) {
 	e := newL2Env(t)
-	svc := e.createL2Service(t, "web", v1.IPv4Protocol)
+	svc := e.CreateService("default", "web", v1.IPv4Protocol)
 	vip := vipOf(t, svc, false)
-	owner := e.announcer(t, "web", "is announced", anyNode)
-	ownerMAC := e.macOf(t, owner)
-	watch := watchARP(t, e.client4(), vip, 5*time.Millisecond)
+	owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
+	ownerMAC := e.MACOf(owner)
+	watch := watchARP(t, e.Client.Netns, vip, 5*time.Millisecond)
 	waitFor(t, "the client's ARP watch hears the owner", func() bool { _, ok := watch.lastFrom(ownerMAC); return ok })
 
 	var peers []*netlab.Host
-	for _, n := range l2Nodes {
-		if n.name != owner {
-			peers = append(peers, &e.nodes[n.name].Host)
+	for _, n := range labkit.L2Nodes {
+		if n.Name != owner {
+			peers = append(peers, &e.Nodes[n.Name].Host)
 		}
 	}
 	cut := time.Now()
-	heal, err := e.lab.Partition(&e.nodes[owner].Host, peers...)
+	heal, err := e.Net.Partition(&e.Nodes[owner].Host, peers...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := e.announcer(t, "web", "names a node on the majority side", func(n string) bool { return n != owner })
-	nextMAC := e.macOf(t, next)
+	next := e.WaitAnnouncer("default", "web", "names a node on the majority side", func(n string) bool { return n != owner })
+	nextMAC := e.MACOf(next)
 	waitFor(t, "the new owner answers the client", func() bool { _, ok := watch.firstFromOtherThan(ownerMAC, cut); return ok })
 	watch.stop()
 	if err := watch.splitBrain(); err != nil {
@@ -145,7 +129,7 @@ func TestL2PartitionedOwnerFallsSilentFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Healed, the membership merges again and someone announces.
-	e.announcer(t, "web", "is announced after the partition heals", anyNode)
+	e.WaitAnnouncer("default", "web", "is announced after the partition heals", anyNode)
 }
 
 // A SIGTERM'd agent (a rolling update) hands its addresses over before it
@@ -153,16 +137,16 @@ func TestL2PartitionedOwnerFallsSilentFirst(t *testing.T) {
 // (its neighbour entry flushed each time) loses none.
 func TestL2GracefulHandoverLosesNoRequest(t *testing.T) {
 	e := newL2Env(t)
-	svc := e.createL2Service(t, "web", v1.IPv4Protocol)
+	svc := e.CreateService("default", "web", v1.IPv4Protocol)
 	addr := hostPort(vipOf(t, svc, false).String(), 80)
-	owner := e.announcer(t, "web", "is announced", anyNode)
-	e.waitTrafficVia(t, addr, func(n string) bool { return n == owner }, failoverWithin)
+	owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
+	e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin)
 	watch := e.watchHandover(t, vipOf(t, svc, false), owner)
 	loop := e.resolvingLoop(t, addr)
-	e.agents[owner].Stop(10 * time.Second)
-	next := e.announcer(t, "web", "names the new owner", func(n string) bool { return n != owner })
+	e.Agents[owner].Stop(10 * time.Second)
+	next := e.WaitAnnouncer("default", "web", "names the new owner", func(n string) bool { return n != owner })
 	loop.finish(t, next)
-	watch.finish(t, e.macOf(t, next))
+	watch.finish(t, e.MACOf(next))
 }
 
 // Cordoning the owner moves its VIP to another node before maintenance,
@@ -170,23 +154,23 @@ func TestL2GracefulHandoverLosesNoRequest(t *testing.T) {
 // nothing.
 func TestL2CordonMovesTheVIP(t *testing.T) {
 	e := newL2Env(t)
-	svc := e.createL2Service(t, "web", v1.IPv4Protocol)
+	svc := e.CreateService("default", "web", v1.IPv4Protocol)
 	addr := hostPort(vipOf(t, svc, false).String(), 80)
-	owner := e.announcer(t, "web", "is announced", anyNode)
-	e.waitTrafficVia(t, addr, func(n string) bool { return n == owner }, failoverWithin)
+	owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
+	e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin)
 	watch := e.watchHandover(t, vipOf(t, svc, false), owner)
 	loop := e.resolvingLoop(t, addr)
-	node, err := e.client.CoreV1().Nodes().Get(context.Background(), owner, metav1.GetOptions{})
+	node, err := e.Kube.CoreV1().Nodes().Get(context.Background(), owner, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	node.Spec.Unschedulable = true
-	if _, err := e.client.CoreV1().Nodes().Update(context.Background(), node, metav1.UpdateOptions{}); err != nil {
+	if _, err := e.Kube.CoreV1().Nodes().Update(context.Background(), node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	next := e.announcer(t, "web", "moves off the cordoned node", func(n string) bool { return n != owner })
+	next := e.WaitAnnouncer("default", "web", "moves off the cordoned node", func(n string) bool { return n != owner })
 	loop.finish(t, next)
-	watch.finish(t, e.macOf(t, next))
+	watch.finish(t, e.MACOf(next))
 }
 
 // handoverWatch asks for the VIP with ARP every 10 ms across a planned
@@ -195,8 +179,8 @@ type handoverWatch struct{ *arpWatch }
 
 func (e *l2Env) watchHandover(t testing.TB, vip netip.Addr, owner string) handoverWatch {
 	t.Helper()
-	w := watchARP(t, e.client4(), vip, 10*time.Millisecond)
-	mac := e.macOf(t, owner)
+	w := watchARP(t, e.Client.Netns, vip, 10*time.Millisecond)
+	mac := e.MACOf(owner)
 	waitFor(t, "the ARP watch hears the owner", func() bool { _, ok := w.lastFrom(mac); return ok })
 	return handoverWatch{w}
 }
@@ -239,8 +223,8 @@ func (e *l2Env) resolvingLoop(t testing.TB, addr string) *requestLoop {
 	go func() {
 		defer l.wg.Done()
 		for !l.stop.Load() {
-			_, flushErr := e.client4().Run("ip", "neigh", "flush", "to", vip.String())
-			a, err := get(e.client4(), addr)
+			_, flushErr := e.Client.Netns.Run("ip", "neigh", "flush", "to", vip.String())
+			a, err := labkit.Get(e.Client.Netns, addr, attempt)
 			l.mu.Lock()
 			l.sent++
 			switch {
@@ -249,7 +233,7 @@ func (e *l2Env) resolvingLoop(t testing.TB, addr string) *requestLoop {
 			case err != nil:
 				l.failed = append(l.failed, err)
 			default:
-				l.via[e.entryNode(vip, a)]++
+				l.via[e.EntryNode(vip, a)]++
 			}
 			l.mu.Unlock()
 		}
@@ -285,40 +269,13 @@ func (l *requestLoop) finish(t testing.TB, next string) {
 // An IPv6 VIP works the same over NDP: reachable, and it fails over.
 func TestL2IPv6OverNDP(t *testing.T) {
 	e := newL2Env(t)
-	svc := e.createL2Service(t, "web6", v1.IPv6Protocol)
+	svc := e.CreateService("default", "web6", v1.IPv6Protocol)
 	addr := hostPort(vipOf(t, svc, true).String(), 80)
-	owner := e.announcer(t, "web6", "is announced", anyNode)
-	e.waitTrafficVia(t, addr, func(n string) bool { return n == owner }, failoverWithin)
-	e.agents[owner].Kill()
-	via, _ := e.waitTrafficVia(t, addr, func(n string) bool { return n != owner }, failoverWithin)
+	owner := e.WaitAnnouncer("default", "web6", "is announced", anyNode)
+	e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin)
+	e.Agents[owner].Kill()
+	via, _, _ := e.WaitTrafficVia(addr, func(n string) bool { return n != owner }, failoverWithin)
 	t.Logf("IPv6 traffic moved from %s to %s", owner, via)
-}
-
-func (e *l2Env) macOf(t testing.TB, node string) string {
-	t.Helper()
-	for mac, n := range e.nodeOfMAC {
-		if n == node {
-			return mac
-		}
-	}
-	t.Fatalf("no MAC known for node %s", node)
-	return ""
-}
-
-// clientNeighbour returns the hardware address the client's kernel has
-// for ip, if any.
-func (e *l2Env) clientNeighbour(ip netip.Addr) (string, bool) {
-	out, err := e.client4().Run("ip", "neigh", "show", ip.String())
-	if err != nil {
-		return "", false
-	}
-	f := strings.Fields(out)
-	for i := range f {
-		if f[i] == "lladdr" && i+1 < len(f) {
-			return f[i+1], true
-		}
-	}
-	return "", false
 }
 
 // waitFor polls cond until it holds, failing t after waitTimeout.

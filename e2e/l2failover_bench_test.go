@@ -24,25 +24,25 @@ func BenchmarkL2Failover(b *testing.B) {
 		repair func(e *l2Env, node string) error
 	}{
 		{"agent-sigkill",
-			func(e *l2Env, node string) error { e.agents[node].Kill(); return nil },
-			func(e *l2Env, node string) error { e.startL2Agent(b, node); e.waitAgentReady(b, node); return nil }},
+			func(e *l2Env, node string) error { e.Agents[node].Kill(); return nil },
+			func(e *l2Env, node string) error { e.StartAgent(node); e.WaitAgentReady(node); return nil }},
 		{"link-down",
-			func(e *l2Env, node string) error { return e.lab.SetPortUp(&e.nodes[node].Host, false) },
-			func(e *l2Env, node string) error { return e.lab.SetPortUp(&e.nodes[node].Host, true) }},
+			func(e *l2Env, node string) error { return e.Net.SetPortUp(&e.Nodes[node].Host, false) },
+			func(e *l2Env, node string) error { return e.Net.SetPortUp(&e.Nodes[node].Host, true) }},
 	} {
 		b.Run(kind.name, func(b *testing.B) {
 			e := newL2Env(b)
-			svc := e.createL2Service(b, "web", v1.IPv4Protocol)
+			svc := e.CreateService("default", "web", v1.IPv4Protocol)
 			vip := vipOf(b, svc, false)
 			addr := hostPort(vip.String(), 80)
 			var arpTimes, httpTimes []time.Duration
 			b.ResetTimer()
 			for i := range b.N {
 				b.StopTimer()
-				owner := e.announcer(b, "web", "is announced", anyNode)
-				e.waitTrafficVia(b, addr, func(n string) bool { return n == owner }, failoverWithin)
-				watch := watchARP(b, e.client4(), vip, 5*time.Millisecond)
-				ownerMAC := e.macOf(b, owner)
+				owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
+				e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin)
+				watch := watchARP(b, e.Client.Netns, vip, 5*time.Millisecond)
+				ownerMAC := e.MACOf(owner)
 				waitFor(b, "the ARP watch hears the owner", func() bool { _, ok := watch.lastFrom(ownerMAC); return ok })
 				b.StartTimer()
 
@@ -50,7 +50,7 @@ func BenchmarkL2Failover(b *testing.B) {
 				if err := kind.fail(e, owner); err != nil {
 					b.Fatal(err)
 				}
-				_, at := e.waitTrafficVia(b, addr, func(n string) bool { return n != owner }, failoverWithin)
+				_, _, at := e.WaitTrafficVia(addr, func(n string) bool { return n != owner }, failoverWithin)
 				b.StopTimer()
 				first, ok := watch.firstFromOtherThan(ownerMAC, failed)
 				watch.stop()
@@ -60,11 +60,11 @@ func BenchmarkL2Failover(b *testing.B) {
 				arpTimes = append(arpTimes, first.at.Sub(failed))
 				httpTimes = append(httpTimes, at.Sub(failed))
 				b.Logf("trial %d: %s failed; %s answers ARP after %v, HTTP through it after %v",
-					i, owner, e.nodeOfMAC[first.mac], first.at.Sub(failed).Round(time.Millisecond), at.Sub(failed).Round(time.Millisecond))
+					i, owner, e.NodeOfMAC[first.mac], first.at.Sub(failed).Round(time.Millisecond), at.Sub(failed).Round(time.Millisecond))
 				if first.at.Sub(failed) > time.Second {
 					// Slow trials are the interesting ones: keep what the
 					// new owner saw.
-					b.Logf("slow trial; %s's log:\n%s", e.nodeOfMAC[first.mac], e.agents[e.nodeOfMAC[first.mac]].LogTail(60))
+					b.Logf("slow trial; %s's log:\n%s", e.NodeOfMAC[first.mac], e.Agents[e.NodeOfMAC[first.mac]].LogTail(60))
 				}
 				if err := kind.repair(e, owner); err != nil {
 					b.Fatal(err)

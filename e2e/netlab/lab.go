@@ -33,9 +33,21 @@ import (
 // 192.0.2.0/24.
 const lanPrefix = 24
 
+// T is what the lab needs of its caller: a test (testing.TB), or `make
+// demo`, which builds the same lab outside a test.
+type T interface {
+	Helper()
+	Cleanup(func())
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	Failed() bool
+}
+
 // Lab is one test's network. Create it with New; t.Cleanup removes it.
 type Lab struct {
-	t      testing.TB
+	t      T
 	prefix string
 	bridge *Netns
 
@@ -61,10 +73,13 @@ type Node struct {
 }
 
 // New creates an empty lab (the bridge namespace) and registers its removal
-// with t. It skips t as SkipUnlessAble does.
-func New(t testing.TB) *Lab {
+// with t. A test is skipped as SkipUnlessAble does; any other caller checks
+// for root itself.
+func New(t T) *Lab {
 	t.Helper()
-	SkipUnlessAble(t)
+	if tb, ok := t.(testing.TB); ok {
+		SkipUnlessAble(tb)
+	}
 	removeStale(t)
 	l := &Lab{t: t, prefix: "hl-" + strconv.Itoa(os.Getpid()) + "-"}
 	t.Cleanup(l.destroy)
@@ -123,7 +138,7 @@ func (l *Lab) destroy() {
 
 // removeStale deletes namespaces left by earlier runs whose process is gone
 // (a test binary killed before its cleanup ran).
-func removeStale(t testing.TB) {
+func removeStale(t T) {
 	out, err := run("ip", "netns", "list")
 	if err != nil {
 		t.Logf("netlab: listing namespaces: %v", err)
