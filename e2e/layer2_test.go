@@ -37,14 +37,13 @@ var (
 // l2Lab is a node running a layer2.Announcer with real sockets, and a
 // client on the same bridge.
 type l2Lab struct {
-	lab            *netlab.Lab
-	node, client   *netlab.Host
-	a              *layer2.Announcer
-	reg            *prometheus.Registry
-	gate           atomic.Bool
-	announced      chan netip.Addr
-	nodeMAC        string
-	clientIfiIndex int
+	lab          *netlab.Lab
+	node, client *netlab.Host
+	a            *layer2.Announcer
+	reg          *prometheus.Registry
+	gate         atomic.Bool
+	announced    chan netip.Addr
+	nodeMAC      string
 }
 
 func newL2Lab(t *testing.T) *l2Lab {
@@ -266,16 +265,9 @@ func TestLayer2Responder(t *testing.T) {
 	})
 
 	t.Run("gratuitous ARP on gain replaces a fresh entry", func(t *testing.T) {
-		gained := netip.MustParseAddr("192.0.2.202")
 		// A REACHABLE entry just written is within Linux's locktime: only a
 		// frame the kernel takes as gratuitous may replace it.
-		l.setClientNeighbour(t, gained, bogusMAC, "reachable")
-		start := time.Now()
-		l.set(t, owned, owned6, gained)
-		l.waitNeighbour(t, gained, "switched to the node", func(n neighbour) bool { return n.LLAddr == l.nodeMAC })
-		t.Logf("client switched %v after %v (one gratuitous announcement, measured from Set)", gained,
-			time.Since(start).Round(time.Millisecond))
-		l.waitAnnounced(t, gained)
+		l.gainReplaces(t, netip.MustParseAddr("192.0.2.202"), "reachable", owned, owned6)
 	})
 
 	t.Run("fenced: nothing answered; reopened: answered without Set", func(t *testing.T) {
@@ -311,13 +303,7 @@ func TestLayer2Responder(t *testing.T) {
 	})
 
 	t.Run("NDP: unsolicited advertisement on gain replaces the entry", func(t *testing.T) {
-		gained := netip.MustParseAddr("2001:db8::202")
-		l.setClientNeighbour(t, gained, bogusMAC, "stale")
-		start := time.Now()
-		l.set(t, owned, owned6, gained)
-		l.waitNeighbour(t, gained, "switched to the node", func(n neighbour) bool { return n.LLAddr == l.nodeMAC })
-		t.Logf("client switched %v after %v (one unsolicited advertisement, measured from Set)", gained,
-			time.Since(start).Round(time.Millisecond))
+		l.gainReplaces(t, netip.MustParseAddr("2001:db8::202"), "stale", owned, owned6)
 	})
 
 	t.Run("NDP: group left on loss", func(t *testing.T) {
@@ -337,6 +323,20 @@ func TestLayer2Responder(t *testing.T) {
 		l.resolve(t, owned)
 		l.waitNeighbour(t, owned, "resolved to the node", func(n neighbour) bool { return n.LLAddr == l.nodeMAC })
 	})
+}
+
+// gainReplaces plants a previous owner's entry for gained in the client
+// (in state), gains it beside kept, and waits for the client to switch to
+// the node: the burst is one frame, so that frame did it.
+func (l *l2Lab) gainReplaces(t *testing.T, gained netip.Addr, state string, kept ...netip.Addr) {
+	t.Helper()
+	l.setClientNeighbour(t, gained, bogusMAC, state)
+	start := time.Now()
+	l.set(t, append(kept, gained)...)
+	l.waitNeighbour(t, gained, "switched to the node", func(n neighbour) bool { return n.LLAddr == l.nodeMAC })
+	t.Logf("client switched %v after %v (one gratuitous frame; from Set, including polling `ip neigh`)", gained,
+		time.Since(start).Round(time.Millisecond))
+	l.waitAnnounced(t, gained)
 }
 
 // waitAnnounced waits for OnAnnounced to report vip.
