@@ -40,7 +40,8 @@ type Options struct {
 	// Clock paces gratuitous bursts; nil means the real clock.
 	Clock clock.Clock
 	// Burst is when a gained VIP's gratuitous frames go out, as offsets
-	// from the gain, ascending; nil means DefaultBurst, empty means none.
+	// from the gain, ascending; nil means 0, 200 ms, 700 ms and 1.5 s (see
+	// the package doc), empty means none.
 	Burst []time.Duration
 	// OnAnnounced, when set, is told when the first gratuitous frame of a
 	// burst for vip on iface is on the wire (the new owner's "I have
@@ -130,7 +131,7 @@ func (l *link) responder(family string) **responder {
 // New returns a running Announcer that announces nothing yet.
 func New(opts Options) (*Announcer, error) {
 	if opts.Burst == nil {
-		opts.Burst = DefaultBurst
+		opts.Burst = defaultBurst
 	}
 	for i, d := range opts.Burst {
 		if d < 0 || (i > 0 && d < opts.Burst[i-1]) {

@@ -207,9 +207,9 @@ func TestGratuitousBurstOnGain(t *testing.T) {
 	e := newEnv(t, nil)
 	e.set(t, map[string][]netip.Addr{"eth0": {vipA, vip6A}})
 	arp0, ndp0 := e.net.conn(t, "eth0", familyIPv4), e.net.conn(t, "eth0", familyIPv6)
-	for i, offset := range DefaultBurst {
+	for i, offset := range defaultBurst {
 		if i > 0 {
-			e.step(t, offset-DefaultBurst[i-1])
+			e.step(t, offset-defaultBurst[i-1])
 		}
 		req, rep := parseARP(t, arp0.next(t)), parseARP(t, arp0.next(t))
 		if req.Operation != arp.OperationRequest || rep.Operation != arp.OperationReply ||
