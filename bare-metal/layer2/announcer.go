@@ -40,7 +40,8 @@ type Options struct {
 	// Clock paces gratuitous bursts; nil means the real clock.
 	Clock clock.Clock
 	// Burst is when a gained VIP's gratuitous frames go out, as offsets
-	// from the gain, ascending; nil means DefaultBurst, empty means none.
+	// from the gain, ascending; nil means 0, 200 ms, 700 ms and 1.5 s (see
+	// the package doc), empty means none.
 	Burst []time.Duration
 	// OnAnnounced, when set, is told when the first gratuitous frame of a
 	// burst for vip on iface is on the wire (the new owner's "I have
@@ -130,7 +131,7 @@ func (l *link) responder(family string) **responder {
 // New returns a running Announcer that announces nothing yet.
 func New(opts Options) (*Announcer, error) {
 	if opts.Burst == nil {
-		opts.Burst = DefaultBurst
+		opts.Burst = defaultBurst
 	}
 	for i, d := range opts.Burst {
 		if d < 0 || (i > 0 && d < opts.Burst[i-1]) {
@@ -255,34 +256,35 @@ func (a *Announcer) lookup(name string) (*net.Interface, error) {
 func (a *Announcer) setFamily(logger klog.Logger, l *link, p protocol, vips []netip.Addr) []error {
 	slot := l.responder(p.family)
 	logger = logger.WithValues("family", p.family)
-	if len(vips) == 0 {
-		if *slot == nil {
-			return nil
-		}
+	var errs []error
+	if *slot != nil && (len(vips) == 0 || (*slot).broken.Load()) {
 		lost, err := (*slot).close()
 		*slot = nil
 		a.lost(logger, l.ifi.Name, lost)
 		if err != nil {
-			return []error{&InterfaceError{Interface: l.ifi.Name, Err: fmt.Errorf("close %s socket: %w", p.family, err)}}
+			errs = append(errs, &InterfaceError{Interface: l.ifi.Name, Err: fmt.Errorf("close %s socket: %w", p.family, err)})
 		}
-		return nil
+	}
+	if len(vips) == 0 {
+		return errs
 	}
 	if *slot == nil {
 		r, err := a.open(logger, l.ifi, p)
 		if err != nil {
 			a.m.errors.WithLabelValues(l.ifi.Name, opOpen).Inc()
-			return []error{&InterfaceError{Interface: l.ifi.Name, VIPs: vips, Err: err}}
+			return append(errs, &InterfaceError{Interface: l.ifi.Name, VIPs: vips,
+				Err: fmt.Errorf("open %s responder: %w", p.family, err)})
 		}
 		*slot = r
 	}
-	gained, lost, errs := (*slot).set(vips)
+	gained, lost, joinErrs := (*slot).set(vips)
 	a.lost(logger, l.ifi.Name, lost)
 	now := a.opts.Clock.Now()
 	for _, v := range gained {
 		logger.V(2).Info("Announcing", "vip", v)
 		a.bursts.start(burstKey{iface: l.ifi.Name, vip: v}, now)
 	}
-	return errs
+	return append(errs, joinErrs...)
 }
 
 func (a *Announcer) lost(logger klog.Logger, iface string, lost []netip.Addr) {

@@ -207,9 +207,9 @@ func TestGratuitousBurstOnGain(t *testing.T) {
 	e := newEnv(t, nil)
 	e.set(t, map[string][]netip.Addr{"eth0": {vipA, vip6A}})
 	arp0, ndp0 := e.net.conn(t, "eth0", familyIPv4), e.net.conn(t, "eth0", familyIPv6)
-	for i, offset := range DefaultBurst {
+	for i, offset := range defaultBurst {
 		if i > 0 {
-			e.step(t, offset-DefaultBurst[i-1])
+			e.step(t, offset-defaultBurst[i-1])
 		}
 		req, rep := parseARP(t, arp0.next(t)), parseARP(t, arp0.next(t))
 		if req.Operation != arp.OperationRequest || rep.Operation != arp.OperationReply ||
@@ -467,6 +467,28 @@ func TestSocketsFollowVIPs(t *testing.T) {
 	}
 }
 
+// TestBrokenSocketReopened: a socket that fails under the responder is
+// replaced by the next Set, and its VIPs announced again.
+func TestBrokenSocketReopened(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.Burst = []time.Duration{0} })
+	e.set(t, map[string][]netip.Addr{"eth0": {vipA}})
+	old := e.net.conn(t, "eth0", familyIPv4)
+	drain(t, old, 2)
+	waitGoroutines(t, 2) // the reader and the sender
+	close(old.broken)
+	waitGoroutines(t, 1) // the reader gave up
+	e.set(t, map[string][]netip.Addr{"eth0": {vipA}})
+	if n := e.net.openCount("eth0", familyIPv4); n != 2 {
+		t.Fatalf("socket opened %d times, want a second time after it broke", n)
+	}
+	c := e.net.conn(t, "eth0", familyIPv4)
+	if got := parseARP(t, c.next(t)); got.SenderIP != vipA || got.ethDst.String() != ethernet.Broadcast.String() {
+		t.Errorf("first frame on the new socket: %+v, want a gratuitous one for %v", got.Packet, vipA)
+	}
+	drain(t, c, 1)
+	expectARPReply(t, c, vipA)
+}
+
 // TestConcurrentSet runs Sets from several goroutines while frames are
 // answered (for go test -race), then checks that the last Set wins.
 func TestConcurrentSet(t *testing.T) {
@@ -535,15 +557,8 @@ func TestCloseStopsEverything(t *testing.T) {
 	e.set(t, map[string][]netip.Addr{"eth0": {vipA, vip6A}, "eth1": {vipB}})
 	conns := []*fakeConn{e.net.conn(t, "eth0", familyIPv4), e.net.conn(t, "eth0", familyIPv6),
 		e.net.conn(t, "eth1", familyIPv4)}
-	// Validate the count itself: a goroutine just started may not run
-	// our code yet.
-	deadline := time.Now().Add(waitFor)
-	for ourGoroutines() != 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines running the Announcer's code, want 4 (3 readers, 1 sender)", ourGoroutines())
-		}
-		runtime.Gosched()
-	}
+	// Validate the count itself: 3 readers and the sender.
+	waitGoroutines(t, 4)
 	if err := e.a.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -562,6 +577,20 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 	if err := e.a.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// waitGoroutines waits until n goroutines run the Announcer's loops: one
+// just started may not have reached them yet, one ending may still be in
+// them.
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for ourGoroutines() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines running the Announcer's loops, want %d", ourGoroutines(), n)
+		}
+		runtime.Gosched()
 	}
 }
 

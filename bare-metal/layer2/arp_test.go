@@ -46,6 +46,9 @@ func TestAnswerARP(t *testing.T) {
 		{name: "our own request (Ethernet source)",
 			frame: arpFrameOf(t, mac0, ethernet.Broadcast, arp.OperationRequest, mac0, clientIP, zeroMAC, vipA),
 			want:  ignoredOwn},
+		{name: "sent from this interface for another sender (Ethernet source)",
+			frame: arpFrameOf(t, mac0, ethernet.Broadcast, arp.OperationRequest, other, clientIP, zeroMAC, vipA),
+			want:  ignoredOwn},
 		{name: "our own frame relayed (ARP sender)",
 			frame: arpFrameOf(t, other, ethernet.Broadcast, arp.OperationRequest, mac0, clientIP, zeroMAC, vipA),
 			want:  ignoredOwn},
@@ -81,13 +84,7 @@ func TestAnswerARP(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := answerARP(tt.frame, mac0, ownsOnly(vipA))
-			if d.verdict != tt.want {
-				t.Fatalf("verdict %v, want %v", d.verdict, tt.want)
-			}
-			if tt.want != answered {
-				if d.reply.frame != nil {
-					t.Fatalf("ignored frame has a reply")
-				}
+			if !answeredAsWanted(t, d, tt.want) {
 				return
 			}
 			got := parseARP(t, sentFrame(d.reply))
@@ -101,6 +98,19 @@ func TestAnswerARP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// answeredAsWanted checks a decision's verdict, and that only answered
+// frames carry a reply; it reports whether there is a reply to check.
+func answeredAsWanted(t *testing.T, d decision, want verdict) bool {
+	t.Helper()
+	if d.verdict != want {
+		t.Fatalf("verdict %v, want %v", d.verdict, want)
+	}
+	if (d.reply.frame != nil) != (want == answered) {
+		t.Fatalf("verdict %v with a reply: %v", d.verdict, d.reply.frame != nil)
+	}
+	return want == answered
 }
 
 func samePacket(a, b arp.Packet) bool {

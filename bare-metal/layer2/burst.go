@@ -7,14 +7,14 @@ import (
 	"time"
 )
 
-// DefaultBurst is when the gratuitous frames for a gained VIP go out,
+// defaultBurst is when the gratuitous frames for a gained VIP go out,
 // relative to the gain. The first announces at once (clients switch within
 // milliseconds of it); the second, soon after, covers a frame lost while a
 // switch relearns the port. The later two correct clients that cached the
 // previous owner's answer during a make-before-break handover (both nodes
 // answer for a moment) and outlast Linux's neighbour locktime (1 s), within
 // which a non-gratuitous answer does not replace a fresh entry.
-var DefaultBurst = []time.Duration{0, 200 * time.Millisecond, 700 * time.Millisecond, 1500 * time.Millisecond}
+var defaultBurst = []time.Duration{0, 200 * time.Millisecond, 700 * time.Millisecond, 1500 * time.Millisecond}
 
 // burstKey names one burst: a VIP on an interface.
 type burstKey struct {

@@ -36,25 +36,25 @@ func TestBursts(t *testing.T) {
 		offsets []time.Duration
 		steps   []step
 	}{
-		{name: "one burst at each offset", offsets: DefaultBurst, steps: []step{
+		{name: "one burst at each offset", offsets: defaultBurst, steps: []step{
 			{at: 0, do: start(a), send: []burstKey{a}, next: 200 * ms},
 			{at: 100 * ms, next: 100 * ms},
 			{at: 200 * ms, send: []burstKey{a}, next: 500 * ms},
 			{at: 700 * ms, send: []burstKey{a}, next: 800 * ms},
 			{at: 1500 * ms, send: []burstKey{a}, finished: true},
 		}},
-		{name: "a late wake-up sends once and skips the offsets it missed", offsets: DefaultBurst, steps: []step{
+		{name: "a late wake-up sends once and skips the offsets it missed", offsets: defaultBurst, steps: []step{
 			{at: 0, do: start(a), send: []burstKey{a}, next: 200 * ms},
 			{at: 800 * ms, send: []burstKey{a}, next: 700 * ms},
 			{at: 1500 * ms, send: []burstKey{a}, finished: true},
 		}},
-		{name: "independent bursts, sorted by interface and VIP", offsets: DefaultBurst, steps: []step{
+		{name: "independent bursts, sorted by interface and VIP", offsets: defaultBurst, steps: []step{
 			{at: 0, do: start(c, b, a), send: []burstKey{a, b, c}, next: 200 * ms},
 			{at: 100 * ms, do: start(a), send: []burstKey{a}, next: 100 * ms},
 			{at: 200 * ms, send: []burstKey{b, c}, next: 100 * ms},
 			{at: 300 * ms, send: []burstKey{a}, next: 400 * ms}, // b and c at 700 ms, a at 800 ms
 		}},
-		{name: "stop ends a burst in progress", offsets: DefaultBurst, steps: []step{
+		{name: "stop ends a burst in progress", offsets: defaultBurst, steps: []step{
 			{at: 0, do: start(a, b), send: []burstKey{a, b}, next: 200 * ms},
 			{at: 50 * ms, do: stop(a), next: 150 * ms},
 			{at: 200 * ms, send: []burstKey{b}, next: 500 * ms},

@@ -55,7 +55,7 @@
 // Clients keep a VIP's old hardware address until their cache entry
 // expires: 44-49 s measured here after the owner died, versus about 12 ms
 // after a gratuitous frame. So a gained VIP is announced at once, and again
-// at the offsets of Options.Burst (DefaultBurst: 0, 200 ms, 700 ms,
+// at the offsets of Options.Burst (by default 0, 200 ms, 700 ms,
 // 1.5 s). The repeats cover a frame lost while a switch relearns the port,
 // and clients that cached the previous owner's reply during a
 // make-before-break handover, when both nodes answer for a moment; the last

@@ -47,6 +47,9 @@ type fakeConn struct {
 	out    chan sentFrame
 	closed chan struct{}
 	once   sync.Once
+	// broken, once closed, makes reads fail as if the socket had been
+	// closed by someone else.
+	broken chan struct{}
 
 	mu      sync.Mutex
 	groups  map[netip.Addr]bool
@@ -57,7 +60,7 @@ type fakeConn struct {
 
 func newFakeConn() *fakeConn {
 	return &fakeConn{in: make(chan []byte), out: make(chan sentFrame, 1000), closed: make(chan struct{}),
-		groups: map[netip.Addr]bool{}}
+		broken: make(chan struct{}), groups: map[netip.Addr]bool{}}
 }
 
 func (c *fakeConn) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -65,6 +68,8 @@ func (c *fakeConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	case f := <-c.in:
 		return copy(b, f), &packet.Addr{}, nil
 	case <-c.closed:
+		return 0, nil, net.ErrClosed
+	case <-c.broken:
 		return 0, nil, net.ErrClosed
 	}
 }

@@ -38,27 +38,19 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		gratuitous: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_l2_gratuitous_sent_total",
-			Help: "Gratuitous ARP frames and unsolicited Neighbor Advertisements sent, by IP family.",
-		}, []string{"family"}),
-		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_l2_replies_sent_total",
-			Help: "ARP replies and solicited Neighbor Advertisements sent for announced VIPs, by IP family.",
-		}, []string{"family"}),
-		fenced: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_l2_sends_fenced_total",
-			Help: "Replies and gratuitous frames not sent because the fence was closed, by IP family and kind (reply, gratuitous).",
-		}, []string{"family", "kind"}),
-		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_l2_frames_ignored_total",
-			Help: "Received ARP/NDP frames not answered, by IP family and reason " +
-				"(own, not_request, not_for_us, announcement, conflict, not_owned, malformed).",
-		}, []string{"family", "reason"}),
-		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "herald_l2_responder_errors_total",
-			Help: "Failed responder operations, by interface and operation (lookup, open, read, write, join, leave).",
-		}, []string{"interface", "op"}),
+		gratuitous: counterVec("herald_l2_gratuitous_sent_total",
+			"Gratuitous ARP frames and unsolicited Neighbor Advertisements sent, by IP family.", "family"),
+		replies: counterVec("herald_l2_replies_sent_total",
+			"ARP replies and solicited Neighbor Advertisements sent for announced VIPs, by IP family.", "family"),
+		fenced: counterVec("herald_l2_sends_fenced_total",
+			"Replies and gratuitous frames not sent because the fence was closed, by IP family and kind "+
+				"(reply, gratuitous).", "family", "kind"),
+		ignored: counterVec("herald_l2_frames_ignored_total",
+			"Received ARP/NDP frames not answered, by IP family and reason "+
+				"(own, not_request, not_for_us, announcement, conflict, not_owned, malformed).", "family", "reason"),
+		errors: counterVec("herald_l2_responder_errors_total",
+			"Failed responder operations, by interface and operation (lookup, open, read, write, join, leave).",
+			"interface", "op"),
 		announced: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "herald_l2_announced_vips",
 			Help: "VIPs this node answers for, by interface and IP family.",
@@ -75,4 +67,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, fmt.Errorf("register layer2 metrics: %w", err)
 	}
 	return m, nil
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 }

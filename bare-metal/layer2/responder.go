@@ -66,18 +66,21 @@ type responder struct {
 	joined map[netip.Addr]bool
 
 	closing atomic.Bool
-	done    chan struct{}
+	// broken is set when serve ended on its own (the socket was closed
+	// under it): the next Set replaces the responder.
+	broken atomic.Bool
+	done   chan struct{}
 }
 
 // responderMetrics are the metrics children of one responder, resolved
 // once instead of per frame.
 type responderMetrics struct {
-	gratuitous, replies               prometheus.Counter
-	fencedReply, fencedGratuitous     prometheus.Counter
-	ignored                           [numVerdicts]prometheus.Counter
-	readErrs, writeErrs, joinErrs, lv prometheus.Counter
-	announced                         prometheus.Gauge
-	deleteAnnounced                   func()
+	gratuitous, replies                      prometheus.Counter
+	fencedReply, fencedGratuitous            prometheus.Counter
+	ignored                                  [numVerdicts]prometheus.Counter
+	readErrs, writeErrs, joinErrs, leaveErrs prometheus.Counter
+	announced                                prometheus.Gauge
+	deleteAnnounced                          func()
 }
 
 func newResponderMetrics(m *metrics, iface, family string) responderMetrics {
@@ -89,7 +92,7 @@ func newResponderMetrics(m *metrics, iface, family string) responderMetrics {
 		readErrs:         m.errors.WithLabelValues(iface, opRead),
 		writeErrs:        m.errors.WithLabelValues(iface, opWrite),
 		joinErrs:         m.errors.WithLabelValues(iface, opJoin),
-		lv:               m.errors.WithLabelValues(iface, opLeave),
+		leaveErrs:        m.errors.WithLabelValues(iface, opLeave),
 		announced:        m.announced.WithLabelValues(iface, family),
 		deleteAnnounced:  func() { m.announced.DeleteLabelValues(iface, family) },
 	}
@@ -161,7 +164,7 @@ func (r *responder) syncGroupsLocked() []error {
 		}
 		if err := r.groups.LeaveGroup(g); err != nil {
 			// Harmless but for the wasted wake-ups; retried next set.
-			r.m.lv.Inc()
+			r.m.leaveErrs.Inc()
 			r.logger.Error(err, "Leaving a solicited-node group failed", "group", g)
 			continue
 		}
@@ -191,11 +194,13 @@ func (r *responder) serve() {
 			if r.closing.Load() {
 				return
 			}
-			r.m.readErrs.Inc()
 			if errors.Is(err, net.ErrClosed) {
+				r.broken.Store(true)
+				r.m.readErrs.Inc()
 				r.logger.Error(err, "Responder socket closed under it; the next Set reopens it")
 				return
 			}
+			r.m.readErrs.Inc()
 			r.logger.Error(err, "Reading frames failed; retrying", "after", readRetryDelay)
 			select {
 			case <-r.done:
@@ -278,5 +283,8 @@ func (r *responder) close() (lost []netip.Addr, err error) {
 	r.owned = nil
 	r.m.deleteAnnounced()
 	r.mu.Unlock()
-	return lost, r.conn.Close()
+	if err := r.conn.Close(); err != nil && !errors.Is(err, net.ErrClosed) { // closed already if broken
+		return lost, err
+	}
+	return lost, nil
 }

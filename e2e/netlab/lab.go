@@ -96,6 +96,10 @@ func New(t T) *Lab {
 	return l
 }
 
+// Bridge is the namespace holding the LAN bridge, br0, whose port for a
+// host named short is p-<short>.
+func (l *Lab) Bridge() *Netns { return l.bridge }
+
 // SkipUnlessAble skips t when not run as root or when ip, nft or sysctl is
 // missing: namespaces, veths and nftables need CAP_NET_ADMIN. CI runs as
 // root with them installed (make deps), so there the tier always runs.
