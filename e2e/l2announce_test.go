@@ -223,7 +223,7 @@ func (e *l2Env) resolvingLoop(t testing.TB, addr string) *requestLoop {
 	go func() {
 		defer l.wg.Done()
 		for !l.stop.Load() {
-			_, flushErr := e.Client.Netns.Run("ip", "neigh", "flush", "to", vip.String())
+			_, flushErr := e.Client.Run("ip", "neigh", "flush", "to", vip.String())
 			a, err := labkit.Get(e.Client.Netns, addr, attempt)
 			l.mu.Lock()
 			l.sent++

@@ -81,5 +81,5 @@ func advertiseAddress(ctx context.Context, client kubernetes.Interface, o *optio
 	if ip, ok := speaker.NodeAddress(node); ok {
 		return ip, nil
 	}
-	return netip.Addr{}, fmt.Errorf("Node %s: %w", o.nodeName, errNoNodeAddress)
+	return netip.Addr{}, fmt.Errorf("node %s: %w", o.nodeName, errNoNodeAddress)
 }
