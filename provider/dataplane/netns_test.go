@@ -2,11 +2,8 @@ package dataplane
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -20,44 +17,13 @@ import (
 // touch the host's ruleset. They need root and nft: by hand they skip
 // without them, in CI they fail (internal/testenv).
 
-var netnsSeq atomic.Int64
-
-// inNetns moves the calling goroutine into a new, named network namespace
-// and returns a knftables.Interface whose nft runs there.
-//
-// knftables execs nft from the goroutine that calls it, and a child process
-// starts in the network namespace of the thread that forks it. So the
-// benchmark goroutine is locked to its OS thread, and only that thread joins
-// the namespace (setns affects one thread, not the process). The thread is
-// never unlocked: when the benchmark goroutine ends, the Go runtime
-// terminates a still-locked thread instead of reusing it, so no other
-// goroutine can ever run in the namespace. Unlike a wrapper script around
-// "ip netns exec", this adds nothing to the measured time.
-//
-// The namespace is named (herald-bench-<pid>-<n>, visible to "ip netns") so
-// that a slow benchmark can be inspected, and deleted in b.Cleanup.
+// inNetns moves the calling goroutine into a new network namespace (see
+// testenv.EnterNetns) and returns a knftables.Interface whose nft runs there.
 func inNetns(b testing.TB) knftables.Interface {
 	b.Helper()
-	testenv.RequireRoot(b, "tests and benchmarks against the kernel's nftables (a network namespace each)")
-	testenv.RequireTools(b, "tests and benchmarks against the kernel's nftables", "ip", "nft")
-	name := fmt.Sprintf("herald-bench-%d-%d", os.Getpid(), netnsSeq.Add(1))
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		b.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	b.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-			b.Errorf("ip netns delete %s: %v: %s", name, err, out)
-		}
-	})
-	fd, err := unix.Open("/run/netns/"+name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		b.Fatalf("open netns %s: %v", name, err)
-	}
-	defer func() { _ = unix.Close(fd) }()
-	runtime.LockOSThread() // never unlocked, see above
-	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-		b.Fatalf("setns %s: %v", name, err)
-	}
+	why := "tests and benchmarks against the kernel's nftables (a network namespace each)"
+	testenv.RequireTools(b, why, "nft")
+	name := testenv.EnterNetns(b, why)
 	nft, err := knftables.New(TableFamily, TableName)
 	if err != nil {
 		b.Fatalf("knftables in netns %s: %v", name, err)
