@@ -87,9 +87,8 @@ func dnat(masq bool, eps ...string) traceResult {
 }
 
 var (
-	both   = []string{"192.0.2.101:8080", "192.0.2.102:8080"}
-	local  = []string{"192.0.2.101:8080"}
-	remote = []string{"192.0.2.102:8080"}
+	both  = []string{"192.0.2.101:8080", "192.0.2.102:8080"}
+	local = []string{"192.0.2.101:8080"}
 )
 
 func TestTrace(t *testing.T) {
