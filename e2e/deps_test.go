@@ -17,6 +17,7 @@ var pure = []string{
 	"bare-metal/election",
 	"aws/model",
 	"aws/build",
+	"internal/netipx",
 }
 
 func isPure(pkg string) bool {

@@ -183,6 +183,35 @@ func TestBuildCopiesSpecAndNodes(t *testing.T) {
 	}
 }
 
+func TestNodeAddresses(t *testing.T) {
+	addr := func(typ v1.NodeAddressType, a string) v1.NodeAddress { return v1.NodeAddress{Type: typ, Address: a} }
+	for _, tc := range []struct {
+		name  string
+		addrs []v1.NodeAddress
+		want  []string
+	}{
+		{"none", nil, nil},
+		{"internal and external, status order", []v1.NodeAddress{addr(v1.NodeExternalIP, "203.0.113.5"),
+			addr(v1.NodeInternalIP, "192.0.2.11"), addr(v1.NodeInternalIP, "2001:db8::11")},
+			[]string{"203.0.113.5", "192.0.2.11", "2001:db8::11"}},
+		{"hostnames and DNS names skipped", []v1.NodeAddress{addr(v1.NodeHostName, "node-a"),
+			addr(v1.NodeInternalDNS, "node-a.example"), addr(v1.NodeInternalIP, "192.0.2.11")}, []string{"192.0.2.11"}},
+		{"unparsable skipped", []v1.NodeAddress{addr(v1.NodeInternalIP, "192.0.2.300"), addr(v1.NodeInternalIP, "192.0.2.11")},
+			[]string{"192.0.2.11"}},
+		{"IPv4-mapped as IPv4, each once", []v1.NodeAddress{addr(v1.NodeInternalIP, "::ffff:192.0.2.11"),
+			addr(v1.NodeExternalIP, "192.0.2.11"), addr(v1.NodeInternalIP, "192.0.2.11")}, []string{"192.0.2.11"}},
+	} {
+		var want []netip.Addr
+		for _, a := range tc.want {
+			want = append(want, netip.MustParseAddr(a))
+		}
+		n := &v1.Node{Status: v1.NodeStatus{Addresses: tc.addrs}}
+		if got := NodeAddresses(n); !slices.Equal(got, want) {
+			t.Errorf("%s: NodeAddresses = %v, want %v", tc.name, got, want)
+		}
+	}
+}
+
 func TestSelectionWants(t *testing.T) {
 	class := func(c string) func(*v1.Service) { return func(s *v1.Service) { s.Spec.LoadBalancerClass = &c } }
 	tests := []struct {
