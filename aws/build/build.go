@@ -1,0 +1,364 @@
+// Package build turns a Service (as provider/service describes it) and its
+// Nodes into the desired AWS stack of aws/model. It is pure: every
+// annotation is validated here, before any AWS call, and an invalid one is
+// a *service.AnnotationError naming it.
+package build
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/heraldlb/herald/aws/model"
+	"github.com/heraldlb/herald/provider/service"
+)
+
+// Tags herald puts on everything it creates. TagCluster is the ownership
+// tag: resources are listed by it, and nothing without it is ever changed.
+const (
+	TagPrefix       = "herald.dev/"
+	TagCluster      = TagPrefix + "cluster"
+	TagService      = TagPrefix + "service"
+	TagServiceUID   = TagPrefix + "service-uid"
+	TagLoadBalancer = TagPrefix + "load-balancer"
+	TagPort         = TagPrefix + "port"
+	// ownTags counts the tags above plus kubernetes.io/cluster/<name>.
+	ownTags     = 6
+	maxUserTags = 50 - ownTags
+)
+
+// LabelExcludeFromLB is the standard label that keeps a node out of
+// external load balancers.
+const LabelExcludeFromLB = v1.LabelNodeExcludeBalancers
+
+// Default TLS policy of TLS listeners (AWS's recommended one).
+const DefaultSSLPolicy = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+// Options are cluster-wide inputs.
+type Options struct {
+	// ClusterName goes into names and ownership tags.
+	ClusterName string
+	// Tags are added to every resource (the cloud config's).
+	Tags map[string]string
+}
+
+// ClusterTagKey is the tag AWS tooling (and cloud-provider-aws) reads as
+// "belongs to this Kubernetes cluster".
+func ClusterTagKey(cluster string) string { return "kubernetes.io/cluster/" + cluster }
+
+// Build returns the stack lb needs.
+func Build(lb *service.LoadBalancer, opts Options) (*model.Stack, error) {
+	s, err := parseSettings(lb.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	if len(lb.Ports) == 0 {
+		return nil, &service.SpecError{Field: "ports", Reason: "a load balancer needs at least one port"}
+	}
+	base := ownership(opts, lb)
+	lbName := s.name
+	if lbName == "" {
+		lbName = resourceName(lb.Service.Namespace, lb.Service.Name, opts.ClusterName, lb.Key(), string(lb.UID), s.scheme)
+	}
+	stack := &model.Stack{
+		ServiceKey: lb.Key(),
+		ServiceUID: string(lb.UID),
+		LoadBalancer: model.LoadBalancer{
+			Name:           lbName,
+			Scheme:         s.scheme,
+			IPAddressType:  s.ipAddressType,
+			Subnets:        subnetSelection(s),
+			SecurityGroups: s.securityGroups,
+			Attributes:     s.lbAttributes,
+			Tags:           withTags(base, s.extraTags, opts.Tags, map[string]string{TagLoadBalancer: lbName}),
+		},
+	}
+	listeners, err := listenerPorts(lb.Ports, s)
+	if err != nil {
+		return nil, err
+	}
+	targets := targetsOf(lb.Nodes(), s.nodeLabels)
+	for _, l := range listeners {
+		tg := targetGroup(lb, s, l, lbName, targets, opts)
+		tg.Tags = withTags(base, s.extraTags, opts.Tags, map[string]string{TagLoadBalancer: lbName, TagPort: tg.Key})
+		stack.TargetGroups = append(stack.TargetGroups, tg)
+		listener := model.Listener{Port: l.port, Protocol: l.protocol, TargetGroup: tg.Key}
+		if l.protocol == "TLS" {
+			listener.Certificates = s.certificates
+			listener.SSLPolicy = cmp.Or(s.sslPolicy, DefaultSSLPolicy)
+		}
+		stack.Listeners = append(stack.Listeners, listener)
+	}
+	if len(s.securityGroups) == 0 {
+		stack.Frontend = frontend(lb, s, listeners, lbName, withTags(base, s.extraTags, opts.Tags, map[string]string{TagLoadBalancer: lbName}))
+		stack.NodeRules = nodeRules(stack.TargetGroups, opts.ClusterName, lbName)
+	}
+	return stack, nil
+}
+
+func ownership(opts Options, lb *service.LoadBalancer) map[string]string {
+	return map[string]string{
+		TagCluster:                      opts.ClusterName,
+		ClusterTagKey(opts.ClusterName): "owned",
+		TagService:                      lb.Key(),
+		TagServiceUID:                   string(lb.UID),
+	}
+}
+
+// withTags merges tag sets; later sets win, and herald's ownership tags
+// (the first set and the last) cannot be overridden (checkTags refuses
+// user tags with those keys).
+func withTags(sets ...map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, set := range sets {
+		for k, v := range set {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func subnetSelection(s *settings) model.SubnetSelection {
+	sel := model.SubnetSelection{IDsOrNames: s.subnets, EIPAllocations: s.eips, PrivateIPv4Addresses: s.privateIPs}
+	if len(s.subnets) == 0 {
+		sel.DiscoverRoleTag = "kubernetes.io/role/elb"
+		if s.scheme == model.SchemeInternal {
+			sel.DiscoverRoleTag = "kubernetes.io/role/internal-elb"
+		}
+	}
+	return sel
+}
+
+// listenerPort is one NLB listener before target groups exist.
+type listenerPort struct {
+	port, nodePort int32
+	protocol       string // TCP, UDP, TCP_UDP, TLS
+	name           string
+}
+
+// listenerPorts maps Service ports to listeners. TCP and UDP on one port
+// become a TCP_UDP listener, as an NLB cannot have two listeners on a port;
+// that needs one NodePort for both.
+func listenerPorts(ports []service.Port, s *settings) ([]listenerPort, error) {
+	byPort := map[int32]*listenerPort{}
+	for _, p := range ports {
+		var proto string
+		switch p.Protocol {
+		case v1.ProtocolTCP, "":
+			proto = "TCP"
+			if isSSLPort(s, p) {
+				proto = "TLS"
+			}
+		case v1.ProtocolUDP:
+			proto = "UDP"
+		default:
+			return nil, &service.SpecError{Field: "ports", Value: string(p.Protocol),
+				Reason: "a network load balancer supports TCP and UDP only"}
+		}
+		if p.NodePort == 0 {
+			return nil, &service.SpecError{Field: "ports", Value: strconv.Itoa(int(p.Port)),
+				Reason: "no nodePort allocated (allocateLoadBalancerNodePorts: false is not supported by instance targets)"}
+		}
+		prev, ok := byPort[p.Port]
+		if !ok {
+			byPort[p.Port] = &listenerPort{port: p.Port, nodePort: p.NodePort, protocol: proto, name: p.Name}
+			continue
+		}
+		if prev.nodePort != p.NodePort || !(prev.protocol == "TCP" && proto == "UDP" || prev.protocol == "UDP" && proto == "TCP") {
+			return nil, &service.SpecError{Field: "ports", Value: strconv.Itoa(int(p.Port)),
+				Reason: "TCP and UDP on one port need the same nodePort (they share a TCP_UDP listener)"}
+		}
+		prev.protocol = "TCP_UDP"
+	}
+	out := make([]listenerPort, 0, len(byPort))
+	for _, l := range byPort {
+		out = append(out, *l)
+	}
+	slices.SortFunc(out, func(a, b listenerPort) int { return cmp.Compare(a.port, b.port) })
+	return out, nil
+}
+
+func isSSLPort(s *settings, p service.Port) bool {
+	if len(s.certificates) == 0 {
+		return false
+	}
+	if len(s.sslPorts) == 0 || slices.Contains(s.sslPorts, "*") {
+		return true
+	}
+	return slices.Contains(s.sslPorts, strconv.Itoa(int(p.Port))) || p.Name != "" && slices.Contains(s.sslPorts, p.Name)
+}
+
+func targetGroup(lb *service.LoadBalancer, s *settings, l listenerPort, lbName string, targets []string, opts Options) model.TargetGroup {
+	protocol := l.protocol
+	if protocol == "TLS" {
+		protocol = "TCP" // TLS ends at the NLB; the NodePort speaks plain TCP
+	}
+	key := strings.ToLower(protocol) + "-" + strconv.Itoa(int(l.port))
+	tg := model.TargetGroup{
+		Key:           key,
+		Protocol:      protocol,
+		Port:          l.nodePort,
+		TargetType:    model.TargetTypeInstance,
+		IPAddressType: model.IPAddressTypeIPv4,
+		HealthCheck:   healthCheck(lb, s),
+		Attributes:    s.tgAttributes,
+	}
+	// Everything CreateTargetGroup fixes for good is in the name, so a
+	// change of any of them yields a new group (created, switched to, and
+	// only then the old one deleted).
+	tg.Name = resourceName(lb.Service.Namespace, lb.Service.Name, opts.ClusterName, lbName, key,
+		tg.Protocol, strconv.Itoa(int(tg.Port)), tg.TargetType, tg.IPAddressType)
+	for _, id := range targets {
+		tg.Targets = append(tg.Targets, model.Target{ID: id, Port: l.nodePort})
+	}
+	if tg.Targets == nil {
+		tg.Targets = []model.Target{}
+	}
+	return tg
+}
+
+// healthCheck follows the Service's traffic policy: with Local, only nodes
+// with a ready endpoint answer kube-proxy's (or herald-agent's)
+// healthCheckNodePort, so the NLB sends traffic only there.
+func healthCheck(lb *service.LoadBalancer, s *settings) model.HealthCheck {
+	a := s.healthCheck
+	hc := model.HealthCheck{Protocol: "TCP", Port: "traffic-port", IntervalSeconds: a.interval,
+		TimeoutSeconds: a.timeout, HealthyThreshold: a.healthy, UnhealthyThreshold: a.unhealthy}
+	if lb.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal && lb.HealthCheckNodePort != 0 {
+		hc.Protocol, hc.Port, hc.Path = "HTTP", strconv.Itoa(int(lb.HealthCheckNodePort)), "/healthz"
+	}
+	if a.protocolSet {
+		hc.Protocol = a.protocol
+	}
+	if a.portSet {
+		hc.Port = a.port
+	}
+	switch {
+	case hc.Protocol == "TCP":
+		hc.Path = ""
+	case a.path != "":
+		hc.Path = a.path
+	case hc.Path == "":
+		hc.Path = "/"
+	}
+	return hc
+}
+
+// targetsOf returns the instance IDs of the nodes that take traffic:
+// those with an AWS provider ID, without the exclusion label, and matching
+// the target-node-labels annotation.
+func targetsOf(nodes []service.Node, selector map[string]string) []string {
+	var out []string
+	for _, n := range nodes {
+		if _, excluded := n.Labels[LabelExcludeFromLB]; excluded {
+			continue
+		}
+		if !matches(n.Labels, selector) {
+			continue
+		}
+		if _, id, err := ParseProviderID(n.ProviderID); err == nil {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func matches(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseProviderID splits "aws:///<zone>/<instance-id>" (also the
+// "aws://<zone>/<id>" and bare-ID forms kubelets have written).
+func ParseProviderID(providerID string) (zone, instanceID string, err error) {
+	rest, ok := strings.CutPrefix(providerID, "aws://")
+	if !ok {
+		return "", "", fmt.Errorf("provider ID %q is not aws://", providerID)
+	}
+	parts := strings.Split(strings.TrimPrefix(rest, "/"), "/")
+	id := parts[len(parts)-1]
+	if !strings.HasPrefix(id, "i-") || len(parts) > 2 {
+		return "", "", fmt.Errorf("provider ID %q has no instance ID", providerID)
+	}
+	if len(parts) == 2 {
+		zone = parts[0]
+	}
+	return zone, id, nil
+}
+
+// ProviderID is the canonical provider ID of an instance.
+func ProviderID(zone, instanceID string) string { return "aws:///" + zone + "/" + instanceID }
+
+func frontend(lb *service.LoadBalancer, s *settings, listeners []listenerPort, lbName string, tags map[string]string) *model.SecurityGroup {
+	ranges := lb.SourceRanges
+	if len(ranges) == 0 {
+		ranges = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		if s.ipAddressType == model.IPAddressTypeDualStack {
+			ranges = append(ranges, netip.MustParsePrefix("::/0"))
+		}
+	}
+	sg := &model.SecurityGroup{Name: lbName, Description: "herald frontend for " + lb.Key(), Tags: tags}
+	for _, l := range listeners {
+		for _, proto := range sgProtocols(l.protocol) {
+			for _, r := range ranges {
+				sg.Ingress = append(sg.Ingress, model.Rule{Protocol: proto, FromPort: l.port, ToPort: l.port, CIDR: r.String()})
+			}
+		}
+	}
+	return sg
+}
+
+func sgProtocols(listenerProtocol string) []string {
+	switch listenerProtocol {
+	case "UDP":
+		return []string{"udp"}
+	case "TCP_UDP":
+		return []string{"tcp", "udp"}
+	}
+	return []string{"tcp"}
+}
+
+// nodeRules open each target group's NodePort and health-check port to the
+// frontend group, deduplicated.
+func nodeRules(tgs []model.TargetGroup, cluster, lbName string) []model.NodeRule {
+	description := NodeRuleDescription(cluster, lbName)
+	seen := map[model.NodeRule]bool{}
+	var out []model.NodeRule
+	add := func(proto string, port int32) {
+		r := model.NodeRule{Protocol: proto, Port: port, Description: description}
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	for _, tg := range tgs {
+		for _, proto := range sgProtocols(tg.Protocol) {
+			add(proto, tg.Port)
+		}
+		hcPort := tg.Port
+		if n, err := strconv.Atoi(tg.HealthCheck.Port); err == nil {
+			hcPort = int32(n)
+		}
+		add("tcp", hcPort)
+	}
+	slices.SortFunc(out, func(a, b model.NodeRule) int {
+		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
+	})
+	return out
+}
+
+// NodeRuleDescription marks node security-group rules as herald's for one
+// load balancer (the characters are those EC2 allows in descriptions).
+func NodeRuleDescription(cluster, lbName string) string {
+	return "herald.dev/cluster=" + cluster + ";lb=" + lbName
+}
