@@ -196,7 +196,7 @@ func manyTags(n int) string {
 
 func TestBuildRejectsInvalidSpec(t *testing.T) {
 	tests := map[string]func(*v1.Service){
-		"sctp": func(s *v1.Service) { s.Spec.Ports[0].Protocol = v1.ProtocolSCTP },
+		"sctp":         func(s *v1.Service) { s.Spec.Ports[0].Protocol = v1.ProtocolSCTP },
 		"no node port": func(s *v1.Service) { s.Spec.Ports[0].NodePort = 0 },
 		"tcp and udp with different node ports": func(s *v1.Service) {
 			s.Spec.Ports = append(s.Spec.Ports, v1.ServicePort{Protocol: v1.ProtocolUDP, Port: 80, NodePort: 30081})
@@ -246,7 +246,7 @@ func TestNamesAreValidStableAndChangeWithIdentity(t *testing.T) {
 
 func TestUnknownAnnotations(t *testing.T) {
 	got := UnknownAnnotations(map[string]string{
-		AnnotationScheme: "internal",
+		AnnotationScheme:                    "internal",
 		prefix + "healthcheck-sucess-codes": "200",
 		prefix + "backend-protocol":         "http",
 		"example.com/aws-load-balancer-x":   "y",
