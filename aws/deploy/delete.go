@@ -29,14 +29,17 @@ func (d *Deployer) Delete(ctx context.Context, serviceKey string) (err error) {
 	return nil
 }
 
-// Exists reports the DNS name of the Service's load balancer, if any.
-func (d *Deployer) Exists(ctx context.Context, serviceKey, lbName string) (string, bool, error) {
+// Exists reports the DNS name of a load balancer herald holds for the
+// Service, if any.
+func (d *Deployer) Exists(ctx context.Context, serviceKey string) (string, bool, error) {
 	inv, err := d.inventory(ctx)
 	if err != nil {
 		return "", false, err
 	}
-	if s := inv[lbName]; s != nil && s.lb != nil && s.service == serviceKey {
-		return s.lb.DNSName, true, nil
+	for _, name := range sortedNames(inv) {
+		if s := inv[name]; s.lb != nil && s.service == serviceKey {
+			return s.lb.DNSName, true, nil
+		}
 	}
 	return "", false, nil
 }

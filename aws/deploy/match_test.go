@@ -11,7 +11,9 @@ import (
 )
 
 func TestDiffTargets(t *testing.T) {
-	h := func(id string, port int32) api.TargetHealth { return api.TargetHealth{Target: api.Target{ID: id, Port: port}} }
+	h := func(id string, port int32) api.TargetHealth {
+		return api.TargetHealth{Target: api.Target{ID: id, Port: port}}
+	}
 	tests := []struct {
 		name        string
 		desired     []model.Target
