@@ -401,3 +401,8 @@ func page(ids []string, marker string, size int) ([]string, string) {
 	}
 	return ids[start:end], next
 }
+
+// Actions lists the actions the fake implements, by service.
+func Actions() map[string][]string {
+	return map[string][]string{"elbv2": sortedKeys(elbv2Handlers), "ec2": sortedKeys(ec2Handlers)}
+}
