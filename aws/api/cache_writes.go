@@ -142,6 +142,7 @@ func (c *Cache) ModifyListener(ctx context.Context, l Listener) error {
 	if err := c.elb.ModifyListener(ctx, l); err != nil {
 		return err
 	}
+	l.Tags = nil
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for lb, ls := range c.lsn {

@@ -214,7 +214,7 @@ func (e *elbAPI) CreateListener(ctx context.Context, l Listener) (Listener, erro
 	actions, certs := listenerActions(l)
 	resp, err := e.c.CreateListener(ctx, &elbv2.CreateListenerInput{LoadBalancerArn: aws.String(l.LoadBalancerARN),
 		Port: aws.Int32(l.Port), Protocol: types.ProtocolEnum(l.Protocol), DefaultActions: actions,
-		Certificates: certs, SslPolicy: optional(l.SSLPolicy)})
+		Certificates: certs, SslPolicy: optional(l.SSLPolicy), Tags: toTags(l.Tags)})
 	if err != nil {
 		return Listener{}, err
 	}

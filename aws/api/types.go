@@ -39,6 +39,9 @@ type Listener struct {
 	ARN, LoadBalancerARN, Protocol, TargetGroupARN, SSLPolicy string
 	Port                                                      int32
 	Certificates                                              []string
+	// Tags are set at creation only, so IAM can scope listener changes
+	// by tag; they are not read back.
+	Tags map[string]string
 }
 
 // HealthCheck is a target group's health check.

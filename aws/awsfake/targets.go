@@ -83,6 +83,13 @@ func (s *Server) createListener(p url.Values) (*node, *Error) {
 	if err := s.readListener(p, l); err != nil {
 		return nil, err
 	}
+	tags, terr := tagsOf(p, "Tags.member")
+	if terr != nil {
+		return nil, terr
+	}
+	if err := checkTags(tags); err != nil {
+		return nil, err
+	}
 	for _, other := range s.listeners {
 		if other.lb == lbARN && other.port == l.port {
 			if other.protocol == l.protocol && other.tg == l.tg && slices.Equal(other.certs, l.certs) && other.policy == l.policy {

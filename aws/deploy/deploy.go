@@ -351,6 +351,7 @@ func (d *Deployer) ensureListeners(ctx context.Context, stack *model.Stack, lbAR
 	}
 	plan := diffListeners(lbARN, stack.Listeners, tgARN, current)
 	for _, l := range plan.create {
+		l.Tags = stack.LoadBalancer.Tags
 		if _, err := d.aws.CreateListener(ctx, l); err != nil {
 			return fmt.Errorf("creating listener on port %d: %w", l.Port, err)
 		}

@@ -72,9 +72,7 @@ func parseCloudConfig(r io.Reader) (*loadedConfig, error) {
 	if cfg.AWS != nil && cfg.Backend != backendAWS {
 		errs = append(errs, field.Forbidden(field.NewPath("aws"), "only read with backend: aws"))
 	}
-	if cfg.BareMetal != nil && cfg.Backend != backendBareMetal {
-		errs = append(errs, field.Forbidden(field.NewPath("bareMetal"), "only read with backend: bare-metal"))
-	}
+
 	switch cfg.Backend {
 	case backendBareMetal:
 		if cfg.BareMetal == nil {
