@@ -1,6 +1,7 @@
 package aws
 
 import (
+	"cmp"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -34,6 +35,15 @@ type Config struct {
 	CacheTTL Duration `json:"cacheTTL,omitempty"`
 	// GCInterval is how often orphaned resources are looked for (default 10m).
 	GCInterval Duration `json:"gcInterval,omitempty"`
+	// Retry bounds the retries of one call (throttling, 5xx, network).
+	Retry Retry `json:"retry,omitempty"`
+}
+
+// Retry bounds retries: attempts per call (default 10) and the longest
+// wait between two (default 20s, jittered exponential below it).
+type Retry struct {
+	MaxAttempts int      `json:"maxAttempts,omitempty"`
+	MaxBackoff  Duration `json:"maxBackoff,omitempty"`
 }
 
 // Endpoints override AWS's endpoints.
@@ -119,6 +129,12 @@ func (c *Config) Validate(path *field.Path) field.ErrorList {
 	if c.CacheTTL.Duration < 0 {
 		errs = append(errs, field.Invalid(path.Child("cacheTTL"), c.CacheTTL.String(), "must not be negative"))
 	}
+	if c.Retry.MaxAttempts < 0 {
+		errs = append(errs, field.Invalid(path.Child("retry", "maxAttempts"), c.Retry.MaxAttempts, "must not be negative"))
+	}
+	if c.Retry.MaxBackoff.Duration < 0 {
+		errs = append(errs, field.Invalid(path.Child("retry", "maxBackoff"), c.Retry.MaxBackoff.String(), "must not be negative"))
+	}
 	if c.GCInterval.Duration < 0 {
 		errs = append(errs, field.Invalid(path.Child("gcInterval"), c.GCInterval.String(), "must not be negative"))
 	}
@@ -128,7 +144,8 @@ func (c *Config) Validate(path *field.Path) field.ErrorList {
 // APIConfig turns the section into the api package's configuration.
 func (c *Config) APIConfig(region string) api.Config {
 	cfg := api.Config{Region: region, ELBv2Endpoint: c.Endpoints.ELBv2, EC2Endpoint: c.Endpoints.EC2,
-		ELBv2Rate: DefaultELBv2Rate, EC2Rate: DefaultEC2Rate, MaxAttempts: 10}
+		ELBv2Rate: DefaultELBv2Rate, EC2Rate: DefaultEC2Rate, MaxAttempts: cmp.Or(c.Retry.MaxAttempts, 10),
+		MaxBackoff: c.Retry.MaxBackoff.Duration}
 	if c.RateLimits.ELBv2 != nil {
 		cfg.ELBv2Rate = *c.RateLimits.ELBv2
 	}

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // API versions that tell the two protocols apart on one endpoint.
@@ -38,6 +39,8 @@ type Call struct {
 	ErrorCode string
 	// Mutating is true for every action that is not Describe*.
 	Mutating bool
+	// Time is when the fake received the call.
+	Time time.Time
 }
 
 // Error is an AWS error response.
@@ -179,7 +182,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unknown API version "+version, http.StatusBadRequest)
 		return
 	}
-	call := Call{Service: service, Action: action, Params: params, Mutating: !strings.HasPrefix(action, "Describe")}
+	call := Call{Service: service, Action: action, Params: params, Mutating: !strings.HasPrefix(action, "Describe"), Time: time.Now()}
 
 	s.mu.Lock()
 	s.seq++
