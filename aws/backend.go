@@ -61,12 +61,14 @@ func New(cfg *Config, region, vpcID string, clients *api.Clients, opts Options) 
 		opts.GCInterval = DefaultGCInterval
 	}
 	cache := api.NewCache(clients.ELB, clients.EC2, ttl, time.Now)
+	portRange, _ := cfg.portRange() // validated with the config
 	return &Backend{
-		deployer: deploy.New(cache, deploy.Config{ClusterName: cfg.ClusterName, VPCID: vpcID, NodeSecurityGroups: cfg.NodeSecurityGroups}),
+		deployer: deploy.New(cache, deploy.Config{ClusterName: cfg.ClusterName, VPCID: vpcID,
+			NodeSecurityGroups: cfg.NodeSecurityGroups, NodePortRange: portRange}),
 		ec2:      clients.EC2,
 		region:   region,
 		opts:     opts,
-		buildOpt: build.Options{ClusterName: cfg.ClusterName, Tags: cfg.Tags},
+		buildOpt: build.Options{ClusterName: cfg.ClusterName, Tags: cfg.Tags, NodePortRange: portRange},
 	}
 }
 

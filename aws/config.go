@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/heraldlb/herald/aws/api"
+	"github.com/heraldlb/herald/aws/build"
 )
 
 // Config is the "aws" section of herald-ccm's cloud config.
@@ -26,6 +28,9 @@ type Config struct {
 	NodeSecurityGroups []string `json:"nodeSecurityGroups,omitempty"`
 	// Tags are added to every resource herald creates.
 	Tags map[string]string `json:"tags,omitempty"`
+	// NodePortRange is kube-apiserver's --service-node-port-range
+	// ("30000-32767" when empty): the nodes admit the load balancers on it.
+	NodePortRange string `json:"nodePortRange,omitempty"`
 	// Endpoints override AWS's (VPC endpoints, or test doubles).
 	Endpoints Endpoints `json:"endpoints,omitempty"`
 	// RateLimits are the shared budgets per API family.
@@ -126,6 +131,9 @@ func (c *Config) Validate(path *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(path.Child("rateLimits", name), *r, "qps must be positive and burst at least 1"))
 		}
 	}
+	if _, err := c.portRange(); err != nil {
+		errs = append(errs, field.Invalid(path.Child("nodePortRange"), c.NodePortRange, err.Error()))
+	}
 	if c.CacheTTL.Duration < 0 {
 		errs = append(errs, field.Invalid(path.Child("cacheTTL"), c.CacheTTL.String(), "must not be negative"))
 	}
@@ -153,4 +161,18 @@ func (c *Config) APIConfig(region string) api.Config {
 		cfg.EC2Rate = *c.RateLimits.EC2
 	}
 	return cfg
+}
+
+// portRange parses NodePortRange.
+func (c *Config) portRange() (build.PortRange, error) {
+	if c.NodePortRange == "" {
+		return build.DefaultNodePortRange, nil
+	}
+	from, to, ok := strings.Cut(c.NodePortRange, "-")
+	f, ferr := strconv.Atoi(strings.TrimSpace(from))
+	t, terr := strconv.Atoi(strings.TrimSpace(to))
+	if !ok || ferr != nil || terr != nil || f < 1 || t > 65535 || f > t {
+		return build.PortRange{}, fmt.Errorf("not a port range like 30000-32767")
+	}
+	return build.PortRange{From: int32(f), To: int32(t)}, nil
 }

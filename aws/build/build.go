@@ -45,7 +45,18 @@ type Options struct {
 	ClusterName string
 	// Tags are added to every resource (the cloud config's).
 	Tags map[string]string
+	// NodePortRange is the apiserver's --service-node-port-range; zero
+	// means the default 30000-32767.
+	NodePortRange PortRange
 }
+
+// PortRange is an inclusive range of ports.
+type PortRange struct{ From, To int32 }
+
+// DefaultNodePortRange is kube-apiserver's default --service-node-port-range.
+var DefaultNodePortRange = PortRange{From: 30000, To: 32767}
+
+func (r PortRange) contains(p int32) bool { return p >= r.From && p <= r.To }
 
 // ClusterTagKey is the tag AWS tooling (and cloud-provider-aws) reads as
 // "belongs to this Kubernetes cluster".
@@ -96,7 +107,14 @@ func Build(lb *service.LoadBalancer, opts Options) (*model.Stack, error) {
 	}
 	if len(s.securityGroups) == 0 {
 		stack.Frontend = frontend(lb, s, listeners, lbName, withTags(base, s.extraTags, opts.Tags, map[string]string{TagLoadBalancer: lbName}))
-		stack.NodeRules = nodeRules(stack.TargetGroups, opts.ClusterName, lbName)
+		portRange := opts.NodePortRange
+		if portRange == (PortRange{}) {
+			portRange = DefaultNodePortRange
+		}
+		for _, tg := range stack.TargetGroups {
+			stack.NodeRules = append(stack.NodeRules, NodeRules(tg.Protocol, tg.Port, tg.HealthCheck.Port, portRange)...)
+		}
+		stack.NodeRules = SortRules(stack.NodeRules)
 	}
 	return stack, nil
 }
@@ -328,37 +346,54 @@ func sgProtocols(listenerProtocol string) []string {
 	return []string{"tcp"}
 }
 
-// nodeRules open each target group's NodePort and health-check port to the
-// frontend group, deduplicated.
-func nodeRules(tgs []model.TargetGroup, cluster, lbName string) []model.NodeRule {
-	description := NodeRuleDescription(cluster, lbName)
-	seen := map[model.NodeRule]bool{}
+// NodeRules are the node-group rules one target group needs: its traffic
+// port for each protocol, and its health-check port over TCP. A port in
+// the NodePort range opens the whole range, so all Services share one rule
+// per protocol; a port outside it (a health-check-port annotation) gets
+// its own.
+func NodeRules(tgProtocol string, port int32, healthCheckPort string, nodePorts PortRange) []model.NodeRule {
+	rule := func(proto string, p int32) model.NodeRule {
+		if nodePorts.contains(p) {
+			return model.NodeRule{Protocol: proto, FromPort: nodePorts.From, ToPort: nodePorts.To}
+		}
+		return model.NodeRule{Protocol: proto, FromPort: p, ToPort: p}
+	}
 	var out []model.NodeRule
-	add := func(proto string, port int32) {
-		r := model.NodeRule{Protocol: proto, Port: port, Description: description}
-		if !seen[r] {
-			seen[r] = true
-			out = append(out, r)
-		}
+	for _, proto := range sgProtocols(tgProtocol) {
+		out = append(out, rule(proto, port))
 	}
-	for _, tg := range tgs {
-		for _, proto := range sgProtocols(tg.Protocol) {
-			add(proto, tg.Port)
-		}
-		hcPort := tg.Port
-		if n, err := strconv.Atoi(tg.HealthCheck.Port); err == nil {
-			hcPort = int32(n)
-		}
-		add("tcp", hcPort)
+	hcPort := port
+	if n, err := strconv.Atoi(healthCheckPort); err == nil {
+		hcPort = int32(n)
 	}
-	slices.SortFunc(out, func(a, b model.NodeRule) int {
-		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol))
-	})
-	return out
+	return append(out, rule("tcp", hcPort))
 }
 
-// NodeRuleDescription marks node security-group rules as herald's for one
-// load balancer (the characters are those EC2 allows in descriptions).
-func NodeRuleDescription(cluster, lbName string) string {
-	return "herald.dev/cluster=" + cluster + ";lb=" + lbName
+// SortRules sorts and deduplicates rules.
+func SortRules(rules []model.NodeRule) []model.NodeRule {
+	slices.SortFunc(rules, func(a, b model.NodeRule) int {
+		return cmp.Or(cmp.Compare(a.FromPort, b.FromPort), cmp.Compare(a.ToPort, b.ToPort), cmp.Compare(a.Protocol, b.Protocol))
+	})
+	return slices.Compact(rules)
+}
+
+// BackendRuleDescription marks the node security-group rules herald
+// manages for a cluster (characters EC2 allows in descriptions).
+func BackendRuleDescription(cluster string) string {
+	return "herald.dev/cluster=" + cluster + ";backend"
+}
+
+// TagRole marks the cluster's shared backend security group.
+const (
+	TagRole     = TagPrefix + "role"
+	RoleBackend = "backend"
+)
+
+// BackendGroup is the cluster's shared backend security group: every
+// herald NLB carries it, and the nodes admit it on the NodePorts.
+func BackendGroup(opts Options) *model.SecurityGroup {
+	tags := withTags(opts.Tags, map[string]string{TagCluster: opts.ClusterName, ClusterTagKey(opts.ClusterName): "owned",
+		TagRole: RoleBackend})
+	return &model.SecurityGroup{Name: "herald-backend-" + opts.ClusterName,
+		Description: "herald NLBs of cluster " + opts.ClusterName + " to the nodes' NodePorts", Tags: tags}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -280,5 +281,30 @@ func TestParseProviderID(t *testing.T) {
 	}
 	if ProviderID("eu-west-1a", "i-1") != "aws:///eu-west-1a/i-1" {
 		t.Error("ProviderID format")
+	}
+}
+
+func TestNodeRulesShareTheNodePortRange(t *testing.T) {
+	r := DefaultNodePortRange
+	tests := []struct {
+		name                  string
+		protocol, healthCheck string
+		port                  int32
+		want                  string
+	}{
+		{"tcp in range", "TCP", "traffic-port", 30080, "[{tcp 30000 32767}]"},
+		{"udp checked over tcp", "UDP", "traffic-port", 30053, "[{tcp 30000 32767} {udp 30000 32767}]"},
+		{"tcp_udp", "TCP_UDP", "traffic-port", 30053, "[{tcp 30000 32767} {udp 30000 32767}]"},
+		{"health check outside the range", "TCP", "10256", 30080, "[{tcp 30000 32767} {tcp 10256 10256}]"},
+		{"local health check in range", "TCP", "32100", 30080, "[{tcp 30000 32767}]"},
+	}
+	for _, tt := range tests {
+		got := fmt.Sprint(SortRules(NodeRules(tt.protocol, tt.port, tt.healthCheck, r)))
+		if tt.name == "health check outside the range" {
+			got = fmt.Sprint(NodeRules(tt.protocol, tt.port, tt.healthCheck, r))
+		}
+		if got != tt.want {
+			t.Errorf("%s: NodeRules = %s, want %s", tt.name, got, tt.want)
+		}
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"sort"
 
 	"k8s.io/klog/v2"
-
-	"github.com/heraldlb/herald/aws/build"
 )
 
 // Delete removes every stack herald holds for the Service key, whatever
@@ -54,9 +52,8 @@ func sortedNames(inv map[string]*ownedStack) []string {
 }
 
 // deleteStack deletes in dependency order: the load balancer (with its
-// listeners), its target groups, the node rules that admit it, and last
-// its frontend group, which AWS refuses to delete while anything refers
-// to it. Each step treats "already gone" as done, so a rerun after a crash
+// listeners), its target groups, its frontend group, and then the shared
+// node rules no remaining target group needs. Each step treats "already gone" as done, so a rerun after a crash
 // picks up where the last one stopped.
 func (d *Deployer) deleteStack(ctx context.Context, s *ownedStack) error {
 	logger := klog.FromContext(ctx).WithValues("lb", s.name)
@@ -71,19 +68,14 @@ func (d *Deployer) deleteStack(ctx context.Context, s *ownedStack) error {
 			return fmt.Errorf("deleting target group %s: %w", tg.Name, err)
 		}
 	}
-	frontendID := ""
-	if s.frontend != nil {
-		frontendID = s.frontend.ID
-	}
-	if err := d.ensureNodeRules(ctx, nil, build.NodeRuleDescription(d.cfg.ClusterName, s.name), frontendID); err != nil {
-		return err
-	}
 	if s.frontend != nil {
 		if err := d.aws.DeleteSecurityGroup(ctx, s.frontend.ID); err != nil && !isGone(err) {
 			return fmt.Errorf("deleting security group %s: %w", s.frontend.ID, err)
 		}
 	}
-	return nil
+	// The shared node rules follow what is left; the last stack takes the
+	// backend group with it.
+	return d.syncNodeRules(ctx, nil)
 }
 
 // ServiceState is what GC needs to know about a Service.

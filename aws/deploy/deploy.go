@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"k8s.io/klog/v2"
 
@@ -63,12 +64,16 @@ type Config struct {
 	// NodeSecurityGroups get the NodePort rules; empty means the groups
 	// tagged kubernetes.io/cluster/<name> that herald did not create.
 	NodeSecurityGroups []string
+	// NodePortRange is the apiserver's; zero means the default.
+	NodePortRange build.PortRange
 }
 
 // Deployer reconciles stacks.
 type Deployer struct {
 	aws AWS
 	cfg Config
+	// rulesMu serialises the shared node rules (syncNodeRules).
+	rulesMu sync.Mutex
 }
 
 // New returns a Deployer.
@@ -104,6 +109,8 @@ func (d *Deployer) inventory(ctx context.Context) (map[string]*ownedStack, error
 		return nil, fmt.Errorf("listing security groups: %w", err)
 	}
 	out := map[string]*ownedStack{}
+	// The backend group belongs to the cluster, not to a stack: it has no
+	// load-balancer tag, so get skips it.
 	get := func(tags map[string]string) *ownedStack {
 		if tags[build.TagCluster] != d.cfg.ClusterName || tags[build.TagLoadBalancer] == "" {
 			return nil
@@ -169,7 +176,7 @@ func (d *Deployer) Ensure(ctx context.Context, stack *model.Stack, statusHostnam
 		return "", err
 	}
 	if frontendID != "" {
-		if err := d.ensureNodeRules(ctx, nodeRules(stack, frontendID), stack.NodeRules[0].Description, frontendID); err != nil {
+		if err := d.syncNodeRules(ctx, stack.NodeRules); err != nil {
 			return "", err
 		}
 	}

@@ -256,7 +256,7 @@ func TestReplacementCreatesFirstAndDeletesAfterStatusMoves(t *testing.T) {
 	if err != nil || len(orphans) != 0 {
 		t.Fatalf("GC = %v, %v", orphans, err)
 	}
-	if e.count("loadbalancer") != 1 || e.count("securitygroup") != 2 || e.count("rule") != 2 {
+	if e.count("loadbalancer") != 1 || e.count("securitygroup") != 3 || e.count("rule") != 2 {
 		t.Fatalf("after the status moved, only the new stack remains: %+v", e.fake.Resources())
 	}
 }
@@ -307,4 +307,30 @@ func TestStoppedInstanceDoesNotBlockTheOthers(t *testing.T) {
 	if got := e.fake.Targets(stack.TargetGroups[0].Name); !slices.Equal(got, []string{"i-a", "i-c"}) {
 		t.Fatalf("targets = %v, want the running ones", got)
 	}
+}
+
+// TestNodeRulesDoNotGrowWithServices creates more Services than EC2 allows
+// rules in a group (60): the nodes' group keeps one shared rule.
+func TestNodeRulesDoNotGrowWithServices(t *testing.T) {
+	e := newEnv(t)
+	for i := range 70 {
+		e.ensure(stackOf(t, lbService(fmt.Sprintf("s%02d", i), func(s *v1.Service) {
+			s.Spec.Ports[0].NodePort = int32(30100 + i)
+		}), nodes("i-a")))
+	}
+	rules := 0
+	for _, r := range e.fake.Resources() {
+		if r.Kind == "rule" && strings.HasPrefix(r.ID, e.nodeGroup+" ") {
+			rules++
+		}
+	}
+	if rules != 1 {
+		t.Fatalf("the nodes' group holds %d rules for 70 Services, want the one shared NodePort-range rule", rules)
+	}
+	for i := range 70 {
+		if err := e.deployer.Delete(context.Background(), fmt.Sprintf("web/s%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.nothingLeft()
 }

@@ -148,13 +148,3 @@ func frontendRules(sg *model.SecurityGroup) []api.Permission {
 	}
 	return out
 }
-
-// nodeRules are the node groups' rules for one stack, from its frontend group.
-func nodeRules(stack *model.Stack, frontendID string) []api.Permission {
-	out := make([]api.Permission, 0, len(stack.NodeRules))
-	for _, r := range stack.NodeRules {
-		out = append(out, api.Permission{Protocol: r.Protocol, FromPort: r.Port, ToPort: r.Port, SourceGroup: frontendID,
-			Description: r.Description})
-	}
-	return out
-}

@@ -37,7 +37,10 @@ type Stack struct {
 	TargetGroups []TargetGroup  `json:"targetGroups"`
 	Frontend     *SecurityGroup `json:"frontendSecurityGroup,omitempty"`
 	// NodeRules open the NodePorts (traffic and health check) on the
-	// nodes' security groups, from the frontend security group.
+	// nodes' security groups to the cluster's shared backend security
+	// group, which every herald NLB carries besides its frontend group.
+	// They are ranges, not one rule per port: EC2 allows 60 rules per
+	// group, and a rule per Service would run out near 60 Services.
 	NodeRules []NodeRule `json:"nodeRules,omitempty"`
 }
 
@@ -129,11 +132,11 @@ type Rule struct {
 	CIDR     string `json:"cidr"`
 }
 
-// NodeRule opens Port/Protocol on the nodes' security groups to the NLB's
-// frontend group. Description names the owner, so a rule is removed exactly
-// when no Service needs it any more.
+// NodeRule opens a port range on the nodes' security groups to the shared
+// backend group. Rules are shared by all Services; one is removed when no
+// target group needs it any more.
 type NodeRule struct {
-	Protocol    string `json:"protocol"`
-	Port        int32  `json:"port"`
-	Description string `json:"description"`
+	Protocol string `json:"protocol"`
+	FromPort int32  `json:"fromPort"`
+	ToPort   int32  `json:"toPort"`
 }

@@ -29,6 +29,7 @@ func TestParseCloudConfig(t *testing.T) {
 		{name: "aws bad node group", config: "backend: aws\naws: {clusterName: prod, nodeSecurityGroups: [sg-1, nodes]}\n", wantErr: `aws.nodeSecurityGroups[1]: Invalid value: "nodes"`},
 		{name: "aws bad endpoint", config: "backend: aws\naws: {clusterName: prod, endpoints: {elbv2: 'localhost:1'}}\n", wantErr: "aws.endpoints.elbv2: Invalid value"},
 		{name: "aws bad rate", config: "backend: aws\naws: {clusterName: prod, rateLimits: {ec2: {qps: 0, burst: 1}}}\n", wantErr: "aws.rateLimits.ec2: Invalid value"},
+		{name: "aws bad node port range", config: "backend: aws\naws: {clusterName: prod, nodePortRange: 32767-30000}\n", wantErr: "aws.nodePortRange: Invalid value"},
 		{name: "aws bad duration", config: "backend: aws\naws: {clusterName: prod, cacheTTL: soon}\n", wantErr: "not a duration"},
 		{name: "aws reserved tag", config: "backend: aws\naws: {clusterName: prod, tags: {'aws:x': v}}\n", wantErr: "aws.tags[aws:x]: Invalid value"},
 		{name: "aws unknown field", config: "backend: aws\naws: {clusterName: prod, vpc: vpc-1}\n", wantErr: `unknown field "aws.vpc"`},
