@@ -239,12 +239,18 @@ func withSource(p permission, kind, value, description string) permission {
 	return p
 }
 
-func (s *Server) authorizeIngress(p url.Values) (*node, *Error) {
+// ruleChange reads the group and permissions of an authorize or revoke.
+func (s *Server) ruleChange(p url.Values) (*securityGroup, []permission, *Error) {
 	g, ok := s.groups[p.Get("GroupId")]
 	if !ok {
-		return nil, errorf("InvalidGroup.NotFound", "The security group '%s' does not exist", p.Get("GroupId"))
+		return nil, nil, errorf("InvalidGroup.NotFound", "The security group '%s' does not exist", p.Get("GroupId"))
 	}
 	perms, err := s.readPermissions(p)
+	return g, perms, err
+}
+
+func (s *Server) authorizeIngress(p url.Values) (*node, *Error) {
+	g, perms, err := s.ruleChange(p)
 	if err != nil {
 		return nil, err
 	}
@@ -263,11 +269,7 @@ func (s *Server) authorizeIngress(p url.Values) (*node, *Error) {
 }
 
 func (s *Server) revokeIngress(p url.Values) (*node, *Error) {
-	g, ok := s.groups[p.Get("GroupId")]
-	if !ok {
-		return nil, errorf("InvalidGroup.NotFound", "The security group '%s' does not exist", p.Get("GroupId"))
-	}
-	perms, err := s.readPermissions(p)
+	g, perms, err := s.ruleChange(p)
 	if err != nil {
 		return nil, err
 	}

@@ -76,11 +76,8 @@ func (s *Server) createLoadBalancer(p url.Values) (*node, *Error) {
 	if err := s.checkLBPlacement(want); err != nil {
 		return nil, err
 	}
-	tags, err := tagsOf(p, "Tags.member")
+	tags, err := requestTags(p)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkTags(tags); err != nil {
 		return nil, err
 	}
 	for _, lb := range s.lbs {

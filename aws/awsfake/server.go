@@ -361,6 +361,18 @@ func tagsOf(p url.Values, prefix string) (map[string]string, *Error) {
 	return tags, nil
 }
 
+// requestTags reads ELBv2 Tags.member.N and applies AWS's limits.
+func requestTags(p url.Values) (map[string]string, *Error) {
+	tags, err := tagsOf(p, "Tags.member")
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTags(tags); err != nil {
+		return nil, err
+	}
+	return tags, nil
+}
+
 // checkTags applies AWS's tag limits.
 func checkTags(tags map[string]string) *Error {
 	if len(tags) > 50 {

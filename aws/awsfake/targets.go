@@ -83,11 +83,7 @@ func (s *Server) createListener(p url.Values) (*node, *Error) {
 	if err := s.readListener(p, l); err != nil {
 		return nil, err
 	}
-	tags, terr := tagsOf(p, "Tags.member")
-	if terr != nil {
-		return nil, terr
-	}
-	if err := checkTags(tags); err != nil {
+	if _, err := requestTags(p); err != nil {
 		return nil, err
 	}
 	for _, other := range s.listeners {
@@ -257,12 +253,9 @@ func (s *Server) createTargetGroup(p url.Values) (*node, *Error) {
 	if err := readHealthCheck(p, &want.hc); err != nil {
 		return nil, err
 	}
-	tags, terr := tagsOf(p, "Tags.member")
+	tags, terr := requestTags(p)
 	if terr != nil {
 		return nil, terr
-	}
-	if err := checkTags(tags); err != nil {
-		return nil, err
 	}
 	for _, tg := range s.tgs {
 		if tg.name != name {

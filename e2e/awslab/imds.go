@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -26,12 +24,7 @@ const (
 // the test ends. It returns the endpoint.
 func StartIMDSMock(t *testing.T) string {
 	t.Helper()
-	gobin := t.TempDir()
-	install := exec.Command("go", "install", IMDSMockModule+"/cmd/ec2-metadata-mock@"+IMDSMockVersion)
-	install.Env = append(os.Environ(), "GOBIN="+gobin)
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("go install ec2-metadata-mock@%s: %v\n%s", IMDSMockVersion, err, out)
-	}
+	gobin := cluster.GoInstall(t, IMDSMockModule+"/cmd/ec2-metadata-mock@"+IMDSMockVersion)
 	port := cluster.FreePort(t)
 	p, err := cluster.StartProcess("ec2-metadata-mock", filepath.Join(t.TempDir(), "imds.log"),
 		filepath.Join(gobin, "ec2-metadata-mock"), "--hostname", "127.0.0.1", "--port", fmt.Sprint(port), "--imdsv2")
