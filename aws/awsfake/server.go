@@ -238,8 +238,6 @@ func el(name string, children ...*node) *node { return &node{name: name, childre
 
 func leaf(name, text string) *node { return &node{name: name, text: text} }
 
-func leafInt(name string, v int) *node { return leaf(name, strconv.Itoa(v)) }
-
 // list is an ELBv2 (<member>) or EC2 (<item>) list.
 func list(name, item string, items []*node) *node {
 	n := el(name)

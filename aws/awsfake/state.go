@@ -56,8 +56,8 @@ type targetGroup struct {
 }
 
 type healthCheck struct {
-	protocol, port, path                         string
-	interval, timeout, healthy, unhealthy, other string
+	protocol, port, path                  string
+	interval, timeout, healthy, unhealthy string
 }
 
 type target struct {

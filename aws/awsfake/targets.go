@@ -47,7 +47,8 @@ func (s *Server) readListener(p url.Values, l *listener) *Error {
 		if !ok {
 			return errorf("TargetGroupNotFound", "Target group '%s' not found", p.Get("DefaultActions.member.1.TargetGroupArn"))
 		}
-		if tg.protocol != l.protocol && !(l.protocol == "TLS" && tg.protocol == "TCP") {
+		tlsOverTCP := l.protocol == "TLS" && tg.protocol == "TCP"
+		if tg.protocol != l.protocol && !tlsOverTCP {
 			return errorf("IncompatibleProtocols", "The listener protocol '%s' is not compatible with target group protocol '%s'", l.protocol, tg.protocol)
 		}
 		for _, other := range s.listeners {

@@ -36,7 +36,7 @@ const (
 // external load balancers.
 const LabelExcludeFromLB = v1.LabelNodeExcludeBalancers
 
-// Default TLS policy of TLS listeners (AWS's recommended one).
+// DefaultSSLPolicy is the TLS policy of TLS listeners (AWS's recommended one).
 const DefaultSSLPolicy = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 // Options are cluster-wide inputs.
@@ -187,7 +187,8 @@ func listenerPorts(ports []service.Port, s *settings) ([]listenerPort, error) {
 			byPort[p.Port] = &listenerPort{port: p.Port, nodePort: p.NodePort, protocol: proto, name: p.Name}
 			continue
 		}
-		if prev.nodePort != p.NodePort || !(prev.protocol == "TCP" && proto == "UDP" || prev.protocol == "UDP" && proto == "TCP") {
+		tcpAndUDP := prev.protocol == "TCP" && proto == "UDP" || prev.protocol == "UDP" && proto == "TCP"
+		if prev.nodePort != p.NodePort || !tcpAndUDP {
 			return nil, &service.SpecError{Field: "ports", Value: strconv.Itoa(int(p.Port)),
 				Reason: "TCP and UDP on one port need the same nodePort (they share a TCP_UDP listener)"}
 		}

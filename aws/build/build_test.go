@@ -247,12 +247,12 @@ func TestNamesAreValidStableAndChangeWithIdentity(t *testing.T) {
 
 func TestUnknownAnnotations(t *testing.T) {
 	got := UnknownAnnotations(map[string]string{
-		AnnotationScheme:                    "internal",
-		prefix + "healthcheck-sucess-codes": "200",
-		prefix + "backend-protocol":         "http",
-		"example.com/aws-load-balancer-x":   "y",
+		AnnotationScheme:                     "internal",
+		prefix + "healthcheck-success-codes": "200-399",
+		prefix + "backend-protocol":          "http",
+		"example.com/aws-load-balancer-x":    "y",
 	})
-	want := []string{prefix + "backend-protocol", prefix + "healthcheck-sucess-codes"}
+	want := []string{prefix + "backend-protocol", prefix + "healthcheck-success-codes"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("UnknownAnnotations = %v, want %v", got, want)
 	}

@@ -59,10 +59,10 @@ func ValidLoadBalancerName(name string) string {
 	case strings.HasPrefix(strings.ToLower(name), "internal-"):
 		return `must not begin with "internal-"`
 	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-			return "may contain only letters, digits and hyphens"
-		}
+	if strings.IndexFunc(name, func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-'
+	}) >= 0 {
+		return "may contain only letters, digits and hyphens"
 	}
 	return ""
 }
