@@ -24,6 +24,12 @@ func (c *Cache) CreateLoadBalancer(ctx context.Context, in CreateLoadBalancerInp
 		c.lbs = append(c.lbs, lb)
 	}
 	c.tags[lb.ARN] = maps.Clone(lb.Tags)
+	if _, known := c.lsn[lb.ARN]; !known && lb.State == "provisioning" {
+		// A load balancer AWS just created has no listeners: no need to
+		// ask. (An identical create that returned an existing, active one
+		// may have some, so those are read.)
+		c.lsn[lb.ARN] = []Listener{}
+	}
 	return lb, nil
 }
 
@@ -180,6 +186,13 @@ func (c *Cache) CreateTargetGroup(ctx context.Context, tg TargetGroup) (TargetGr
 		c.tgs = append(deleteARN(c.tgs, func(x TargetGroup) string { return x.ARN }, created.ARN), created)
 	}
 	c.tags[created.ARN] = maps.Clone(created.Tags)
+	if _, known := c.health[created.ARN]; !known && len(created.LoadBalancerARNs) == 0 {
+		// A target group no listener uses is one herald just created: it
+		// has no targets, no need to ask. (Adopting one a crash left
+		// before its listener, unseen by the inventory, could at worst
+		// register targets again, which AWS accepts as a no-op.)
+		c.health[created.ARN] = []TargetHealth{}
+	}
 	return created, nil
 }
 

@@ -105,6 +105,10 @@ func (d *Deployer) nodeGroups(ctx context.Context) ([]api.SecurityGroup, error) 
 // ensureBackend returns the cluster's shared backend group, creating it
 // (tagged, in one call) when missing.
 func (d *Deployer) ensureBackend(ctx context.Context) (string, error) {
+	// One creator at a time: parallel workers would all see it missing,
+	// and all but one fail on the duplicate name.
+	d.rulesMu.Lock()
+	defer d.rulesMu.Unlock()
 	groups, err := d.aws.SecurityGroups(ctx, nil, d.clusterGroupsFilter()...)
 	if err != nil {
 		return "", fmt.Errorf("listing security groups: %w", err)
