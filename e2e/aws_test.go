@@ -128,9 +128,10 @@ func TestAWSCreateUpdateDelete(t *testing.T) {
 }
 
 // TestAWSCrashAtEveryStepOfACreate kills herald-ccm (SIGKILL) right after
-// AWS applied the k-th write of a create, for every k, restarts it, and
-// checks the Service converges to one stack, with nothing orphaned once
-// all are deleted.
+// AWS applied the k-th write of a create, for every k, restarts it, checks
+// the Service converges to one stack, and deletes it: after each round
+// nothing of herald's is left. Each round starts from an empty account, so
+// the cluster's backend group is created (and crashed after) every time.
 func TestAWSCrashAtEveryStepOfACreate(t *testing.T) {
 	c, client, fake, m := startAWSLab(t, "", nil, "node-a")
 	createNamespace(t, client, "crash")
@@ -143,6 +144,17 @@ func TestAWSCrashAtEveryStepOfACreate(t *testing.T) {
 		}
 	}
 	t.Logf("a create makes %d writes: %v", len(steps), steps)
+	deleteAndCheck := func(name string) {
+		t.Helper()
+		if err := client.CoreV1().Services("crash").Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitForServiceAbsent(t, client, "crash", name)
+		if left := ownedLeft(fake); len(left) > 0 {
+			t.Fatalf("left after deleting %s: %v", name, left)
+		}
+	}
+	deleteAndCheck("probe")
 	for k := 1; k <= len(steps); k++ {
 		name := fmt.Sprintf("svc-%d", k)
 		var once sync.Once
@@ -161,7 +173,11 @@ func TestAWSCrashAtEveryStepOfACreate(t *testing.T) {
 			}
 		})
 		createService(t, client, newService("crash", name, v1.ServiceTypeLoadBalancer, nil))
-		<-killed
+		select {
+		case <-killed:
+		case <-time.After(waitTimeout):
+			t.Fatalf("the create of %s made fewer than %d writes", name, k)
+		}
 		<-m.Exited()
 		fake.SetAfterCall(nil)
 		m = startAWSCCM(t, c, awsCloudConfig(fake.URL(), fake.Region, fake.VPCID(), ""))
@@ -169,19 +185,7 @@ func TestAWSCrashAtEveryStepOfACreate(t *testing.T) {
 		if stack := stackIn(fake, "crash/"+name); len(stack["loadbalancer"]) != 1 || len(stack["targetgroup"]) != 1 || len(stack["securitygroup"]) != 1 {
 			t.Fatalf("after a crash at write %d: %+v", k, stack)
 		}
-	}
-	for k := 0; k <= len(steps); k++ {
-		name := fmt.Sprintf("svc-%d", k)
-		if k == 0 {
-			name = "probe"
-		}
-		if err := client.CoreV1().Services("crash").Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		waitForServiceAbsent(t, client, "crash", name)
-	}
-	if left := ownedLeft(fake); len(left) > 0 {
-		t.Errorf("orphans: %v", left)
+		deleteAndCheck(name)
 	}
 	m.requireRunning(t)
 }
