@@ -198,3 +198,20 @@ func TestRetriesThrottlingAndUnavailableAndAdaptsTheBudget(t *testing.T) {
 		t.Fatalf("error %v is not an API error", err)
 	}
 }
+
+// TestBudgetPacesEveryAttempt checks the shared bucket holds calls to its
+// rate: 30 calls with a burst of 5 at 50/s cannot take less than 0.5 s.
+// (Load only makes them slower, so this cannot flake the other way.)
+func TestBudgetPacesEveryAttempt(t *testing.T) {
+	fake := awsfake.New()
+	c := newClients(t, fake, api.Rate{QPS: 50, Burst: 5})
+	for range 30 {
+		if _, err := c.EC2.Subnets(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := fake.Calls()
+	if span := calls[len(calls)-1].Time.Sub(calls[0].Time); span < 480*time.Millisecond {
+		t.Fatalf("30 calls took %v; a budget of 5 + 50/s needs at least 0.5 s", span)
+	}
+}
