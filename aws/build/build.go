@@ -74,7 +74,10 @@ func Build(lb *service.LoadBalancer, opts Options) (*model.Stack, error) {
 	base := ownership(opts, lb)
 	lbName := s.name
 	if lbName == "" {
-		lbName = resourceName(lb.Service.Namespace, lb.Service.Name, opts.ClusterName, lb.Key(), string(lb.UID), s.scheme)
+		// Scheme and IP address type are fixed at creation for our purposes
+		// (AWS cannot change a scheme): a change makes a new name, so the
+		// new NLB can exist beside the old one until the status moves.
+		lbName = resourceName(lb.Service.Namespace, lb.Service.Name, opts.ClusterName, lb.Key(), string(lb.UID), s.scheme, s.ipAddressType)
 	}
 	stack := &model.Stack{
 		ServiceKey: lb.Key(),

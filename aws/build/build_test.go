@@ -235,6 +235,10 @@ func TestNamesAreValidStableAndChangeWithIdentity(t *testing.T) {
 	if internal.LoadBalancer.Name == base.LoadBalancer.Name {
 		t.Error("a scheme change keeps the load balancer name; AWS cannot change a scheme in place, so it must be a new one")
 	}
+	dual, _ := build(t, testService(func(s *v1.Service) { long(s); annotated(AnnotationIPAddressType, "dualstack")(s) }))
+	if dual.LoadBalancer.Name == base.LoadBalancer.Name {
+		t.Error("an IP address type change keeps the load balancer name; it must be a new one")
+	}
 	moved, _ := build(t, testService(func(s *v1.Service) { long(s); s.Spec.Ports[0].NodePort = 30099 }))
 	if moved.TargetGroups[0].Name == base.TargetGroups[0].Name || moved.TargetGroups[0].Key != base.TargetGroups[0].Key {
 		t.Error("a nodePort change must rename the target group (its port is immutable) and keep its key")
