@@ -15,7 +15,7 @@ UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 # (once, cached outside the clone) if needed.
 K8S_BIN = $$(e2e/tools/build.sh)
 
-.PHONY: all build test test-unit test-integration lint bench tools deps demo scale clean
+.PHONY: all build test test-unit test-integration lint bench tools deps demo scale scale-aws clean
 
 all: build
 
@@ -68,6 +68,15 @@ scale:
 	mkdir -p $(dir $(SCALE_OUT))
 	bin=$(K8S_BIN); HERALD_K8S_BIN=$$bin $(GO) test -count=1 -timeout 30m -v -run '^TestScale$$' ./e2e/scale \
 		-args -scale -scale.out "$(abspath $(SCALE_OUT))" $(SCALE_ARGS)
+
+# The AWS scale benchmark (issue 12): 1,000 kwok Nodes and 100 Services
+# against herald's AWS fake; writes the AWS calls per operation for creating
+# all, one Node joining and a no-op resync (AWS_SCALE_OUT, JSON).
+AWS_SCALE_OUT ?= bin/aws-scale.json
+scale-aws:
+	mkdir -p $(dir $(AWS_SCALE_OUT))
+	bin=$(K8S_BIN); HERALD_K8S_BIN=$$bin $(GO) test -count=1 -timeout 30m -v -run '^TestAWSScale$$' ./e2e/scale \
+		-args -scale.aws -scale.aws.out "$(abspath $(AWS_SCALE_OUT))"
 
 demo: build
 	bin=$(K8S_BIN); $(GO) run ./e2e/demo --k8s-bin "$$bin" --ccm bin/herald-ccm

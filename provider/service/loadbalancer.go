@@ -21,6 +21,9 @@ type LoadBalancer struct {
 	Name     string
 	Labels   map[string]string
 	Selector map[string]string
+	// Annotations are the Service's, for backends with annotations of
+	// their own (aws); they parse and validate them.
+	Annotations map[string]string
 
 	Ports          []Port
 	IPFamilies     []v1.IPFamily
@@ -57,6 +60,9 @@ type Port struct {
 type Node struct {
 	Name      string
 	Addresses []netip.Addr
+	// ProviderID is the cloud's ID for the machine (aws:///zone/i-…).
+	ProviderID string
+	Labels     map[string]string
 }
 
 // Key is the namespace/name form used to index per-Service state.
@@ -89,6 +95,7 @@ func Build(svc *v1.Service, nodes []*v1.Node) (*LoadBalancer, error) {
 		UID:                   svc.UID,
 		Name:                  Name(svc),
 		Labels:                svc.Labels,
+		Annotations:           svc.Annotations,
 		Selector:              svc.Spec.Selector,
 		IPFamilies:            slices.Clone(svc.Spec.IPFamilies),
 		RequestedIPs:          requested,
@@ -143,7 +150,7 @@ func (lb *LoadBalancer) Nodes() []Node { return buildNodes(lb.nodes) }
 func buildNodes(nodes []*v1.Node) []Node {
 	out := make([]Node, 0, len(nodes))
 	for _, n := range nodes {
-		out = append(out, Node{Name: n.Name, Addresses: NodeAddresses(n)})
+		out = append(out, Node{Name: n.Name, ProviderID: n.Spec.ProviderID, Labels: n.Labels, Addresses: NodeAddresses(n)})
 	}
 	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
 	return out

@@ -157,7 +157,7 @@ func TestBuildCopiesSpecAndNodes(t *testing.T) {
 			{Type: v1.NodeHostName, Address: "node-b"},
 			{Type: v1.NodeInternalIP, Address: "192.0.2.12"},
 		}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{
+		{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{"zone": "a"}}, Spec: v1.NodeSpec{ProviderID: "aws:///a/i-1"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{
 			{Type: v1.NodeInternalIP, Address: "192.0.2.11"},
 			{Type: v1.NodeExternalIP, Address: "2001:db8::11"},
 		}}},
@@ -178,7 +178,8 @@ func TestBuildCopiesSpecAndNodes(t *testing.T) {
 	}
 	if len(lb.Nodes()) != 2 || lb.Nodes()[0].Name != "node-a" ||
 		!slices.Equal(lb.Nodes()[0].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("2001:db8::11")}) ||
-		!slices.Equal(lb.Nodes()[1].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.12")}) {
+		!slices.Equal(lb.Nodes()[1].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.12")}) ||
+		lb.Nodes()[0].ProviderID != "aws:///a/i-1" || lb.Nodes()[0].Labels["zone"] != "a" {
 		t.Errorf("Nodes = %+v", lb.Nodes())
 	}
 }
