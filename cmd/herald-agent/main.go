@@ -107,7 +107,7 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	var parts []func(context.Context) error
 	var health http.Handler
 	if o.forwarding {
-		a, err := newForwarder(ctx, o, client, informers, reg, newNFT, batch)
+		a, err := newForwarder(o, client, informers, reg, newNFT, batch)
 		if err != nil {
 			return err
 		}
@@ -131,20 +131,16 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	return runAll(ctx, parts)
 }
 
-func newForwarder(ctx context.Context, o *options, client kubernetes.Interface, informers informers.SharedInformerFactory,
+func newForwarder(o *options, client kubernetes.Interface, informers informers.SharedInformerFactory,
 	reg prometheus.Registerer, newNFT func() (knftables.Interface, error), batch bool) (*agent.Agent, error) {
 	nft, err := newNFT()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch, Informers: informers}
+	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch, Informers: informers,
+		Conntrack: agent.NewNetlinkConntrack()}
 	if batch {
 		deps.Reloader = dataplane.NewNetlinkReloader(0)
-	}
-	if ct, err := agent.NewExecConntrack(); err != nil {
-		klog.FromContext(ctx).Error(err, "Stale UDP flows will not be deleted; install conntrack (conntrack-tools)")
-	} else {
-		deps.Conntrack = ct
 	}
 	return agent.New(o.agentConfig(), deps)
 }

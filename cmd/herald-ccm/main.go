@@ -4,6 +4,8 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +23,8 @@ import (
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build info on /metrics
 	"k8s.io/klog/v2"
 
+	awsbackend "github.com/heraldlb/herald/aws"
+	"github.com/heraldlb/herald/aws/api"
 	baremetal "github.com/heraldlb/herald/bare-metal"
 	"github.com/heraldlb/herald/bare-metal/ipam"
 	"github.com/heraldlb/herald/provider"
@@ -85,11 +89,37 @@ func newProvider(config io.Reader, opts *heraldOptions) (cloudprovider.Interface
 	if err != nil {
 		return nil, err
 	}
+	selection := service.Selection{ClassOnly: opts.classOnly}
+	if cfg.backend == backendAWS {
+		backend, err := newAWSBackend(context.Background(), cfg.aws, opts)
+		if err != nil {
+			return nil, err
+		}
+		return provider.New(backend, selection), nil
+	}
 	alloc, err := ipam.New(cfg.pools)
 	if err != nil {
 		return nil, fmt.Errorf("address pools: %w", err)
 	}
-	return provider.New(baremetal.New(alloc, cfg.pools), service.Selection{ClassOnly: opts.classOnly}), nil
+	return provider.New(baremetal.New(alloc, cfg.pools), selection), nil
+}
+
+// newAWSBackend builds the AWS backend, asking the instance metadata
+// service (IMDSv2) for the region and VPC the config leaves out.
+func newAWSBackend(ctx context.Context, cfg *awsbackend.Config, opts *heraldOptions) (*awsbackend.Backend, error) {
+	region, vpcID := cfg.Region, cfg.VPCID
+	if region == "" || vpcID == "" {
+		identity, err := api.DiscoverIdentity(ctx, cfg.Endpoints.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("aws.region and aws.vpcID are not set and the instance metadata service did not answer: %w", err)
+		}
+		region, vpcID = cmp.Or(region, identity.Region), cmp.Or(vpcID, identity.VPCID)
+	}
+	clients, err := api.New(ctx, cfg.APIConfig(region))
+	if err != nil {
+		return nil, err
+	}
+	return awsbackend.New(cfg, region, vpcID, clients, awsbackend.Options{GCDelete: opts.awsGCDelete, GCInterval: opts.awsGCInterval}), nil
 }
 
 // initCloud builds the provider. The flags were checked before this runs,
