@@ -52,7 +52,7 @@ func TestL2AgentKilled(t *testing.T) {
 	}
 	// What an operator sees: an event on the Service, and the new owner's
 	// metrics.
-	waitFor(t, "an Announced event names "+via, func() bool { return e.hasEvent("web", "Announced", "from node "+via+" ") })
+	waitFor(t, waitTimeout, "an Announced event names "+via, func() bool { return e.hasEvent("web", "Announced", "from node "+via+" ") })
 	ns := e.Nodes[via].Netns
 	for series, atLeast := range map[string]float64{
 		"herald_l2_owner_changes_total":                  1,
@@ -95,7 +95,7 @@ func TestL2PartitionedOwnerFallsSilentFirst(t *testing.T) {
 	owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
 	ownerMAC := e.MACOf(owner)
 	watch := watchARP(t, e.Client.Netns, vip, 5*time.Millisecond)
-	waitFor(t, "the client's ARP watch hears the owner", func() bool { _, ok := watch.lastFrom(ownerMAC); return ok })
+	waitFor(t, waitTimeout, "the client's ARP watch hears the owner", func() bool { _, ok := watch.lastFrom(ownerMAC); return ok })
 
 	var peers []*netlab.Host
 	for _, n := range labkit.L2Nodes {
@@ -110,7 +110,7 @@ func TestL2PartitionedOwnerFallsSilentFirst(t *testing.T) {
 	}
 	next := e.WaitAnnouncer("default", "web", "names a node on the majority side", func(n string) bool { return n != owner })
 	nextMAC := e.MACOf(next)
-	waitFor(t, "the new owner answers the client", func() bool { _, ok := watch.firstFromOtherThan(ownerMAC, cut); return ok })
+	waitFor(t, waitTimeout, "the new owner answers the client", func() bool { _, ok := watch.firstFromOtherThan(ownerMAC, cut); return ok })
 	watch.stop()
 	if err := watch.splitBrain(); err != nil {
 		t.Fatalf("split brain seen from the client: %v", err)
@@ -181,7 +181,7 @@ func (e *l2Env) watchHandover(t testing.TB, vip netip.Addr, owner string) handov
 	t.Helper()
 	w := watchARP(t, e.Client.Netns, vip, 10*time.Millisecond)
 	mac := e.MACOf(owner)
-	waitFor(t, "the ARP watch hears the owner", func() bool { _, ok := w.lastFrom(mac); return ok })
+	waitFor(t, waitTimeout, "the ARP watch hears the owner", func() bool { _, ok := w.lastFrom(mac); return ok })
 	return handoverWatch{w}
 }
 
@@ -189,7 +189,7 @@ func (e *l2Env) watchHandover(t testing.TB, vip netip.Addr, owner string) handov
 // went unanswered for 50 ms: a moment when no node answered ARP.
 func (w handoverWatch) finish(t testing.TB, nextMAC string) {
 	t.Helper()
-	waitFor(t, "the new owner answers ARP", func() bool { _, ok := w.lastFrom(nextMAC); return ok })
+	waitFor(t, waitTimeout, "the new owner answers ARP", func() bool { _, ok := w.lastFrom(nextMAC); return ok })
 	time.Sleep(200 * time.Millisecond) // let the requests just sent be judged
 	w.stop()
 	if gaps := w.unanswered(50 * time.Millisecond); len(gaps) > 0 {
@@ -239,7 +239,7 @@ func (e *l2Env) resolvingLoop(t testing.TB, addr string) *requestLoop {
 		}
 	}()
 	// The loop must cover the time before the handover too.
-	waitFor(t, "the request loop gets answers", func() bool {
+	waitFor(t, waitTimeout, "the request loop gets answers", func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return l.sent-len(l.failed) >= 3
@@ -251,7 +251,7 @@ func (e *l2Env) resolvingLoop(t testing.TB, addr string) *requestLoop {
 // if any request failed.
 func (l *requestLoop) finish(t testing.TB, next string) {
 	t.Helper()
-	waitFor(t, "requests enter by the new owner "+next, func() bool {
+	waitFor(t, waitTimeout, "requests enter by the new owner "+next, func() bool {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		return l.via[next] >= 5
@@ -278,14 +278,3 @@ func TestL2IPv6OverNDP(t *testing.T) {
 	t.Logf("IPv6 traffic moved from %s to %s", owner, via)
 }
 
-// waitFor polls cond until it holds, failing t after waitTimeout.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, waitTimeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -43,7 +43,7 @@ func BenchmarkL2Failover(b *testing.B) {
 				e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin)
 				watch := watchARP(b, e.Client.Netns, vip, 5*time.Millisecond)
 				ownerMAC := e.MACOf(owner)
-				waitFor(b, "the ARP watch hears the owner", func() bool { _, ok := watch.lastFrom(ownerMAC); return ok })
+				waitFor(b, waitTimeout, "the ARP watch hears the owner", func() bool { _, ok := watch.lastFrom(ownerMAC); return ok })
 				b.StartTimer()
 
 				failed := time.Now()
