@@ -277,4 +277,3 @@ func TestL2IPv6OverNDP(t *testing.T) {
 	via, _, _ := e.WaitTrafficVia(addr, func(n string) bool { return n != owner }, failoverWithin)
 	t.Logf("IPv6 traffic moved from %s to %s", owner, via)
 }
-
