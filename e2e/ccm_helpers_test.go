@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/heraldlb/herald/e2e/cluster"
+	"github.com/heraldlb/herald/e2e/labkit"
 )
 
 var (
@@ -63,27 +64,7 @@ type ccm struct {
 // it (by PID) when the test ends.
 func startCCM(t testing.TB, c *cluster.Cluster, cloudConfig string, extraArgs ...string) *ccm {
 	t.Helper()
-	dir := t.TempDir()
-	configPath := filepath.Join(dir, "cloud-config.yaml")
-	if err := os.WriteFile(configPath, []byte(cloudConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, err := cluster.StartProcess("herald-ccm", filepath.Join(dir, "herald-ccm.log"), heraldBinary(t, "herald-ccm"),
-		append([]string{"--kubeconfig=" + c.Kubeconfig,
-			"--cloud-provider=herald",
-			"--cloud-config=" + configPath,
-			"--cluster-name=herald-e2e",
-			"--leader-elect=false",
-			"--controllers=service-lb-controller,herald-class-controller",
-			"--secure-port=0",
-			"--v=2",
-		}, extraArgs...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &ccm{Process: p}
-	p.StopAtCleanup(t, 60)
-	return m
+	return &ccm{Process: labkit.StartCCM(t, c, labBinaries(t), t.TempDir(), cloudConfig, extraArgs...)}
 }
 
 // stop ends the CCM now (SIGTERM, as a rolling update would).

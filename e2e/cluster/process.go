@@ -143,7 +143,11 @@ func FreePort(t testing.TB) int {
 
 // StopAtCleanup stops the process when t ends, first logging the end of its
 // output if t failed, which is where the reason usually is.
-func (p *Process) StopAtCleanup(t testing.TB, tailLines int) {
+func (p *Process) StopAtCleanup(t interface {
+	Cleanup(func())
+	Failed() bool
+	Logf(format string, args ...any)
+}, tailLines int) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s log (tail):\n%s", p.name, p.LogTail(tailLines))

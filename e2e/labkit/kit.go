@@ -126,8 +126,8 @@ func StartAgent(t netlab.T, lab *netlab.Lab, bin Binaries, logDir string, node *
 		t.Fatal(err)
 	}
 	lab.OnCleanup(func() {
-		if t.Failed() {
-			t.Logf("herald-agent %s log (tail):\n%s", node.Short, p.LogTail(40))
+		if lab.Failed() {
+			lab.Logf("herald-agent %s log (tail):\n%s", node.Short, p.LogTail(40))
 		}
 		p.Stop(5 * time.Second)
 	})
@@ -242,12 +242,7 @@ func StartCCM(t netlab.T, c *cluster.Cluster, bin Binaries, dir, cloudConfig str
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("herald-ccm log (tail):\n%s", p.LogTail(60))
-		}
-		p.Stop(10 * time.Second)
-	})
+	p.StopAtCleanup(t, 60)
 	return p
 }
 

@@ -111,6 +111,14 @@ func SkipUnlessAble(t testing.TB) {
 	testenv.RequireTools(t, "netlab: the network tier's namespaces", "ip", "nft", "sysctl")
 }
 
+// Failed reports whether the test (or demo) that made the lab has failed;
+// Logf logs through it. Cleanups registered with OnCleanup use these: a
+// subtest that added a process may be over by the time the lab goes.
+func (l *Lab) Failed() bool { return l.t.Failed() }
+
+// Logf logs through the lab's maker.
+func (l *Lab) Logf(format string, args ...any) { l.t.Logf(format, args...) }
+
 // OnCleanup runs fn when the lab is torn down, before its namespaces are
 // deleted: processes running inside them must stop first.
 func (l *Lab) OnCleanup(fn func()) {
