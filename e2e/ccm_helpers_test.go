@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -124,40 +123,12 @@ func createService(t testing.TB, client kubernetes.Interface, svc *v1.Service) *
 	return created
 }
 
-const waitTimeout = 20 * time.Second
+const waitTimeout = labkit.WaitTimeout
 
 // waitForService polls until cond holds for the Service, and returns it.
 func waitForService(t testing.TB, client kubernetes.Interface, namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
 	t.Helper()
-	var last *v1.Service
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
-		func(ctx context.Context) (bool, error) {
-			svc, err := client.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return false, nil //nolint:nilerr // keep polling through transient errors
-			}
-			last = svc
-			return cond(svc), nil
-		})
-	if err != nil {
-		t.Fatalf("service %s/%s: %s: not within %v; last seen: status=%+v finalizers=%v", namespace, name, what, waitTimeout,
-			lastStatus(last), lastFinalizers(last))
-	}
-	return last
-}
-
-func lastStatus(svc *v1.Service) any {
-	if svc == nil {
-		return nil
-	}
-	return svc.Status
-}
-
-func lastFinalizers(svc *v1.Service) []string {
-	if svc == nil {
-		return nil
-	}
-	return svc.Finalizers
+	return labkit.WaitService(t, client, namespace, name, what, cond)
 }
 
 func hasIngress(svc *v1.Service) bool { return len(svc.Status.LoadBalancer.Ingress) > 0 }
@@ -213,11 +184,7 @@ func countEvents(t testing.TB, client kubernetes.Interface, namespace, reason st
 
 func kubectl(t testing.TB, c *cluster.Cluster, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(c.BinDir, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return labkit.Kubectl(t, c, args...)
 }
 
 // waitForServiceAbsent polls until the Service is gone: its finalizer was

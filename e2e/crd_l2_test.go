@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"errors"
 	"slices"
-	"strings"
 	"testing"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/heraldlb/herald/e2e/cluster"
@@ -29,22 +26,7 @@ func TestL2AdvertisementCRD(t *testing.T) {
 			}
 		})
 	}
-	for _, s := range loadSamples(t, "l2advertisement/invalid") {
-		t.Run(s.name, func(t *testing.T) {
-			want := s.directives["expect"]
-			if want == "" {
-				t.Fatal(`no "# expect: <part of the error>" line`)
-			}
-			_, err := dryRunCreate(ads, s.obj)
-			var status apierrors.APIStatus
-			if !errors.As(err, &status) {
-				t.Fatalf("accepted or failed without a status: %v", err)
-			}
-			if message := status.Status().Message; !strings.Contains(message, want) {
-				t.Fatalf("rejected without %q: %s", want, message)
-			}
-		})
-	}
+	checkInvalidSamples(t, ads, "l2advertisement/invalid")
 
 	kubectl(t, c, "apply", "-f", samplesDir+"/l2advertisement/valid/full.yaml")
 	header, rows := table(t, kubectl(t, c, "get", "l2adv", "-o", "wide"))

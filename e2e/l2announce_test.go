@@ -137,16 +137,7 @@ func TestL2PartitionedOwnerFallsSilentFirst(t *testing.T) {
 // (its neighbour entry flushed each time) loses none.
 func TestL2GracefulHandoverLosesNoRequest(t *testing.T) {
 	e := newL2Env(t)
-	svc := e.CreateService("default", "web", v1.IPv4Protocol)
-	addr := hostPort(vipOf(t, svc, false).String(), 80)
-	owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
-	e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin)
-	watch := e.watchHandover(t, vipOf(t, svc, false), owner)
-	loop := e.resolvingLoop(t, addr)
-	e.Agents[owner].Stop(10 * time.Second)
-	next := e.WaitAnnouncer("default", "web", "names the new owner", func(n string) bool { return n != owner })
-	loop.finish(t, next)
-	watch.finish(t, e.MACOf(next))
+	e.handover(t, "names the new owner", func(owner string) { e.Agents[owner].Stop(10 * time.Second) })
 }
 
 // Cordoning the owner moves its VIP to another node before maintenance,
@@ -154,21 +145,31 @@ func TestL2GracefulHandoverLosesNoRequest(t *testing.T) {
 // nothing.
 func TestL2CordonMovesTheVIP(t *testing.T) {
 	e := newL2Env(t)
+	e.handover(t, "moves off the cordoned node", func(owner string) {
+		node, err := e.Kube.CoreV1().Nodes().Get(context.Background(), owner, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		node.Spec.Unschedulable = true
+		if _, err := e.Kube.CoreV1().Nodes().Update(context.Background(), node, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// handover announces a Service, makes its owner hand it over with
+// trigger, and checks that neither a request loop resolving the VIP every
+// time nor an ARP watch ever found nobody answering.
+func (e *l2Env) handover(t *testing.T, what string, trigger func(owner string)) {
+	t.Helper()
 	svc := e.CreateService("default", "web", v1.IPv4Protocol)
 	addr := hostPort(vipOf(t, svc, false).String(), 80)
 	owner := e.WaitAnnouncer("default", "web", "is announced", anyNode)
 	e.WaitTrafficVia(addr, func(n string) bool { return n == owner }, failoverWithin)
 	watch := e.watchHandover(t, vipOf(t, svc, false), owner)
 	loop := e.resolvingLoop(t, addr)
-	node, err := e.Kube.CoreV1().Nodes().Get(context.Background(), owner, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.Spec.Unschedulable = true
-	if _, err := e.Kube.CoreV1().Nodes().Update(context.Background(), node, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	next := e.WaitAnnouncer("default", "web", "moves off the cordoned node", func(n string) bool { return n != owner })
+	trigger(owner)
+	next := e.WaitAnnouncer("default", "web", what, func(n string) bool { return n != owner })
 	loop.finish(t, next)
 	watch.finish(t, e.MACOf(next))
 }

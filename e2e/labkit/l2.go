@@ -233,16 +233,15 @@ func WaitService(t netlab.T, client kubernetes.Interface, namespace, name, what 
 			return cond(svc), nil
 		})
 	if err != nil {
-		t.Fatalf("Service %s/%s %s: not within %v; last status %+v", namespace, name, what, WaitTimeout, statusOf(last))
+		var status any
+		var finalizers []string
+		if last != nil {
+			status, finalizers = last.Status, last.Finalizers
+		}
+		t.Fatalf("service %s/%s: %s: not within %v; last seen: status=%+v finalizers=%v", namespace, name, what, WaitTimeout,
+			status, finalizers)
 	}
 	return last
-}
-
-func statusOf(svc *v1.Service) any {
-	if svc == nil {
-		return nil
-	}
-	return svc.Status
 }
 
 // Announcer returns the node the Service's Announced condition names, if
