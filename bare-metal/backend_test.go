@@ -6,17 +6,19 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/heraldlb/herald/bare-metal/ipam"
 	"github.com/heraldlb/herald/provider"
@@ -26,34 +28,63 @@ import (
 type fixture struct {
 	backend  *Backend
 	recorder *record.FakeRecorder
-	synced   bool
+	registry *prometheus.Registry
 }
 
 // newFixture returns a backend over pool 192.0.2.10-192.0.2.12 whose
-// informer already holds services.
+// informer holds services.
 func newFixture(t *testing.T, services ...*v1.Service) *fixture {
 	t.Helper()
-	alloc, err := ipam.New([]ipam.Pool{{Name: "p", AutoAssign: true,
-		Ranges: []ipam.Range{{First: netip.MustParseAddr("192.0.2.10"), Last: netip.MustParseAddr("192.0.2.12")}}}})
+	pools := []ipam.Pool{{Name: "p", AutoAssign: true,
+		Ranges: []ipam.Range{{First: netip.MustParseAddr("192.0.2.10"), Last: netip.MustParseAddr("192.0.2.12")}}}}
+	f := &fixture{recorder: record.NewFakeRecorder(100), registry: prometheus.NewRegistry()}
+	f.backend = newBackend(t, pools, f.registry)
+	start(t, f.backend, provider.Env{
+		Services:       serviceLister(t, services...),
+		ServicesSynced: func() bool { return true },
+		Recorder:       f.recorder,
+	})
+	return f
+}
+
+func newBackend(t *testing.T, pools []ipam.Pool, reg prometheus.Registerer) *Backend {
+	t.Helper()
+	b, err := New(pools, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+func serviceLister(t *testing.T, services ...*v1.Service) corelisters.ServiceLister {
+	t.Helper()
 	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	for _, svc := range services {
 		if err := indexer.Add(svc); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f := &fixture{backend: New(alloc, nil), recorder: record.NewFakeRecorder(100), synced: true}
-	err = f.backend.Start(context.Background(), provider.Env{
-		Services:       corelisters.NewServiceLister(indexer),
-		ServicesSynced: func() bool { return f.synced },
-		Recorder:       f.recorder,
-	})
-	if err != nil {
+	return corelisters.NewServiceLister(indexer)
+}
+
+// start starts b until the test ends.
+func start(t *testing.T, b *Backend, env provider.Env) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := b.Start(ctx, env); err != nil {
 		t.Fatal(err)
 	}
-	return f
+}
+
+// waitServing waits until b's start-up is done.
+func waitServing(t *testing.T, b *Backend) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 10*time.Second, true,
+		func(context.Context) (bool, error) { return b.ready() == nil, nil })
+	if err != nil {
+		t.Fatalf("the backend does not serve: %v", b.ready())
+	}
 }
 
 func (f *fixture) events() []string {
@@ -83,7 +114,15 @@ func lbService(name string, age int, ingress ...string) *v1.Service {
 	return svc
 }
 
+// ensure waits until b serves and ensures svc.
 func ensure(t *testing.T, b *Backend, svc *v1.Service) ([]string, error) {
+	t.Helper()
+	waitServing(t, b)
+	return ensureNow(t, b, svc)
+}
+
+// ensureNow ensures svc whether b serves or not.
+func ensureNow(t *testing.T, b *Backend, svc *v1.Service) ([]string, error) {
 	t.Helper()
 	lb, err := service.Build(svc, nil)
 	if err != nil {
@@ -104,13 +143,16 @@ func ensure(t *testing.T, b *Backend, svc *v1.Service) ([]string, error) {
 }
 
 func TestNothingIsAllocatedBeforeTheInformerSynced(t *testing.T) {
-	f := newFixture(t)
-	f.synced = false
-	if _, err := ensure(t, f.backend, lbService("a", 0)); !errors.Is(err, ErrStateNotRecovered) {
+	pools := []ipam.Pool{{Name: "p", AutoAssign: true,
+		Ranges: []ipam.Range{{First: netip.MustParseAddr("192.0.2.10"), Last: netip.MustParseAddr("192.0.2.12")}}}}
+	var synced atomic.Bool
+	b := newBackend(t, pools, prometheus.NewRegistry())
+	start(t, b, provider.Env{Services: serviceLister(t), ServicesSynced: synced.Load})
+	if _, err := ensureNow(t, b, lbService("a", 0)); !errors.Is(err, ErrStateNotRecovered) {
 		t.Fatalf("Ensure before sync: %v, want ErrStateNotRecovered", err)
 	}
-	f.synced = true
-	if ips, err := ensure(t, f.backend, lbService("a", 0)); err != nil || len(ips) != 1 {
+	synced.Store(true)
+	if ips, err := ensure(t, b, lbService("a", 0)); err != nil || len(ips) != 1 {
 		t.Fatalf("Ensure after sync: %v %v", ips, err)
 	}
 }
@@ -189,29 +231,29 @@ func TestDeleteReleasesAndGetReports(t *testing.T) {
 }
 
 // The names follow the issue and MetalLB's metallb_allocator_addresses_total,
-// a gauge despite the suffix, so dashboards carry over; hence the plain
-// Prometheus comparison rather than component-base's linting one.
+// a gauge despite the suffix, so dashboards carry over. The metrics are on
+// the registry the backend was given, not a global one.
 func TestPoolMetricsFollowAllocations(t *testing.T) {
 	f := newFixture(t)
 	if _, err := ensure(t, f.backend, lbService("a", 0)); err != nil {
 		t.Fatal(err)
 	}
 	want := `
-# HELP herald_pool_addresses_in_use [ALPHA] Addresses of an address pool assigned to Services (a shared address counts once), by IP family.
+# HELP herald_pool_addresses_in_use Addresses of an address pool assigned to Services (a shared address counts once), by IP family.
 # TYPE herald_pool_addresses_in_use gauge
 herald_pool_addresses_in_use{family="IPv4",pool="p"} 1
-# HELP herald_pool_addresses_total [ALPHA] Addresses in an address pool, by IP family.
+# HELP herald_pool_addresses_total Addresses in an address pool, by IP family.
 # TYPE herald_pool_addresses_total gauge
 herald_pool_addresses_total{family="IPv4",pool="p"} 3
 `
-	if err := testutil.GatherAndCompare(legacyregistry.DefaultGatherer, strings.NewReader(want),
+	if err := testutil.GatherAndCompare(f.registry, strings.NewReader(want),
 		"herald_pool_addresses_total", "herald_pool_addresses_in_use"); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.backend.Delete(context.Background(), service.RefOf(lbService("a", 0))); err != nil {
 		t.Fatal(err)
 	}
-	if err := testutil.GatherAndCompare(legacyregistry.DefaultGatherer,
+	if err := testutil.GatherAndCompare(f.registry,
 		strings.NewReader(strings.Replace(want, `pool="p"} 1`, `pool="p"} 0`, 1)),
 		"herald_pool_addresses_total", "herald_pool_addresses_in_use"); err != nil {
 		t.Fatalf("after release: %v", err)

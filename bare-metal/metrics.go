@@ -1,45 +1,49 @@
 package baremetal
 
 import (
-	"sync"
+	"errors"
+	"fmt"
 
-	"k8s.io/component-base/metrics"
-	"k8s.io/component-base/metrics/legacyregistry"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldlb/herald/bare-metal/ipam"
 )
 
-// Pool metrics, served on herald-ccm's /metrics with the controller
-// manager's own. Totals saturate at 2^64-1 for huge IPv6 pools; as float64
-// gauges that is still "more than you will use".
-var (
-	poolAddressesTotal = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Namespace: "herald", Subsystem: "pool", Name: "addresses_total",
-		Help:           "Addresses in an address pool, by IP family.",
-		StabilityLevel: metrics.ALPHA,
-	}, []string{"pool", "family"})
-	poolAddressesInUse = metrics.NewGaugeVec(&metrics.GaugeOpts{
-		Namespace: "herald", Subsystem: "pool", Name: "addresses_in_use",
-		Help:           "Addresses of an address pool assigned to Services (a shared address counts once), by IP family.",
-		StabilityLevel: metrics.ALPHA,
-	}, []string{"pool", "family"})
-	registerMetrics sync.Once
-)
+// metrics are the backend's Prometheus metrics, registered on a Registerer
+// the caller owns (herald-ccm's /metrics registry; a fresh one in tests),
+// never on a global one. Totals saturate at 2^64-1 for huge IPv6 pools; as
+// float64 gauges that is still "more than you will use".
+type metrics struct {
+	total *prometheus.GaugeVec
+	inUse *prometheus.GaugeVec
+}
 
-// updateMetrics publishes the allocator's usage and returns it.
-func (b *Backend) updateMetrics() []ipam.PoolUsage {
-	registerMetrics.Do(func() {
-		legacyregistry.MustRegister(poolAddressesTotal, poolAddressesInUse)
-	})
-	usage := b.alloc.Usage()
-	// Reset drops pools that no longer exist instead of freezing their last value.
-	poolAddressesTotal.Reset()
-	poolAddressesInUse.Reset()
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		total: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_pool_addresses_total",
+			Help: "Addresses in an address pool, by IP family.",
+		}, []string{"pool", "family"}),
+		inUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_pool_addresses_in_use",
+			Help: "Addresses of an address pool assigned to Services (a shared address counts once), by IP family.",
+		}, []string{"pool", "family"}),
+	}
+	if err := errors.Join(reg.Register(m.total), reg.Register(m.inUse)); err != nil {
+		return nil, fmt.Errorf("registering metrics: %w", err)
+	}
+	return m, nil
+}
+
+// publish sets the gauges to usage. Reset drops pools that no longer exist
+// instead of freezing their last value.
+func (m *metrics) publish(usage []ipam.PoolUsage) {
+	m.total.Reset()
+	m.inUse.Reset()
 	for _, u := range usage {
 		for _, f := range u.Families {
-			poolAddressesTotal.WithLabelValues(u.Name, string(f.Family)).Set(float64(f.Total))
-			poolAddressesInUse.WithLabelValues(u.Name, string(f.Family)).Set(float64(f.InUse))
+			m.total.WithLabelValues(u.Name, string(f.Family)).Set(float64(f.Total))
+			m.inUse.WithLabelValues(u.Name, string(f.Family)).Set(float64(f.InUse))
 		}
 	}
-	return usage
 }

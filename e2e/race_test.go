@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	baremetal "github.com/heraldlb/herald/bare-metal"
+	"github.com/heraldlb/herald/bare-metal/claims"
 )
 
 const racePool = `
@@ -27,7 +27,7 @@ bareMetal:
 `
 
 // claimSelector selects herald's address claims.
-var claimSelector = networkingv1.LabelManagedBy + "=" + baremetal.ClaimManager
+var claimSelector = networkingv1.LabelManagedBy + "=" + claims.Manager
 
 // Two herald-ccm instances running at once (a rolling update, a lost
 // lease) race on 100 Services created at once. Both allocate lowest-first
@@ -79,13 +79,13 @@ func TestTwoInstancesRacingNeverDuplicateAnAddress(t *testing.T) {
 	t.Logf("%d Services got distinct addresses from two racing instances in %v (%d lists, no duplicates)",
 		services, time.Since(began).Round(time.Millisecond), snapshots)
 
-	claims, err := client.NetworkingV1().IPAddresses().List(context.Background(), metav1.ListOptions{LabelSelector: claimSelector})
+	list, err := client.NetworkingV1().IPAddresses().List(context.Background(), metav1.ListOptions{LabelSelector: claimSelector})
 	if err != nil {
 		t.Fatal(err)
 	}
 	claimed := map[string]string{}
-	for _, obj := range claims.Items {
-		claimed[obj.Name] = obj.Annotations[baremetal.AnnotationClaimHolders]
+	for _, obj := range list.Items {
+		claimed[obj.Name] = obj.Annotations[claims.AnnotationHolders]
 	}
 	for name, ip := range final {
 		if !strings.Contains(claimed[ip], `"race/`+name+`"`) {
@@ -96,7 +96,7 @@ func TestTwoInstancesRacingNeverDuplicateAnAddress(t *testing.T) {
 	for _, m := range []*ccm{first, second} {
 		lost += strings.Count(m.LogTail(1<<30), "Address already claimed")
 	}
-	t.Logf("%d claims for %d Services; the instances lost %d claim races and allocated again", len(claims.Items), services, lost)
+	t.Logf("%d claims for %d Services; the instances lost %d claim races and allocated again", len(list.Items), services, lost)
 
 	deleted := time.Now()
 	for name := range final {

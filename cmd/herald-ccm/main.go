@@ -16,13 +16,13 @@ import (
 	"k8s.io/cloud-provider/names"
 	"k8s.io/cloud-provider/options"
 	"k8s.io/component-base/cli"
-	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
+	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
+	"k8s.io/component-base/metrics/legacyregistry"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics on /metrics
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build info on /metrics
 	"k8s.io/klog/v2"
 
 	baremetal "github.com/heraldlb/herald/bare-metal"
-	"github.com/heraldlb/herald/bare-metal/ipam"
 	"github.com/heraldlb/herald/provider"
 	"github.com/heraldlb/herald/provider/service"
 )
@@ -85,11 +85,12 @@ func newProvider(config io.Reader, opts *heraldOptions) (cloudprovider.Interface
 	if err != nil {
 		return nil, err
 	}
-	alloc, err := ipam.New(cfg.pools)
+	// herald-ccm's /metrics serves the legacy registry's Gatherer.
+	backend, err := baremetal.New(cfg.pools, legacyregistry.Registerer())
 	if err != nil {
-		return nil, fmt.Errorf("address pools: %w", err)
+		return nil, err
 	}
-	return provider.New(baremetal.New(alloc, cfg.pools), service.Selection{ClassOnly: opts.classOnly}), nil
+	return provider.New(backend, service.Selection{ClassOnly: opts.classOnly}), nil
 }
 
 // initCloud builds the provider. The flags were checked before this runs,
