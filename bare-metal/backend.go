@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +36,17 @@ const (
 	ReasonAllocationFailed    = "AllocationFailed"
 	ReasonIPAllocated         = "IPAllocated"
 	ReasonIPReleased          = "IPReleased"
+	// ReasonAddressOutsidePools: the Service keeps an address no pool
+	// holds any more (its pool was deleted or shrunk).
+	ReasonAddressOutsidePools = "AddressOutsidePools"
 )
+
+// AnnotationAllocatedFromPool records on a Service the pool its addresses
+// came from (MetalLB users know metallb.io/ip-allocated-from-pool). It is
+// written before status.loadBalancer shows the addresses, follows the
+// addresses when their pool changes, and goes when they are released;
+// node agents read it to decide which L2Advertisement covers a VIP.
+const AnnotationAllocatedFromPool = "herald.dev/ip-allocated-from-pool"
 
 // claimer records in the cluster which Service holds which address
 // (claims.Store); the backend runs without one when the cluster has no
@@ -79,6 +90,9 @@ type Backend struct {
 	claimsSynced cache.InformerSynced
 	// pools is the IPAddressPool controller, nil until the CRD is served.
 	pools atomic.Pointer[pools.Controller]
+	// poolsApplied identifies the pools last given to the allocator.
+	poolsMu      sync.Mutex
+	poolsApplied string
 }
 
 // maxClaimAttempts bounds how often one Ensure allocates anew after losing
@@ -130,11 +144,14 @@ func (b *Backend) updateMetrics() []ipam.PoolUsage {
 // ConditionType is herald.dev/AddressAllocated.
 func (b *Backend) ConditionType() string { return ConditionAddressAllocated }
 
+// AnnotationKeys are the annotations Ensure's Results set.
+func (b *Backend) AnnotationKeys() []string { return []string{AnnotationAllocatedFromPool} }
+
 // Ensure allocates (or keeps) lb's addresses and claims them in the
 // cluster before the caller writes them to the Service's status. An
 // address another instance claimed first is reserved and another one
 // allocated.
-func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.LoadBalancerStatus, error) {
+func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*provider.Result, error) {
 	if err := b.ready(); err != nil {
 		return nil, err
 	}
@@ -169,28 +186,19 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.Loa
 			fmt.Sprintf("Assigned %s from pool %s", joinAddrs(assignment.IPs), assignment.Pool))
 		b.allocationsChanged()
 		if had {
-			b.releaseClaims(ctx, lb.Key(), lb.UID, before.IPs, assignment.IPs)
+			b.released(ctx, lb.Key(), lb.UID, before.IPs, assignment.IPs)
 		}
 	}
-	return statusOf(assignment.IPs), nil
+	return &provider.Result{
+		Status:      statusOf(assignment.IPs),
+		Annotations: map[string]string{AnnotationAllocatedFromPool: assignment.Pool},
+	}, nil
 }
 
 // UpdateNodes has nothing to do: which nodes announce a VIP is decided by
 // the node agents.
 func (b *Backend) UpdateNodes(context.Context, *service.LoadBalancer) error {
 	return b.ready()
-}
-
-// Get reports the addresses held for ref.
-func (b *Backend) Get(_ context.Context, ref service.Ref) (*v1.LoadBalancerStatus, bool, error) {
-	if err := b.ready(); err != nil {
-		return nil, false, err
-	}
-	assignment, ok := b.alloc.Assigned(ref.Key())
-	if !ok {
-		return nil, false, nil
-	}
-	return statusOf(assignment.IPs), true, nil
 }
 
 // Delete releases ref's addresses and its address claims.
@@ -204,10 +212,15 @@ func (b *Backend) Delete(ctx context.Context, ref service.Ref) error {
 		b.event(ref, v1.EventTypeNormal, ReasonIPReleased, "Released "+joinAddrs(released))
 		b.allocationsChanged()
 	}
-	if b.claims != nil {
-		if err := b.claims.Release(ctx, ref.Key(), string(ref.UID), released, nil); err != nil {
-			return fmt.Errorf("releasing address claims: %w", err)
+	if b.claims == nil {
+		if len(released) > 0 {
+			b.env.Requeue.RequeuePending()
 		}
+		return nil
+	}
+	// The claim watch requeues the waiting Services when the claims go.
+	if err := b.claims.Release(ctx, ref.Key(), string(ref.UID), released, nil); err != nil {
+		return fmt.Errorf("releasing address claims: %w", err)
 	}
 	return nil
 }

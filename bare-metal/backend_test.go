@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
 	"github.com/heraldlb/herald/bare-metal/ipam"
 	"github.com/heraldlb/herald/provider"
 	"github.com/heraldlb/herald/provider/service"
@@ -29,6 +30,7 @@ type fixture struct {
 	backend  *Backend
 	recorder *record.FakeRecorder
 	registry *prometheus.Registry
+	requeues *requeues
 }
 
 // newFixture returns a backend over pool 192.0.2.10-192.0.2.12 whose
@@ -39,7 +41,7 @@ func newFixture(t *testing.T, services ...*v1.Service) *fixture {
 		Ranges: []ipam.Range{{First: netip.MustParseAddr("192.0.2.10"), Last: netip.MustParseAddr("192.0.2.12")}}}}
 	f := &fixture{recorder: record.NewFakeRecorder(100), registry: prometheus.NewRegistry()}
 	f.backend = newBackend(t, pools, f.registry)
-	start(t, f.backend, provider.Env{
+	f.requeues = start(t, f.backend, provider.Env{
 		Services:       serviceLister(t, services...),
 		ServicesSynced: func() bool { return true },
 		Recorder:       f.recorder,
@@ -67,14 +69,23 @@ func serviceLister(t *testing.T, services ...*v1.Service) corelisters.ServiceLis
 	return corelisters.NewServiceLister(indexer)
 }
 
-// start starts b until the test ends.
-func start(t *testing.T, b *Backend, env provider.Env) {
+// requeues counts the backend's requests to sync Services again.
+type requeues struct{ pending, all atomic.Int32 }
+
+func (r *requeues) RequeuePending() { r.pending.Add(1) }
+func (r *requeues) RequeueAll()     { r.all.Add(1) }
+
+// start starts b until the test ends, counting its requeues.
+func start(t *testing.T, b *Backend, env provider.Env) *requeues {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	r := &requeues{}
+	env.Requeue = r
 	if err := b.Start(ctx, env); err != nil {
 		t.Fatal(err)
 	}
+	return r
 }
 
 // waitServing waits until b's start-up is done.
@@ -128,12 +139,12 @@ func ensureNow(t *testing.T, b *Backend, svc *v1.Service) ([]string, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, err := b.Ensure(context.Background(), lb)
+	result, err := b.Ensure(context.Background(), lb)
 	if err != nil {
 		return nil, err
 	}
 	var ips []string
-	for _, in := range status.Ingress {
+	for _, in := range result.Status.Ingress {
 		if in.IPMode == nil || *in.IPMode != v1.LoadBalancerIPModeVIP {
 			t.Errorf("ingress %s has ipMode %v, want VIP", in.IP, in.IPMode)
 		}
@@ -199,30 +210,35 @@ func TestExhaustionIsAnAllocationError(t *testing.T) {
 	}
 }
 
-func TestDeleteReleasesAndGetReports(t *testing.T) {
+// Deleting releases the addresses and, without claims to watch, has the
+// Services waiting for one synced again at once.
+func TestDeleteReleasesAndRequeuesTheWaiting(t *testing.T) {
 	f := newFixture(t)
 	svc := lbService("a", 0)
 	ips, err := ensure(t, f.backend, svc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := service.RefOf(svc)
-	status, exists, err := f.backend.Get(context.Background(), ref)
-	if err != nil || !exists || status.Ingress[0].IP != ips[0] {
-		t.Fatalf("Get = %v %v %v", status, exists, err)
-	}
 	f.events()
+	pending := f.requeues.pending.Load()
+	ref := service.RefOf(svc)
 	if err := f.backend.Delete(context.Background(), ref); err != nil {
 		t.Fatal(err)
 	}
 	if events := f.events(); len(events) != 1 || !strings.Contains(events[0], ReasonIPReleased) {
 		t.Errorf("events = %v, want one IPReleased", events)
 	}
-	if _, exists, _ := f.backend.Get(context.Background(), ref); exists {
-		t.Error("Get after Delete still reports the load balancer")
+	if _, held := f.backend.alloc.Assigned(ref.Key()); held {
+		t.Error("the allocator still holds the Service's addresses after Delete")
+	}
+	if got := f.requeues.pending.Load() - pending; got != 1 {
+		t.Errorf("Delete requeued the pending Services %d times, want once", got)
 	}
 	if err := f.backend.Delete(context.Background(), ref); err != nil || len(f.events()) != 0 {
 		t.Errorf("second Delete: %v, events %v; want a silent no-op", err, f.events())
+	}
+	if got := f.requeues.pending.Load() - pending; got != 1 {
+		t.Errorf("a Delete that freed nothing requeued the pending Services")
 	}
 	again, err := ensure(t, f.backend, lbService("b", 0))
 	if err != nil || !slices.Equal(again, ips) {
@@ -257,5 +273,44 @@ herald_pool_addresses_total{family="IPv4",pool="p"} 3
 		strings.NewReader(strings.Replace(want, `pool="p"} 1`, `pool="p"} 0`, 1)),
 		"herald_pool_addresses_total", "herald_pool_addresses_in_use"); err != nil {
 		t.Fatalf("after release: %v", err)
+	}
+}
+
+// Ensure records the pool of the addresses for the Service's annotation.
+func TestEnsureNamesThePool(t *testing.T) {
+	f := newFixture(t)
+	waitServing(t, f.backend)
+	lb, err := service.Build(lbService("a", 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	result, err := f.backend.Ensure(context.Background(), lb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := result.Annotations[AnnotationAllocatedFromPool]; got != "p" || !slices.Equal(f.backend.AnnotationKeys(), []string{AnnotationAllocatedFromPool}) {
+		t.Errorf("annotations %v (keys %v), want the pool p", result.Annotations, f.backend.AnnotationKeys())
+	}
+}
+
+// Changed pools have every Service synced again; pools given again
+// unchanged (as each status refresh does) have none.
+func TestChangedPoolsRequeueEveryService(t *testing.T) {
+	f := newFixture(t)
+	waitServing(t, f.backend)
+	ctx := context.Background()
+	before := f.requeues.all.Load()
+	if _, err := f.backend.applyPools(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.requeues.all.Load() - before; got != 0 {
+		t.Errorf("unchanged pools requeued %d times", got)
+	}
+	if _, err := f.backend.applyPools(ctx, []*v1alpha1.IPAddressPool{{ObjectMeta: metav1.ObjectMeta{Name: "more"},
+		Spec: v1alpha1.IPAddressPoolSpec{Addresses: []string{"198.51.100.0/30"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.requeues.all.Load() - before; got != 1 {
+		t.Errorf("a new pool requeued %d times, want once", got)
 	}
 }

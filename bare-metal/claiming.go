@@ -82,10 +82,12 @@ func (b *Backend) claim(ctx context.Context, req ipam.Request, uid types.UID, ip
 	return b.claims.Claim(ctx, req, string(uid), ips, func(ip netip.Addr) bool { return slices.Contains(shown, ip) })
 }
 
-// releaseClaims gives up the claims of addresses the Service moved away
-// from. A failure only delays the release: garbage collection retries it.
-func (b *Backend) releaseClaims(ctx context.Context, key string, uid types.UID, old, keep []netip.Addr) {
+// released gives up the claims of addresses the Service moved away from;
+// without claims, the Services waiting for an address may have one now. A
+// failure only delays the release: garbage collection retries it.
+func (b *Backend) released(ctx context.Context, key string, uid types.UID, old, keep []netip.Addr) {
 	if b.claims == nil {
+		b.env.Requeue.RequeuePending()
 		return
 	}
 	if err := b.claims.Release(ctx, key, string(uid), old, keep); err != nil {
@@ -93,10 +95,13 @@ func (b *Backend) releaseClaims(ctx context.Context, key string, uid types.UID, 
 	}
 }
 
-// reserve records holders of ip in the allocator; none means free.
+// reserve records holders of ip in the allocator; none means free, and
+// then the Services waiting for an address may have one.
 func (b *Backend) reserve(ctx context.Context, ip netip.Addr, holders []ipam.Request) {
 	if len(holders) == 0 {
-		b.alloc.Unreserve(ip)
+		if b.alloc.Unreserve(ip) && b.ready() == nil {
+			b.env.Requeue.RequeuePending()
+		}
 		return
 	}
 	if err := b.alloc.Reserve(ip, holders); err != nil {

@@ -95,12 +95,12 @@ func (in *instance) tryEnsure(svc *v1.Service) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	status, err := in.backend.Ensure(context.Background(), lb)
+	result, err := in.backend.Ensure(context.Background(), lb)
 	if err != nil {
 		return nil, fmt.Errorf("ensure %s: %w", svc.Name, err)
 	}
 	var ips []string
-	for _, in := range status.Ingress {
+	for _, in := range result.Status.Ingress {
 		ips = append(ips, in.IP)
 	}
 	return ips, nil
@@ -340,5 +340,31 @@ func TestOnePerFamily(t *testing.T) {
 				t.Errorf("onePerFamily = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A claim that goes frees its address: the Services waiting for one are
+// synced again. A claim that stays, or one whose address a Service of this
+// instance holds, frees nothing.
+func TestDroppedClaimRequeuesTheWaiting(t *testing.T) {
+	f := newFixture(t)
+	waitServing(t, f.backend)
+	ctx := context.Background()
+	held, err := ensure(t, f.backend, lbService("a", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := reservations{f.backend}
+	other := netip.MustParseAddr("192.0.2.12")
+	r.Reserve(ctx, other, []ipam.Request{{Service: "elsewhere/x"}})
+	r.Reserve(ctx, netip.MustParseAddr(held[0]), []ipam.Request{{Service: "ns/a"}})
+	before := f.requeues.pending.Load()
+	r.Reserve(ctx, netip.MustParseAddr(held[0]), nil) // ours: still held
+	if got := f.requeues.pending.Load() - before; got != 0 {
+		t.Errorf("dropping the claim of a held address requeued %d times", got)
+	}
+	r.Reserve(ctx, other, nil)
+	if got := f.requeues.pending.Load() - before; got != 1 {
+		t.Errorf("a freed address requeued %d times, want once", got)
 	}
 }

@@ -101,6 +101,8 @@ func (b *Backend) startUp(ctx context.Context) {
 	b.recover(ctx)
 	b.phase.Store(int32(phaseServing))
 	b.allocationsChanged()
+	// The Services deferred until now need not wait for their retry.
+	b.env.Requeue.RequeuePending()
 }
 
 // startWatches starts the claim and pool watches the apiserver serves and

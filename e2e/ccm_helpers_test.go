@@ -148,8 +148,15 @@ const waitTimeout = 20 * time.Second
 // waitForService polls until cond holds for the Service, and returns it.
 func waitForService(t testing.TB, client kubernetes.Interface, namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
 	t.Helper()
+	return waitForServiceWithin(t, client, namespace, name, what, waitTimeout, cond)
+}
+
+// waitForServiceWithin is waitForService with a timeout of its own.
+func waitForServiceWithin(t testing.TB, client kubernetes.Interface, namespace, name, what string, timeout time.Duration,
+	cond func(*v1.Service) bool) *v1.Service {
+	t.Helper()
 	var last *v1.Service
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true,
 		func(ctx context.Context) (bool, error) {
 			svc, err := client.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
@@ -159,7 +166,7 @@ func waitForService(t testing.TB, client kubernetes.Interface, namespace, name, 
 			return cond(svc), nil
 		})
 	if err != nil {
-		t.Fatalf("service %s/%s: %s: not within %v; last seen: status=%+v finalizers=%v", namespace, name, what, waitTimeout,
+		t.Fatalf("service %s/%s: %s: not within %v; last seen: status=%+v finalizers=%v", namespace, name, what, timeout,
 			lastStatus(last), lastFinalizers(last))
 	}
 	return last

@@ -38,21 +38,25 @@ func (a *Allocator) Reserve(ip netip.Addr, holders []Request) error {
 	return nil
 }
 
-// Unreserve drops the reservation of ip; unless a service of this
-// allocator holds it, ip is free again.
-func (a *Allocator) Unreserve(ip netip.Addr) {
+// Unreserve drops the reservation of ip. It reports whether that made ip
+// free: reserved before, held by no service of this allocator, and in a
+// pool.
+func (a *Allocator) Unreserve(ip netip.Addr) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.reserved[ip]; !ok {
-		return
+		return false
 	}
 	delete(a.reserved, ip)
 	if _, used := a.used[ip]; used {
-		return
+		return false
 	}
-	if rs := a.ps.owner(ip); rs != nil {
-		rs.released(ip)
+	rs := a.ps.owner(ip)
+	if rs == nil {
+		return false
 	}
+	rs.released(ip)
+	return true
 }
 
 // CanShare returns nil when the service of req may use ip next to holders,
