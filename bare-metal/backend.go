@@ -137,7 +137,7 @@ func (b *Backend) allocationsChanged() {
 
 func (b *Backend) updateMetrics() []ipam.PoolUsage {
 	usage := b.alloc.Usage()
-	b.metrics.publish(usage)
+	b.metrics.publish(usage, b.alloc.Outside())
 	return usage
 }
 
@@ -192,7 +192,27 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*provid
 	return &provider.Result{
 		Status:      statusOf(assignment.IPs),
 		Annotations: map[string]string{AnnotationAllocatedFromPool: assignment.Pool},
+		Warning:     outsideWarning(assignment),
 	}, nil
+}
+
+// outsideWarning reports addresses no pool holds any more. The Service
+// keeps them: an address in status survives pool edits and restarts
+// unless the Service asks for another (README, "Address lifecycle").
+func outsideWarning(a ipam.Assignment) *provider.Warning {
+	if len(a.Outside) == 0 {
+		return nil
+	}
+	return &provider.Warning{Reason: ReasonAddressOutsidePools, Message: fmt.Sprintf(
+		"%s is in no address pool any more (it came from pool %s, since deleted or shrunk); "+
+			"the Service keeps it until it is deleted or asks for another address", joinAddrs(a.Outside), poolName(a.Pool))}
+}
+
+func poolName(pool string) string {
+	if pool == "" {
+		return "unknown"
+	}
+	return pool
 }
 
 // UpdateNodes has nothing to do: which nodes announce a VIP is decided by

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -255,7 +256,7 @@ func TestPoolMetricsFollowAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `
-# HELP herald_pool_addresses_in_use Addresses of an address pool assigned to Services (a shared address counts once), by IP family.
+# HELP herald_pool_addresses_in_use Addresses of an address pool assigned to Services or claimed by another herald-ccm instance (a shared address counts once), by IP family.
 # TYPE herald_pool_addresses_in_use gauge
 herald_pool_addresses_in_use{family="IPv4",pool="p"} 1
 # HELP herald_pool_addresses_total Addresses in an address pool, by IP family.
@@ -312,5 +313,62 @@ func TestChangedPoolsRequeueEveryService(t *testing.T) {
 	}
 	if got := f.requeues.all.Load() - before; got != 1 {
 		t.Errorf("a new pool requeued %d times, want once", got)
+	}
+}
+
+// An address whose pool is deleted stays with its Service, reported by a
+// warning naming the pool and by the outside metric; a restart restores
+// it under the pool the Service recorded.
+func TestAddressOutsideEveryPoolIsKept(t *testing.T) {
+	registry := prometheus.NewRegistry()
+	b := newBackend(t, nil, registry)
+	start(t, b, provider.Env{Services: serviceLister(t), ServicesSynced: func() bool { return true }})
+	waitServing(t, b)
+	ctx := context.Background()
+	blue := []*v1alpha1.IPAddressPool{{ObjectMeta: metav1.ObjectMeta{Name: "blue"},
+		Spec: v1alpha1.IPAddressPoolSpec{Addresses: []string{"198.51.100.0/30"}}}}
+	if _, err := b.applyPools(ctx, blue); err != nil {
+		t.Fatal(err)
+	}
+	svc := lbService("a", 0)
+	lb, err := service.Build(svc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := b.Ensure(ctx, lb)
+	if err != nil || first.Warning != nil {
+		t.Fatalf("Ensure = %+v, %v", first, err)
+	}
+	if _, err := b.applyPools(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := b.Ensure(ctx, lb)
+	if err != nil || kept.Warning == nil || kept.Warning.Reason != ReasonAddressOutsidePools ||
+		!strings.Contains(kept.Warning.Message, "pool blue") || !strings.Contains(kept.Warning.Message, "198.51.100.0") {
+		t.Fatalf("after the pool went: %+v, %v; want a warning naming the address and pool blue", kept, err)
+	}
+	if !apiequality.Semantic.DeepEqual(kept.Status, first.Status) || kept.Annotations[AnnotationAllocatedFromPool] != "blue" {
+		t.Errorf("after the pool went: status %+v, annotations %v; want both unchanged", kept.Status, kept.Annotations)
+	}
+	want := `
+# HELP herald_addresses_outside_pools Addresses Services keep that no address pool holds any more (their pool was deleted or shrunk), by IP family.
+# TYPE herald_addresses_outside_pools gauge
+herald_addresses_outside_pools{family="IPv4"} 1
+herald_addresses_outside_pools{family="IPv6"} 0
+`
+	if err := testutil.GatherAndCompare(registry, strings.NewReader(want), "herald_addresses_outside_pools"); err != nil {
+		t.Error(err)
+	}
+
+	// A restart: the Service shows the address and records pool blue.
+	svc.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "198.51.100.0"}}
+	svc.Annotations = map[string]string{AnnotationAllocatedFromPool: "blue"}
+	restarted := newBackend(t, nil, prometheus.NewRegistry())
+	start(t, restarted, provider.Env{Services: serviceLister(t, svc), ServicesSynced: func() bool { return true }})
+	waitServing(t, restarted)
+	again, err := restarted.Ensure(ctx, lb)
+	if err != nil || again.Warning == nil || !strings.Contains(again.Warning.Message, "pool blue") ||
+		!apiequality.Semantic.DeepEqual(again.Status, first.Status) {
+		t.Fatalf("after a restart: %+v, %v; want the address kept and reported", again, err)
 	}
 }

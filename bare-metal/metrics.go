@@ -14,8 +14,9 @@ import (
 // never on a global one. Totals saturate at 2^64-1 for huge IPv6 pools; as
 // float64 gauges that is still "more than you will use".
 type metrics struct {
-	total *prometheus.GaugeVec
-	inUse *prometheus.GaugeVec
+	total   *prometheus.GaugeVec
+	inUse   *prometheus.GaugeVec
+	outside *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -26,18 +27,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"pool", "family"}),
 		inUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "herald_pool_addresses_in_use",
-			Help: "Addresses of an address pool assigned to Services (a shared address counts once), by IP family.",
+			Help: "Addresses of an address pool assigned to Services or claimed by another herald-ccm instance (a shared address counts once), by IP family.",
 		}, []string{"pool", "family"}),
+		outside: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "herald_addresses_outside_pools",
+			Help: "Addresses Services keep that no address pool holds any more (their pool was deleted or shrunk), by IP family.",
+		}, []string{"family"}),
 	}
-	if err := errors.Join(reg.Register(m.total), reg.Register(m.inUse)); err != nil {
+	if err := errors.Join(reg.Register(m.total), reg.Register(m.inUse), reg.Register(m.outside)); err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	return m, nil
 }
 
-// publish sets the gauges to usage. Reset drops pools that no longer exist
-// instead of freezing their last value.
-func (m *metrics) publish(usage []ipam.PoolUsage) {
+// publish sets the gauges to usage and outside. Reset drops pools that no
+// longer exist instead of freezing their last value.
+func (m *metrics) publish(usage []ipam.PoolUsage, outside map[ipam.Family]uint64) {
+	for _, f := range []ipam.Family{ipam.IPv4, ipam.IPv6} {
+		m.outside.WithLabelValues(string(f)).Set(float64(outside[f]))
+	}
 	m.total.Reset()
 	m.inUse.Reset()
 	for _, u := range usage {

@@ -40,7 +40,8 @@ func (b *Backend) recover(ctx context.Context) {
 			continue
 		}
 		if _, err := b.alloc.Restore(restoreRequest(svc), ips); err != nil {
-			logger.Info("Not restoring the addresses of a Service; it will be allocated anew",
+			// Two Services showing one address: the older keeps it.
+			logger.Info("Not restoring the addresses of a Service: another holds them; it will be allocated anew",
 				"service", klog.KObj(svc), "vip", ips, "err", err)
 			continue
 		}
@@ -49,14 +50,19 @@ func (b *Backend) recover(ctx context.Context) {
 	logger.Info("Recovered address allocations from Service status", "services", restored)
 }
 
-// restoreRequest carries what sharing checks need. A Service whose
-// annotations no longer parse still keeps its addresses; its next Ensure
-// reports the annotation error.
+// restoreRequest carries what sharing checks need, and the pool the
+// Service recorded, which names addresses no pool holds any more. A
+// Service whose annotations no longer parse still keeps its addresses; its
+// next Ensure reports the annotation error.
 func restoreRequest(svc *v1.Service) ipam.Request {
+	req := ipam.Request{Service: svc.Namespace + "/" + svc.Name, Namespace: svc.Namespace}
 	if lb, err := service.Build(svc, nil); err == nil {
-		return requestFor(lb)
+		req = requestFor(lb)
 	}
-	return ipam.Request{Service: svc.Namespace + "/" + svc.Name, Namespace: svc.Namespace}
+	if recorded, ok := svc.Annotations[AnnotationAllocatedFromPool]; ok {
+		req.Pool = recorded
+	}
+	return req
 }
 
 func ingressAddrs(svc *v1.Service) []netip.Addr {

@@ -57,6 +57,8 @@ func buildBinaries() {
 // ccm is a running herald-ccm.
 type ccm struct {
 	*cluster.Process
+	// metricsURL and token reach its /metrics (startCCMWithMetrics).
+	metricsURL, token string
 }
 
 // startCCM runs herald-ccm against c with the given cloud config and stops

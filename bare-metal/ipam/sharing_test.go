@@ -142,10 +142,10 @@ func TestSharingPreference(t *testing.T) {
 			name:  "dual-stack joins the partner's IPv4 and takes a fresh IPv6",
 			pools: []Pool{pool("d", "192.0.2.0/30", "2001:db8::/120")},
 			steps: []step{
-				allocate(req("n/x", families46()), "192.0.2.0", "2001:db8::"),
+				allocate(req("n/x", families46()), "192.0.2.0", "2001:db8::1"),
 				allocate(req("n/a", key("k"), ports("TCP/80"), wantIPs("192.0.2.2")), "192.0.2.2"),
-				allocate(req("n/b", key("k"), ports("TCP/443"), families46(), requireAll()), "192.0.2.2", "2001:db8::1"),
-				allocate(req("n/c", key("k"), ports("TCP/22"), fams(IPv6)), "2001:db8::1"),
+				allocate(req("n/b", key("k"), ports("TCP/443"), families46(), requireAll()), "192.0.2.2", "2001:db8::2"),
+				allocate(req("n/c", key("k"), ports("TCP/22"), fams(IPv6)), "2001:db8::2"),
 			},
 		},
 		{

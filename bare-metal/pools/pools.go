@@ -74,9 +74,19 @@ type Set struct {
 }
 
 // Desired merges config pools with IPAddressPool objects. A config pool's
-// name wins: the file is what the operator deployed with.
+// name wins: the file is what the operator deployed with. The pools are in
+// order of seniority, which decides who keeps addresses two pools hold:
+// config pools first, then objects by creation (then name), so a pool
+// created later never takes addresses from one in use.
 func Desired(config []ipam.Pool, objects []*v1alpha1.IPAddressPool) Set {
 	set := Set{Pools: slices.Clone(config), Invalid: map[string]string{}}
+	objects = slices.Clone(objects)
+	slices.SortStableFunc(objects, func(a, b *v1alpha1.IPAddressPool) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	configNames := map[string]bool{}
 	for _, p := range config {
 		configNames[p.Name] = true
@@ -129,7 +139,7 @@ func Status(obj *v1alpha1.IPAddressPool, r Report, now metav1.Time) v1alpha1.IPA
 		case c.Pool:
 			overlaps = append(overlaps, fmt.Sprintf("%s overlaps pool %s, which does not hand them out", c.Overlap, c.Shadowed))
 		case c.Shadowed:
-			overlaps = append(overlaps, fmt.Sprintf("%s overlaps pool %s, which keeps them", c.Overlap, c.Pool))
+			overlaps = append(overlaps, fmt.Sprintf("%s overlaps pool %s, which is older and keeps them", c.Overlap, c.Pool))
 		}
 	}
 	if len(overlaps) > 0 {

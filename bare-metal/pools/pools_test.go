@@ -70,6 +70,27 @@ func TestDesiredPools(t *testing.T) {
 	}
 }
 
+// Pools come in order of seniority: config pools, then objects by
+// creation, then by name; the allocator gives overlaps to the first.
+func TestDesiredPoolsBySeniority(t *testing.T) {
+	at := func(obj *v1alpha1.IPAddressPool, minute int) *v1alpha1.IPAddressPool {
+		obj.CreationTimestamp = metav1.NewTime(time.Date(2026, 1, 1, 0, minute, 0, 0, time.UTC))
+		return obj
+	}
+	set := Desired([]ipam.Pool{{Name: "zz-config", AutoAssign: true}}, []*v1alpha1.IPAddressPool{
+		at(poolObject("aaa-new", 0, "198.51.100.0/28"), 5),
+		at(poolObject("tiny-old", 0, "198.51.100.4/30"), 1),
+		at(poolObject("b-same-minute", 0, "203.0.113.0/28"), 5),
+	})
+	var names []string
+	for _, p := range set.Pools {
+		names = append(names, p.Name)
+	}
+	if strings.Join(names, ",") != "zz-config,tiny-old,aaa-new,b-same-minute" {
+		t.Errorf("pools in order %v, want the config pool, then by creation, then by name", names)
+	}
+}
+
 func TestPoolStatus(t *testing.T) {
 	now := metav1.NewTime(time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC))
 	a, b := poolObject("a", 0, "198.51.100.0/28"), poolObject("b", 0, "198.51.100.8/29")
@@ -91,7 +112,7 @@ func TestPoolStatus(t *testing.T) {
 		t.Errorf("a Conflicting = %+v", c)
 	}
 	if c := meta.FindStatusCondition(Status(b, report, now).Conditions, v1alpha1.ConditionConflicting); c == nil ||
-		!strings.Contains(c.Message, "which keeps them") {
+		!strings.Contains(c.Message, "which is older and keeps them") {
 		t.Errorf("b Conflicting = %+v", c)
 	}
 	broken := Status(poolObject("c", 0, "x"), Report{Set: set}, now)
