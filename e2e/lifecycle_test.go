@@ -323,6 +323,37 @@ func TestPoolUsageCountsClaimedAddresses(t *testing.T) {
 	m.requireRunning(t)
 }
 
+// A control character in an annotation reaches the event and the
+// condition escaped, and the condition turns False: a failed status write
+// never leaves a stale True (defect 6).
+func TestControlCharactersAreEscapedInMessages(t *testing.T) {
+	_, client, m := startLab(t, twoPools)
+	createNamespace(t, client, "ctl")
+	createService(t, client, newService("ctl", "web", v1.ServiceTypeLoadBalancer, inPool("main")))
+	web := waitForService(t, client, "ctl", "web", "has a True condition", func(s *v1.Service) bool {
+		cond := condition(s)
+		return hasIngress(s) && cond != nil && cond.Status == metav1.ConditionTrue
+	})
+	// U+009B (CSI): YAML, in which server-side apply patches are
+	// decoded, refuses C1 control characters.
+	web.Annotations[service.AnnotationAddressPool] = "main\u009bx"
+	if _, err := client.CoreV1().Services("ctl").Update(context.Background(), web, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	message := waitForEvent(t, client, "ctl", "web", v1.EventTypeWarning, baremetal.ReasonAllocationFailed)
+	if !strings.Contains(message, `main\u009bx`) {
+		t.Errorf("event message %q does not show the control character escaped", message)
+	}
+	now := waitForService(t, client, "ctl", "web", "has a False condition", func(s *v1.Service) bool {
+		cond := condition(s)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == baremetal.ReasonAllocationFailed
+	})
+	if cond := condition(now); !strings.Contains(cond.Message, `main\u009bx`) {
+		t.Errorf("condition message %q does not show the control character escaped", cond.Message)
+	}
+	m.requireRunning(t)
+}
+
 // An IPv6 pool does not hand out the Subnet-Router anycast address (all
 // zeros in the interface identifier) unless a Service asks for it by name
 // (defect 7).

@@ -288,13 +288,13 @@ func (c *ServiceController) succeeded(ctx context.Context, svc *v1.Service, key 
 	}
 	reason, message := ReasonEnsured, "load balancer ready at "+ingressString(result.Status)
 	if w := result.Warning; w != nil {
-		reason, message = w.Reason, w.Message
+		reason, message = w.Reason, sanitize(w.Message)
 	}
 	if err := c.writeStatus(ctx, svc, result.Status, c.condition(svc, true, reason, message)); err != nil {
 		return err
 	}
 	if w := result.Warning; w != nil {
-		c.warn(ctx, svc, key, w.Reason, w.Message)
+		c.warn(ctx, svc, key, reason, message)
 	} else {
 		c.mu.Lock()
 		delete(c.reported, key)
@@ -313,7 +313,7 @@ func (c *ServiceController) failed(ctx context.Context, svc *v1.Service, key str
 	if errors.Is(err, ErrNotReady) {
 		return err
 	}
-	reason, message := reasonOf(err), err.Error()
+	reason, message := reasonOf(err), sanitize(err.Error())
 	c.warn(ctx, svc, key, reason, message)
 	if werr := c.writeStatus(ctx, svc, nil, c.condition(svc, false, reason, message)); werr != nil {
 		return errors.Join(err, werr)
