@@ -201,3 +201,15 @@ func TestHelpListsStandardCCMFlags(t *testing.T) {
 		}
 	}
 }
+
+// herald-ccm --version prints the version stamped at build, without a
+// cloud config.
+func TestVersionIsStamped(t *testing.T) {
+	out, err := exec.Command(heraldBinary(t, "herald-ccm"), "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("herald-ccm --version: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "v0.0.0-master") || !strings.Contains(string(out), " v0.") {
+		t.Errorf("herald-ccm --version printed %q, want the version stamped at build", out)
+	}
+}

@@ -48,7 +48,13 @@ func buildBinaries() {
 	if binaryErr != nil {
 		return
 	}
-	out, err := exec.Command("go", "build", "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
+	// The version stamp, as `make build` sets it.
+	ldflags, err := exec.Command("make", "-s", "--no-print-directory", "-C", "..", "ldflags").Output()
+	if err != nil {
+		binaryErr = fmt.Errorf("make ldflags: %w", err)
+		return
+	}
+	out, err := exec.Command("go", "build", "-ldflags", strings.TrimSpace(string(ldflags)), "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
 	if err != nil {
 		binaryErr = fmt.Errorf("go build ../cmd/... ./echo: %w\n%s", err, out)
 	}

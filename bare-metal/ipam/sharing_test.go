@@ -182,7 +182,7 @@ func TestSharingErrorNamesHolders(t *testing.T) {
 	if ae.Addr != netip.MustParseAddr("192.0.2.0") || ae.Pool != "a" || !slices.Equal(ae.Holders, []string{"n/a", "n/b"}) {
 		t.Fatalf("details %+v", ae)
 	}
-	const want = "service n/c: address sharing conflict: 192.0.2.0 (pool a) is held by n/a, n/b: port TCP/80 is already used by n/b"
+	const want = "address sharing conflict: 192.0.2.0 (pool a) is held by n/a, n/b: port TCP/80 is already used by n/b"
 	if err.Error() != want {
 		t.Fatalf("message\n got %q\nwant %q", err.Error(), want)
 	}

@@ -107,7 +107,12 @@ func (c *Controller) next(ctx context.Context) bool {
 	}
 	defer c.queue.Done(key)
 	if err := c.sync(ctx); err != nil {
-		klog.FromContext(ctx).Error(err, "Syncing address pools failed; retrying")
+		if apierrors.IsConflict(err) {
+			// A pool changed while its status was computed: routine.
+			klog.FromContext(ctx).V(4).Info("Pool status write conflicted; retrying", "err", err)
+		} else {
+			klog.FromContext(ctx).Error(err, "Syncing address pools failed; retrying")
+		}
 		c.queue.AddRateLimited(key)
 		return true
 	}

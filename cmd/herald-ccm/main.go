@@ -18,6 +18,7 @@ import (
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
 	"k8s.io/component-base/metrics/legacyregistry"
+	"k8s.io/component-base/version/verflag"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics on /metrics
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build info on /metrics
 	"k8s.io/klog/v2"
@@ -49,6 +50,8 @@ func run() int {
 	// Check the cloud config before the controller manager connects
 	// anywhere, so a broken file fails fast with the field it gets wrong.
 	command.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		// --version needs no cloud config.
+		verflag.PrintAndExitIfRequested()
 		err := checkCloudFlags(ccmOptions.KubeCloudShared.CloudProvider.Name, ccmOptions.KubeCloudShared.CloudProvider.CloudConfigFile)
 		if err != nil {
 			// Plainly, for a human: the structured log line escapes quotes.
