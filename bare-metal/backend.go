@@ -172,6 +172,7 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*provid
 		var lost *claims.ClaimedError
 		if errors.As(err, &lost) && attempt < maxClaimAttempts {
 			logger.V(2).Info("Address already claimed; allocating another", "vip", lost.Addr, "err", lost.Err)
+			b.metrics.claimsLost.Inc()
 			b.reserve(ctx, lost.Addr, lost.Holders)
 			continue
 		}

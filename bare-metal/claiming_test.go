@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
@@ -223,6 +224,9 @@ func TestTwoInstancesNeverShowOneAddressTwice(t *testing.T) {
 		t.Fatal("the instances never contended for an address: the test proves nothing")
 	} else {
 		t.Logf("the instances lost %d claims to each other", lost)
+	}
+	if counted := testutil.ToFloat64(a.backend.metrics.claimsLost) + testutil.ToFloat64(b.backend.metrics.claimsLost); counted != float64(a.lost.Load()+b.lost.Load()) {
+		t.Errorf("herald_address_claims_lost_total counts %v, the instances lost %d", counted, a.lost.Load()+b.lost.Load())
 	}
 	if len(status) != n {
 		t.Fatalf("%d of %d Services got addresses", len(status), n)

@@ -14,9 +14,10 @@ import (
 // never on a global one. Totals saturate at 2^64-1 for huge IPv6 pools; as
 // float64 gauges that is still "more than you will use".
 type metrics struct {
-	total   *prometheus.GaugeVec
-	inUse   *prometheus.GaugeVec
-	outside *prometheus.GaugeVec
+	total      *prometheus.GaugeVec
+	inUse      *prometheus.GaugeVec
+	outside    *prometheus.GaugeVec
+	claimsLost prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -33,8 +34,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_addresses_outside_pools",
 			Help: "Addresses Services keep that no address pool holds any more (their pool was deleted or shrunk), by IP family.",
 		}, []string{"family"}),
+		claimsLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "herald_address_claims_lost_total",
+			Help: "Addresses this herald-ccm picked but another instance had claimed first; each was reserved and another allocated.",
+		}),
 	}
-	if err := errors.Join(reg.Register(m.total), reg.Register(m.inUse), reg.Register(m.outside)); err != nil {
+	var errs []error
+	for _, c := range []prometheus.Collector{m.total, m.inUse, m.outside, m.claimsLost} {
+		errs = append(errs, reg.Register(c))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	return m, nil

@@ -107,11 +107,12 @@ bareMetal:
 	m.stop()
 	restartedAt := time.Now()
 	restarted := startCCM(t, c, pools, rate...)
-	// The restarted service controller queues every existing Service before
-	// this one, so once it has an address, all were re-ensured.
+	// The restarted CCM has synced every Service once it counts them all
+	// ready; only then does nothing written mean nothing changed.
+	restarted.waitServices(t, "service-lb-controller", services, 0)
+	t.Logf("restarted CCM synced all %d Services %v after starting", services, time.Since(restartedAt).Round(time.Millisecond))
 	createService(t, client, newService("fleet", "after-restart", v1.ServiceTypeLoadBalancer, nil))
 	fresh := waitForService(t, client, "fleet", "after-restart", "has an ingress IP", hasIngress)
-	t.Logf("restarted CCM served a new Service %v after starting", time.Since(restartedAt).Round(time.Millisecond))
 
 	list, err := client.CoreV1().Services("fleet").List(context.Background(), metav1.ListOptions{})
 	if err != nil {

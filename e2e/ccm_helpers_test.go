@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -63,14 +64,20 @@ func buildBinaries() {
 // ccm is a running herald-ccm.
 type ccm struct {
 	*cluster.Process
-	// metricsURL and token reach its /metrics (startCCMWithMetrics).
+	// metricsURL and token reach its /metrics.
 	metricsURL, token string
 }
 
 // startCCM runs herald-ccm against c with the given cloud config and stops
-// it (by PID) when the test ends.
+// it (by PID) when the test ends. It serves /metrics on a free loopback
+// port as the README tells an operator running it by hand: authentication
+// and authorization delegated to the apiserver, scraped with a token
+// allowed to get /metrics (here the cluster-admin's).
 func startCCM(t testing.TB, c *cluster.Cluster, cloudConfig string, extraArgs ...string) *ccm {
 	t.Helper()
+	port := cluster.FreePort(t)
+	extraArgs = append([]string{"--secure-port=" + strconv.Itoa(port), "--bind-address=127.0.0.1",
+		"--authentication-kubeconfig=" + c.Kubeconfig, "--authorization-kubeconfig=" + c.Kubeconfig}, extraArgs...)
 	dir := t.TempDir()
 	configPath := filepath.Join(dir, "cloud-config.yaml")
 	if err := os.WriteFile(configPath, []byte(cloudConfig), 0o600); err != nil {
@@ -83,13 +90,12 @@ func startCCM(t testing.TB, c *cluster.Cluster, cloudConfig string, extraArgs ..
 			"--cluster-name=herald-e2e",
 			"--leader-elect=false",
 			"--controllers=service-lb-controller,herald-class-controller",
-			"--secure-port=0",
 			"--v=2",
 		}, extraArgs...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &ccm{Process: p}
+	m := &ccm{Process: p, metricsURL: fmt.Sprintf("https://127.0.0.1:%d/metrics", port), token: c.Config.BearerToken}
 	p.StopAtCleanup(t, 60)
 	return m
 }

@@ -101,9 +101,11 @@ func TestOtherServicesAreLeftAlone(t *testing.T) {
 		createService(t, client, foreign),
 	}
 	createService(t, client, newService("apps", "ours", v1.ServiceTypeLoadBalancer, nil))
-	// The service controller handles Services in order; once a later one has
-	// its address, the earlier ones have been seen.
 	waitForService(t, client, "apps", "ours", "has an ingress IP", hasIngress)
+	// The watch delivers the Services in the order they were created, so
+	// the others reached the controllers before ours; with ours served and
+	// the queues drained, whatever the controllers did with them is done.
+	m.waitQueuesDrained(t, "service-lb-controller", "herald-class-controller")
 	for _, before := range untouched {
 		after, err := client.CoreV1().Services("apps").Get(context.Background(), before.Name, metav1.GetOptions{})
 		if err != nil {

@@ -211,7 +211,7 @@ func TestRestartKeepsAddressesOutsideEveryPool(t *testing.T) {
 func TestAddressOutsideEveryPoolIsReported(t *testing.T) {
 	c, client, pools := startPoolLab(t)
 	createPool(t, pools, "edge", "198.51.100.56/30")
-	m := startCCMWithMetrics(t, c, "backend: bare-metal\n")
+	m := startCCM(t, c, "backend: bare-metal\n")
 	createNamespace(t, client, "orphan")
 	createService(t, client, newService("orphan", "web", v1.ServiceTypeLoadBalancer, inPool("edge")))
 	web := waitForService(t, client, "orphan", "web", "has an ingress IP", hasIngress)
@@ -302,7 +302,7 @@ func TestPoolUsageCountsClaimedAddresses(t *testing.T) {
 	if _, err := client.NetworkingV1().IPAddresses().Create(context.Background(), claim, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	m := startCCMWithMetrics(t, c, "backend: bare-metal\n")
+	m := startCCM(t, c, "backend: bare-metal\n")
 	waitForPool(t, pools, "two", "counts the claimed address in use", func(p *v1alpha1.IPAddressPool) bool {
 		return p.Status.IPv4 != nil && *p.Status.IPv4 == v1alpha1.AddressCounts{Total: 2, InUse: 1, Free: 1}
 	})

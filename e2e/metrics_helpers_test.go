@@ -15,29 +15,13 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"k8s.io/apimachinery/pkg/util/wait"
-
-	"github.com/heraldlb/herald/e2e/cluster"
 )
-
-// startCCMWithMetrics runs herald-ccm serving /metrics on a free loopback
-// port, as the README tells an operator running it by hand: authentication
-// and authorization delegated to the apiserver, and a token allowed to get
-// /metrics (here the cluster-admin's).
-func startCCMWithMetrics(t testing.TB, c *cluster.Cluster, cloudConfig string, extraArgs ...string) *ccm {
-	t.Helper()
-	port := cluster.FreePort(t)
-	m := startCCM(t, c, cloudConfig, append([]string{"--secure-port=" + strconv.Itoa(port), "--bind-address=127.0.0.1",
-		"--authentication-kubeconfig=" + c.Kubeconfig, "--authorization-kubeconfig=" + c.Kubeconfig}, extraArgs...)...)
-	m.metricsURL = fmt.Sprintf("https://127.0.0.1:%d/metrics", port)
-	m.token = c.Config.BearerToken
-	return m
-}
 
 // scrape reads herald-ccm's /metrics, waiting until it answers.
 func (m *ccm) scrape(t testing.TB) map[string]*dto.MetricFamily {
 	t.Helper()
 	if m.metricsURL == "" {
-		t.Fatal("herald-ccm was started without metrics (startCCMWithMetrics)")
+		t.Fatal("herald-ccm was started without a metrics port")
 	}
 	// herald-ccm serves a self-signed certificate of its own making.
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
@@ -77,7 +61,8 @@ func (m *ccm) get(client *http.Client) (map[string]*dto.MetricFamily, error) {
 	return parser.TextToMetricFamilies(resp.Body)
 }
 
-// gauge returns the value of the gauge name whose labels include want.
+// gauge returns the value of the gauge or counter name whose labels
+// include want.
 func gauge(families map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
 	family, ok := families[name]
 	if !ok {
@@ -93,6 +78,9 @@ func gauge(families map[string]*dto.MetricFamily, name string, want map[string]s
 			matches = matches && labels[k] == v
 		}
 		if matches {
+			if c := metric.GetCounter(); c != nil {
+				return c.GetValue(), true
+			}
 			return metric.GetGauge().GetValue(), true
 		}
 	}
@@ -120,4 +108,24 @@ func formatLabels(labels map[string]string) string {
 		parts = append(parts, k+"="+strconv.Quote(v))
 	}
 	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// waitServices waits until a controller of herald-ccm reports ready and
+// pending Services as given (herald_services): each Service it serves has
+// been synced since it started, in whatever order it took them.
+func (m *ccm) waitServices(t testing.TB, controller string, ready, pending int) {
+	t.Helper()
+	m.waitForGauge(t, "herald_services", map[string]string{"controller": controller, "state": "pending"}, float64(pending))
+	m.waitForGauge(t, "herald_services", map[string]string{"controller": controller, "state": "ready"}, float64(ready))
+	m.waitForGauge(t, "herald_services", map[string]string{"controller": controller, "state": "pending"}, float64(pending))
+}
+
+// waitQueuesDrained waits until the work queues of controllers are empty
+// and idle: every event their informers delivered before has been handled.
+func (m *ccm) waitQueuesDrained(t testing.TB, controllers ...string) {
+	t.Helper()
+	for _, name := range controllers {
+		m.waitForGauge(t, "workqueue_depth", map[string]string{"name": name}, 0)
+		m.waitForGauge(t, "workqueue_unfinished_work_seconds", map[string]string{"name": name}, 0)
+	}
 }

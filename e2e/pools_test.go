@@ -156,6 +156,9 @@ func TestRestartWithPoolObjectsKeepsAddresses(t *testing.T) {
 	allocatedBefore := countEvents(t, client, "app", baremetal.ReasonIPAllocated)
 	m.stop()
 	restarted := startCCM(t, c, "backend: bare-metal\n")
+	// Every Service synced by the restarted CCM: nothing written means
+	// nothing changed.
+	restarted.waitServices(t, "service-lb-controller", len(before), 0)
 	createService(t, client, newService("app", "after", v1.ServiceTypeLoadBalancer, nil))
 	waitForService(t, client, "app", "after", "has an ingress IP", hasIngress)
 	for name, old := range before {

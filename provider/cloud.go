@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -45,6 +46,7 @@ type Provider struct {
 	backend   Backend
 	selection service.Selection
 	now       func() time.Time
+	metrics   *metrics
 
 	mu       sync.Mutex
 	ctx      context.Context
@@ -59,9 +61,14 @@ type Provider struct {
 var _ cloudprovider.Interface = (*Provider)(nil)
 var _ cloudprovider.InformerUser = (*Provider)(nil)
 
-// New returns a provider that delegates to backend.
-func New(backend Backend, selection service.Selection) *Provider {
-	return &Provider{backend: backend, selection: selection, now: time.Now, startErr: ErrNotStarted}
+// New returns a provider that delegates to backend; its controllers'
+// metrics are registered on reg.
+func New(backend Backend, selection service.Selection, reg prometheus.Registerer) (*Provider, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Provider{backend: backend, selection: selection, now: time.Now, metrics: m, startErr: ErrNotStarted}, nil
 }
 
 // Initialize builds the clients herald uses for events and conditions. The

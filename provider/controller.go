@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -95,8 +96,9 @@ type ServiceController struct {
 	userRetry workqueue.TypedRateLimiter[string]
 
 	mu sync.Mutex
-	// pending are the Services whose last sync failed or was deferred.
-	pending map[string]bool
+	// states is the outcome of each Service's last sync: stateReady or
+	// statePending (failed or deferred); herald_services counts them.
+	states map[string]string
 	// reported is the warning last reported for a Service, so that a
 	// failure repeated at each retry is announced once.
 	reported map[string]string
@@ -105,8 +107,8 @@ type ServiceController struct {
 }
 
 // NewServiceController wires a controller of scope to the shared informers.
-func NewServiceController(lb *Provider, client kubernetes.Interface, scope Scope,
-	services coreinformers.ServiceInformer, nodes coreinformers.NodeInformer) (*ServiceController, error) {
+func NewServiceController(lb *Provider, client kubernetes.Interface, scope Scope, services coreinformers.ServiceInformer,
+	nodes coreinformers.NodeInformer, namespaces coreinformers.NamespaceInformer) (*ServiceController, error) {
 	name := ClasslessControllerName
 	if scope == Classed {
 		name = ClassControllerName
@@ -119,7 +121,7 @@ func NewServiceController(lb *Provider, client kubernetes.Interface, scope Scope
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryFirst, retryMax),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: name}),
 		userRetry: workqueue.NewTypedItemExponentialFailureRateLimiter[string](userRetryFirst, retryMax),
-		pending:   map[string]bool{},
+		states:    map[string]string{},
 		reported:  map[string]string{},
 	}
 	if _, err := services.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -129,7 +131,7 @@ func NewServiceController(lb *Provider, client kubernetes.Interface, scope Scope
 	}); err != nil {
 		return nil, err
 	}
-	_, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { c.queue.Add(nodesKey) },
 		UpdateFunc: func(old, obj any) {
 			if nodeChanged(old, obj) {
@@ -137,6 +139,19 @@ func NewServiceController(lb *Provider, client kubernetes.Interface, scope Scope
 			}
 		},
 		DeleteFunc: func(any) { c.queue.Add(nodesKey) },
+	}); err != nil {
+		return nil, err
+	}
+	// Pools may select Namespaces by label: a relabelled Namespace may let
+	// its waiting Services have an address.
+	_, err := namespaces.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(old, obj any) {
+			before, ok1 := old.(*v1.Namespace)
+			after, ok2 := obj.(*v1.Namespace)
+			if ok1 && ok2 && !maps.Equal(before.Labels, after.Labels) {
+				c.requeuePendingIn(after.Name)
+			}
+		},
 	})
 	return c, err
 }
@@ -172,8 +187,26 @@ func (c *ServiceController) gone(obj any) {
 func (c *ServiceController) forget(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.pending, key)
+	c.setState(key, "")
 	delete(c.reported, key)
+}
+
+// setState records the outcome of key's last sync ("": none, the Service
+// is not ours) and keeps herald_services in step. c.mu is held.
+func (c *ServiceController) setState(key, state string) {
+	old := c.states[key]
+	if old == state {
+		return
+	}
+	if old != "" {
+		c.lb.metrics.services.WithLabelValues(c.name, old).Dec()
+	}
+	if state == "" {
+		delete(c.states, key)
+		return
+	}
+	c.states[key] = state
+	c.lb.metrics.services.WithLabelValues(c.name, state).Inc()
 }
 
 // Run processes Services until ctx ends.
@@ -188,6 +221,9 @@ func (c *ServiceController) Run(ctx context.Context, workers int) {
 		c.nodeSet = nodeSetKey(nodes)
 	}
 	c.lb.register(c)
+	for _, state := range []string{stateReady, statePending} {
+		c.lb.metrics.services.WithLabelValues(c.name, state).Add(0) // shown from the start
+	}
 	for range workers {
 		go wait.UntilWithContext(ctx, func(ctx context.Context) {
 			for c.next(ctx) {
@@ -280,9 +316,6 @@ func (c *ServiceController) sync(ctx context.Context, key string) error {
 // succeeded shows result on the Service: the annotations first, so that
 // whoever sees the status sees them, then status and condition together.
 func (c *ServiceController) succeeded(ctx context.Context, svc *v1.Service, key string, result *Result) error {
-	c.mu.Lock()
-	delete(c.pending, key)
-	c.mu.Unlock()
 	if err := c.writeAnnotations(ctx, svc, result.Annotations); err != nil {
 		return err
 	}
@@ -293,12 +326,14 @@ func (c *ServiceController) succeeded(ctx context.Context, svc *v1.Service, key 
 	if err := c.writeStatus(ctx, svc, result.Status, c.condition(svc, true, reason, message)); err != nil {
 		return err
 	}
-	if w := result.Warning; w != nil {
-		c.warn(ctx, svc, key, reason, message)
-	} else {
-		c.mu.Lock()
+	c.mu.Lock()
+	c.setState(key, stateReady)
+	if result.Warning == nil {
 		delete(c.reported, key)
-		c.mu.Unlock()
+	}
+	c.mu.Unlock()
+	if result.Warning != nil {
+		c.warn(ctx, svc, key, reason, message)
 	}
 	return nil
 }
@@ -308,7 +343,7 @@ func (c *ServiceController) succeeded(ctx context.Context, svc *v1.Service, key 
 // would be churn on every restart.
 func (c *ServiceController) failed(ctx context.Context, svc *v1.Service, key string, err error) error {
 	c.mu.Lock()
-	c.pending[key] = true
+	c.setState(key, statePending)
 	c.mu.Unlock()
 	if errors.Is(err, ErrNotReady) {
 		return err
@@ -425,11 +460,16 @@ func nodeChanged(old, obj any) bool {
 }
 
 // requeuePending syncs the pending Services now.
-func (c *ServiceController) requeuePending() {
+func (c *ServiceController) requeuePending() { c.requeuePendingIn("") }
+
+// requeuePendingIn syncs the pending Services of namespace ("": all) now.
+func (c *ServiceController) requeuePendingIn(namespace string) {
 	c.mu.Lock()
-	keys := make([]string, 0, len(c.pending))
-	for key := range c.pending {
-		keys = append(keys, key)
+	var keys []string
+	for key, state := range c.states {
+		if state == statePending && (namespace == "" || strings.HasPrefix(key, namespace+"/")) {
+			keys = append(keys, key)
+		}
 	}
 	c.mu.Unlock()
 	for _, key := range keys {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -67,6 +69,7 @@ type fixture struct {
 	factory    informers.SharedInformerFactory
 	backend    *fakeBackend
 	recorder   *record.FakeRecorder
+	registry   *prometheus.Registry
 }
 
 func newFixture(t *testing.T, scope Scope, objects ...*v1.Service) *fixture {
@@ -78,11 +81,16 @@ func newFixture(t *testing.T, scope Scope, objects ...*v1.Service) *fixture {
 			t.Fatal(err)
 		}
 	}
-	p := New(f.backend, service.Selection{})
+	f.registry = prometheus.NewRegistry()
+	p, err := New(f.backend, service.Selection{}, f.registry)
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.client, p.recorder, p.startErr = f.client, f.recorder, nil
 	p.now = func() time.Time { return time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC) }
 	f.factory = informers.NewSharedInformerFactory(f.client, 0)
-	c, err := NewServiceController(p, f.client, scope, f.factory.Core().V1().Services(), f.factory.Core().V1().Nodes())
+	c, err := NewServiceController(p, f.client, scope, f.factory.Core().V1().Services(), f.factory.Core().V1().Nodes(),
+		f.factory.Core().V1().Namespaces())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,11 +374,53 @@ func TestNodeChangesUpdateLoadBalancers(t *testing.T) {
 }
 
 func TestCallsBeforeStartAreNotReady(t *testing.T) {
-	p := New(&fakeBackend{}, service.Selection{})
+	p, err := New(&fakeBackend{}, service.Selection{}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := p.ensure(context.Background(), testService(nil, nil), nil); !errors.Is(err, ErrNotStarted) || !errors.Is(err, ErrNotReady) {
 		t.Errorf("ensure before start: %v", err)
 	}
 	if err := p.remove(context.Background(), testService(nil, nil)); !errors.Is(err, ErrNotStarted) {
 		t.Errorf("remove before start: %v", err)
+	}
+}
+
+// herald_services counts the Services by the outcome of their last sync.
+func TestServicesMetricFollowsSyncs(t *testing.T) {
+	f := newFixture(t, Classless, testService(nil, nil))
+	count := func(state string) float64 {
+		return testutil.ToFloat64(f.controller.lb.metrics.services.WithLabelValues(ClasslessControllerName, state))
+	}
+	f.mustStep(t, "svc")
+	f.mustStep(t, "svc")
+	if count(stateReady) != 1 || count(statePending) != 0 {
+		t.Errorf("after a success: ready %v, pending %v", count(stateReady), count(statePending))
+	}
+	f.backend.ensureErr = reasoned{"AllocationFailed", "no address"}
+	f.step(t, "svc")
+	if count(stateReady) != 0 || count(statePending) != 1 {
+		t.Errorf("after a failure: ready %v, pending %v", count(stateReady), count(statePending))
+	}
+	f.controller.gone(testService(nil, nil))
+	if count(stateReady) != 0 || count(statePending) != 0 {
+		t.Errorf("after the Service went: ready %v, pending %v", count(stateReady), count(statePending))
+	}
+}
+
+// A relabelled Namespace requeues the pending Services in it, no others.
+func TestRelabelledNamespaceRequeuesItsPendingServices(t *testing.T) {
+	other := testService(nil, nil)
+	other.Namespace = "elsewhere"
+	f := newFixture(t, Classless, testService(nil, nil), other)
+	f.backend.ensureErr = reasoned{"AllocationFailed", "no pool selects the namespace"}
+	f.mustStep(t, "svc")
+	f.step(t, "svc")
+	f.controller.mu.Lock()
+	f.controller.setState("elsewhere/svc", statePending)
+	f.controller.mu.Unlock()
+	f.controller.requeuePendingIn("ns")
+	if key, _ := f.controller.queue.Get(); key != "ns/svc" || f.controller.queue.Len() != 0 {
+		t.Errorf("queued %q (+%d), want only the pending Service of ns", key, f.controller.queue.Len())
 	}
 }

@@ -68,7 +68,7 @@ func serviceController(scope provider.Scope, opts *heraldOptions) app.InitFuncCo
 				return nil, false, err
 			}
 			informers := cfg.SharedInformers.Core().V1()
-			c, err := provider.NewServiceController(p, client, scope, informers.Services(), informers.Nodes())
+			c, err := provider.NewServiceController(p, client, scope, informers.Services(), informers.Nodes(), informers.Namespaces())
 			if err != nil {
 				return nil, false, err
 			}

@@ -89,11 +89,16 @@ func newProvider(config io.Reader, opts *heraldOptions) (cloudprovider.Interface
 		return nil, err
 	}
 	// herald-ccm's /metrics serves the legacy registry's Gatherer.
-	backend, err := baremetal.New(cfg.pools, legacyregistry.Registerer())
+	reg := legacyregistry.Registerer()
+	backend, err := baremetal.New(cfg.pools, reg)
 	if err != nil {
 		return nil, err
 	}
-	return provider.New(backend, service.Selection{ClassOnly: opts.classOnly}), nil
+	p, err := provider.New(backend, service.Selection{ClassOnly: opts.classOnly}, reg)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // initCloud builds the provider. The flags were checked before this runs,
