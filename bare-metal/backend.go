@@ -1,10 +1,11 @@
 // Package baremetal is herald's bare-metal backend: it gives each
 // LoadBalancer Service addresses from address pools (the cloud config's and
 // IPAddressPool objects) and claims them cluster-wide, so that two
-// herald-ccm instances never hand one out twice. Announcing the addresses
-// to the network (ARP/NDP or BGP, from the node agents) is not built yet:
-// today a router or the nodes must be told about the pools' addresses by
-// other means.
+// herald-ccm instances never hand one out twice; herald-agent forwards
+// traffic for them on every node. Announcing the addresses to the network
+// (ARP/NDP or BGP from chosen nodes) is not built yet: until it is, the
+// network must bring the pools' traffic to the nodes by other means
+// (static routes, say).
 package baremetal
 
 import (
