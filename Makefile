@@ -65,7 +65,7 @@ lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(UNIT_PKGS)
 
-# The scale test (issue 3): 1,000 kwok Nodes, 5,000 LoadBalancer Services on
+# The scale test (issues 3, 8): 1,000 kwok Nodes, 10,000 LoadBalancer Services on
 # a real apiserver; prints and writes the figures (SCALE_OUT, JSON). Not part
 # of `make test`: it takes minutes and loads the machine. SCALE_ARGS adds test
 # flags, e.g. SCALE_ARGS="-scale.ccm-gomemlimit=200MiB -scale.services=2500" (paths in
