@@ -123,6 +123,16 @@ func (f *fixture) observe(t *testing.T, name string) {
 	}
 }
 
+// failingStep is step for a sync that must fail.
+func (f *fixture) failingStep(t *testing.T, name string) *v1.Service {
+	t.Helper()
+	svc, err := f.step(t, name)
+	if err == nil {
+		t.Fatal("sync succeeded, want a failure")
+	}
+	return svc
+}
+
 func (f *fixture) mustStep(t *testing.T, name string) *v1.Service {
 	t.Helper()
 	svc, err := f.step(t, name)
@@ -258,12 +268,12 @@ func TestFailuresAreReportedOncePerDistinctFailure(t *testing.T) {
 	if events := f.events(); !slices.Equal(events, []string{"Warning AllocationFailed pool p: no free IPv4 address"}) {
 		t.Errorf("events = %q, want one Warning", events)
 	}
-	got, _ := f.step(t, "svc")
+	got := f.failingStep(t, "svc")
 	if c := condition(got); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "AllocationFailed" {
 		t.Errorf("condition = %+v, want False/AllocationFailed", c)
 	}
 	f.backend.ensureErr = reasoned{"AllocationFailed", "pool q: unknown"}
-	f.step(t, "svc")
+	f.failingStep(t, "svc")
 	if events := f.events(); len(events) != 1 {
 		t.Errorf("a different failure gave events %q, want one", events)
 	}
@@ -273,7 +283,7 @@ func TestFailuresAreReportedOncePerDistinctFailure(t *testing.T) {
 		t.Errorf("condition after success = %+v", c)
 	}
 	f.backend.ensureErr = reasoned{"AllocationFailed", "pool p: no free IPv4 address"}
-	f.step(t, "svc")
+	f.failingStep(t, "svc")
 	if events := f.events(); len(events) != 1 {
 		t.Errorf("the first failure again after a success gave events %q, want one", events)
 	}
@@ -398,7 +408,7 @@ func TestServicesMetricFollowsSyncs(t *testing.T) {
 		t.Errorf("after a success: ready %v, pending %v", count(stateReady), count(statePending))
 	}
 	f.backend.ensureErr = reasoned{"AllocationFailed", "no address"}
-	f.step(t, "svc")
+	f.failingStep(t, "svc")
 	if count(stateReady) != 0 || count(statePending) != 1 {
 		t.Errorf("after a failure: ready %v, pending %v", count(stateReady), count(statePending))
 	}
@@ -415,7 +425,7 @@ func TestRelabelledNamespaceRequeuesItsPendingServices(t *testing.T) {
 	f := newFixture(t, Classless, testService(nil, nil), other)
 	f.backend.ensureErr = reasoned{"AllocationFailed", "no pool selects the namespace"}
 	f.mustStep(t, "svc")
-	f.step(t, "svc")
+	f.failingStep(t, "svc")
 	f.controller.mu.Lock()
 	f.controller.setState("elsewhere/svc", statePending)
 	f.controller.mu.Unlock()

@@ -18,9 +18,9 @@ import (
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
 	"k8s.io/component-base/metrics/legacyregistry"
-	"k8s.io/component-base/version/verflag"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics on /metrics
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build info on /metrics
+	"k8s.io/component-base/version/verflag"
 	"k8s.io/klog/v2"
 
 	baremetal "github.com/heraldlb/herald/bare-metal"
