@@ -1,7 +1,6 @@
 package baremetal
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,31 +21,24 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		total: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "herald_pool_addresses_total",
-			Help: "Addresses in an address pool, by IP family.",
-		}, []string{"pool", "family"}),
-		inUse: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "herald_pool_addresses_in_use",
-			Help: "Addresses of an address pool assigned to Services or claimed by another herald-ccm instance (a shared address counts once), by IP family.",
-		}, []string{"pool", "family"}),
-		outside: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "herald_addresses_outside_pools",
-			Help: "Addresses Services keep that no address pool holds any more (their pool was deleted or shrunk), by IP family.",
-		}, []string{"family"}),
-		claimsLost: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "herald_address_claims_lost_total",
-			Help: "Addresses this herald-ccm picked but another instance had claimed first; each was reserved and another allocated.",
-		}),
+		total: gaugeVec("herald_pool_addresses_total", "Addresses in an address pool, by IP family.", "pool", "family"),
+		inUse: gaugeVec("herald_pool_addresses_in_use", "Addresses of an address pool assigned to Services or claimed "+
+			"by another herald-ccm instance (a shared address counts once), by IP family.", "pool", "family"),
+		outside: gaugeVec("herald_addresses_outside_pools", "Addresses Services keep that no address pool holds any more "+
+			"(their pool was deleted or shrunk), by IP family.", "family"),
+		claimsLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "herald_address_claims_lost_total",
+			Help: "Addresses this herald-ccm picked but another instance had claimed first; each was reserved and another allocated."}),
 	}
-	var errs []error
 	for _, c := range []prometheus.Collector{m.total, m.inUse, m.outside, m.claimsLost} {
-		errs = append(errs, reg.Register(c))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("registering metrics: %w", err)
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
 	}
 	return m, nil
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
 }
 
 // publish sets the gauges to usage and outside. Reset drops pools that no

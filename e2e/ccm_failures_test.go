@@ -70,13 +70,7 @@ func TestBadRequestsAreReportedAndOthersKeepBeingServed(t *testing.T) {
 // of 200 Services keeps its address, and neither a Service nor an address
 // claim is written.
 func TestRestartKeepsEveryAddress(t *testing.T) {
-	const pools = `
-backend: bare-metal
-bareMetal:
-  pools:
-  - name: wide
-    addresses: ["198.51.100.0/24"]
-`
+	pools := configWithPool("wide", "198.51.100.0/24")
 	// The default client rate (20/s) would make allocating 200 Services,
 	// five writes each, the slowest part of the suite; a CCM serving that
 	// many Services is given more in practice too.

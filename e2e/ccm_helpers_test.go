@@ -61,6 +61,15 @@ func buildBinaries() {
 	}
 }
 
+// configWithPool is a bare-metal cloud config with one pool.
+func configWithPool(name string, addresses ...string) string {
+	quoted := make([]string, len(addresses))
+	for i, a := range addresses {
+		quoted[i] = strconv.Quote(a)
+	}
+	return fmt.Sprintf("backend: bare-metal\nbareMetal:\n  pools:\n  - name: %s\n    addresses: [%s]\n", name, strings.Join(quoted, ", "))
+}
+
 // ccm is a running herald-ccm.
 type ccm struct {
 	*cluster.Process
@@ -145,6 +154,21 @@ func newService(namespace, name string, typ v1.ServiceType, annotations map[stri
 			Selector: map[string]string{"app": name},
 			Ports:    []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}},
 		},
+	}
+}
+
+// toClusterIP makes svc a ClusterIP Service, as a user who no longer wants
+// a load balancer would: no class, no NodePorts.
+func toClusterIP(t testing.TB, client kubernetes.Interface, svc *v1.Service) {
+	t.Helper()
+	svc = svc.DeepCopy()
+	svc.Spec.Type = v1.ServiceTypeClusterIP
+	svc.Spec.LoadBalancerClass = nil
+	for i := range svc.Spec.Ports {
+		svc.Spec.Ports[i].NodePort = 0
+	}
+	if _, err := client.CoreV1().Services(svc.Namespace).Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 

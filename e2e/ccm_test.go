@@ -144,13 +144,7 @@ func TestAddressIsReleasedOnDeleteAndTypeChange(t *testing.T) {
 
 	// Type change to ClusterIP: status, finalizer and condition go; the
 	// address is free again.
-	second.Spec.Type = v1.ServiceTypeClusterIP
-	for i := range second.Spec.Ports {
-		second.Spec.Ports[i].NodePort = 0
-	}
-	if _, err := client.CoreV1().Services("shop").Update(context.Background(), second, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	toClusterIP(t, client, second)
 	waitForService(t, client, "shop", "second", "lost ingress, finalizer and condition", func(s *v1.Service) bool {
 		return !hasIngress(s) && len(s.Finalizers) == 0 &&
 			meta.FindStatusCondition(s.Status.Conditions, baremetal.ConditionAddressAllocated) == nil

@@ -58,10 +58,8 @@ func inPool(pool string) map[string]string {
 // A freed address, a new pool and a grown pool reach the Services waiting
 // for them at once, not at their next retry (defect 1).
 func TestFreedAddressReachesWaitingServices(t *testing.T) {
-	c, client, pools := startPoolLab(t)
-	createPool(t, pools, "pair", "198.51.100.40/31")
-	m := startCCM(t, c, "backend: bare-metal\n")
-	createNamespace(t, client, "queue")
+	lab := startPoolCCM(t, "queue", "pair", "198.51.100.40/31")
+	client, pools, m := lab.client, lab.pools, lab.ccm
 	createService(t, client, newService("queue", "first", v1.ServiceTypeLoadBalancer, inPool("pair")))
 	first := waitForService(t, client, "queue", "first", "has an ingress IP", hasIngress)
 	createService(t, client, newService("queue", "second", v1.ServiceTypeLoadBalancer, inPool("pair")))
@@ -209,10 +207,8 @@ func TestRestartKeepsAddressesOutsideEveryPool(t *testing.T) {
 // An address left outside every pool by a shrunk pool is reported (a
 // Warning, the condition's reason, a metric) and kept (defect 3).
 func TestAddressOutsideEveryPoolIsReported(t *testing.T) {
-	c, client, pools := startPoolLab(t)
-	createPool(t, pools, "edge", "198.51.100.56/30")
-	m := startCCM(t, c, "backend: bare-metal\n")
-	createNamespace(t, client, "orphan")
+	lab := startPoolCCM(t, "orphan", "edge", "198.51.100.56/30")
+	client, pools, m := lab.client, lab.pools, lab.ccm
 	createService(t, client, newService("orphan", "web", v1.ServiceTypeLoadBalancer, inPool("edge")))
 	web := waitForService(t, client, "orphan", "web", "has an ingress IP", hasIngress)
 	m.waitForGauge(t, "herald_addresses_outside_pools", map[string]string{"family": "IPv4"}, 0)
@@ -358,14 +354,7 @@ func TestControlCharactersAreEscapedInMessages(t *testing.T) {
 // zeros in the interface identifier) unless a Service asks for it by name
 // (defect 7).
 func TestIPv6PoolSkipsSubnetRouterAnycast(t *testing.T) {
-	const v6Pool = `
-backend: bare-metal
-bareMetal:
-  pools:
-  - name: six
-    addresses: ["2001:db8:100::/120"]
-`
-	_, client, m := startLab(t, v6Pool)
+	_, client, m := startLab(t, configWithPool("six", "2001:db8:100::/120"))
 	createNamespace(t, client, "six")
 	auto := newService("six", "auto", v1.ServiceTypeLoadBalancer, nil)
 	auto.Spec.IPFamilies = []v1.IPFamily{v1.IPv6Protocol}
@@ -387,10 +376,8 @@ bareMetal:
 // record with the addresses: node agents read it to pick the
 // L2Advertisement of a VIP.
 func TestAllocatedFromPoolAnnotation(t *testing.T) {
-	c, client, pools := startPoolLab(t)
-	createPool(t, pools, "first", "198.51.100.64/30")
-	m := startCCM(t, c, "backend: bare-metal\n")
-	createNamespace(t, client, "ann")
+	lab := startPoolCCM(t, "ann", "first", "198.51.100.64/30")
+	client, pools, m := lab.client, lab.pools, lab.ccm
 	versions := watchServices(t, client, "ann")
 	createService(t, client, newService("ann", "web", v1.ServiceTypeLoadBalancer, nil))
 	web := waitForService(t, client, "ann", "web", "has an ingress IP and the pool annotation", func(s *v1.Service) bool {
@@ -412,13 +399,7 @@ func TestAllocatedFromPoolAnnotation(t *testing.T) {
 	if !slices.Equal(ingressIPs(moved), ingressIPs(web)) {
 		t.Errorf("web moved from %v to %v", ingressIPs(web), ingressIPs(moved))
 	}
-	moved.Spec.Type = v1.ServiceTypeClusterIP
-	for i := range moved.Spec.Ports {
-		moved.Spec.Ports[i].NodePort = 0
-	}
-	if _, err := client.CoreV1().Services("ann").Update(context.Background(), moved, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	toClusterIP(t, client, moved)
 	waitForService(t, client, "ann", "web", "lost its addresses and the pool annotation", func(s *v1.Service) bool {
 		_, annotated := s.Annotations[baremetal.AnnotationAllocatedFromPool]
 		return !hasIngress(s) && !annotated

@@ -74,6 +74,25 @@ func lastPoolStatus(p *v1alpha1.IPAddressPool) any {
 	return p.Status
 }
 
+// poolLab is a cluster with the CRDs, one Node, an IPAddressPool, and
+// herald-ccm with no pool of its own.
+type poolLab struct {
+	c      *cluster.Cluster
+	client kubernetes.Interface
+	pools  dynamic.ResourceInterface
+	ccm    *ccm
+}
+
+// startPoolCCM starts a poolLab whose pool is called pool, and a Namespace.
+func startPoolCCM(t testing.TB, namespace, pool string, addresses ...string) poolLab {
+	t.Helper()
+	c, client, pools := startPoolLab(t)
+	createPool(t, pools, pool, addresses...)
+	m := startCCM(t, c, "backend: bare-metal\n")
+	createNamespace(t, client, namespace)
+	return poolLab{c: c, client: client, pools: pools, ccm: m}
+}
+
 // startPoolLab starts a cluster with the CRDs installed and one Node.
 func startPoolLab(t testing.TB) (*cluster.Cluster, kubernetes.Interface, dynamic.ResourceInterface) {
 	t.Helper()

@@ -18,13 +18,7 @@ import (
 	"github.com/heraldlb/herald/bare-metal/claims"
 )
 
-const racePool = `
-backend: bare-metal
-bareMetal:
-  pools:
-  - name: shared
-    addresses: ["198.51.100.0/24"]
-`
+var racePool = configWithPool("shared", "198.51.100.0/24")
 
 // claimSelector selects herald's address claims.
 var claimSelector = networkingv1.LabelManagedBy + "=" + claims.Manager

@@ -142,16 +142,13 @@ func (f *fixture) mustStep(t *testing.T, name string) *v1.Service {
 	return svc
 }
 
+// events takes the events recorded so far.
 func (f *fixture) events() []string {
-	var out []string
-	for {
-		select {
-		case e := <-f.recorder.Events:
-			out = append(out, e)
-		default:
-			return out
-		}
+	out := make([]string, 0, len(f.recorder.Events))
+	for len(f.recorder.Events) > 0 {
+		out = append(out, <-f.recorder.Events)
 	}
+	return out
 }
 
 func (f *fixture) writes() []k8stesting.Action {

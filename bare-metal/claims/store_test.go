@@ -12,10 +12,6 @@ import (
 	"github.com/heraldlb/herald/bare-metal/ipam"
 )
 
-var now = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-
-func fixedNow() time.Time { return now }
-
 // request is a Service of the sharing key k on TCP port.
 func request(service string, port int32) ipam.Request {
 	return ipam.Request{Service: service, SharingKey: "k", Ports: []ipam.Port{{Protocol: "TCP", Port: port}}}
@@ -29,6 +25,7 @@ func TestClaimWritesFromAStaleCacheAreDecidedAgain(t *testing.T) {
 	ctx := context.Background()
 	ip := netip.MustParseAddr("192.0.2.7")
 	api := claimstest.NewAPIServer()
+	fixedNow := func() time.Time { return time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC) }
 	fresh := claims.NewStore(api, api.Cache(), fixedNow, time.Minute)
 	if err := fresh.Claim(ctx, request("ns/web", 80), "uid-web", []netip.Addr{ip}, notShown); err != nil {
 		t.Fatal(err)

@@ -93,31 +93,36 @@ func (c *Controller) run(ctx context.Context) {
 		return
 	}
 	c.queue.Add(poolsKey)
-	go func() {
-		for c.next(ctx) {
-		}
-	}()
+	go c.work(ctx)
 	<-ctx.Done()
 }
 
-func (c *Controller) next(ctx context.Context) bool {
-	key, quit := c.queue.Get()
-	if quit {
-		return false
-	}
-	defer c.queue.Done(key)
-	if err := c.sync(ctx); err != nil {
-		if apierrors.IsConflict(err) {
-			// A pool changed while its status was computed: routine.
-			klog.FromContext(ctx).V(4).Info("Pool status write conflicted; retrying", "err", err)
-		} else {
-			klog.FromContext(ctx).Error(err, "Syncing address pools failed; retrying")
+// work syncs the pools each time they are queued, until the queue shuts
+// down. There is one key, so one worker.
+func (c *Controller) work(ctx context.Context) {
+	for {
+		key, quit := c.queue.Get()
+		if quit {
+			return
 		}
-		c.queue.AddRateLimited(key)
-		return true
+		c.finish(ctx, key, c.sync(ctx))
 	}
-	c.queue.Forget(key)
-	return true
+}
+
+// finish retries a failed sync later, or forgets the failures of key.
+func (c *Controller) finish(ctx context.Context, key string, err error) {
+	defer c.queue.Done(key)
+	switch {
+	case err == nil:
+		c.queue.Forget(key)
+		return
+	case apierrors.IsConflict(err):
+		// A pool changed while its status was computed: routine.
+		klog.FromContext(ctx).V(4).Info("Pool status write conflicted; retrying", "err", err)
+	default:
+		klog.FromContext(ctx).Error(err, "Syncing address pools failed; retrying")
+	}
+	c.queue.AddRateLimited(key)
 }
 
 // sync hands the current pools to the target, then writes each pool's

@@ -33,9 +33,6 @@ type APIServer struct {
 	rv       int
 	writes   int
 	watchers []claims.Reservations
-	// fail, when set, is returned by every write: an apiserver that is
-	// down or refuses the request.
-	fail error
 }
 
 var _ claims.API = (*APIServer)(nil)
@@ -51,13 +48,6 @@ func (f *APIServer) Watch(r claims.Reservations) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.watchers = append(f.watchers, r)
-}
-
-// FailWrites makes every later write return err (nil: succeed again).
-func (f *APIServer) FailWrites(err error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fail = err
 }
 
 func (f *APIServer) notify(obj *networkingv1.IPAddress, gone bool) {
@@ -81,29 +71,30 @@ func (f *APIServer) Get(_ context.Context, name string, _ metav1.GetOptions) (*n
 func (f *APIServer) Create(_ context.Context, obj *networkingv1.IPAddress, _ metav1.CreateOptions) (*networkingv1.IPAddress, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return nil, f.fail
-	}
 	if _, ok := f.objs[obj.Name]; ok {
 		return nil, apierrors.NewAlreadyExists(ipAddressResource, obj.Name)
 	}
+	obj = obj.DeepCopy()
+	obj.UID = types.UID("uid-" + strconv.Itoa(f.rv+1))
+	return f.store(obj), nil
+}
+
+// store keeps obj at the next resourceVersion and tells the watchers; f.mu
+// is held.
+func (f *APIServer) store(obj *networkingv1.IPAddress) *networkingv1.IPAddress {
 	f.rv++
 	f.writes++
 	stored := obj.DeepCopy()
 	stored.ResourceVersion = strconv.Itoa(f.rv)
-	stored.UID = types.UID("uid-" + strconv.Itoa(f.rv))
 	f.objs[obj.Name] = stored
 	f.notify(stored, false)
-	return stored.DeepCopy(), nil
+	return stored.DeepCopy()
 }
 
 // Update replaces the object if obj carries its current resourceVersion.
 func (f *APIServer) Update(_ context.Context, obj *networkingv1.IPAddress, _ metav1.UpdateOptions) (*networkingv1.IPAddress, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return nil, f.fail
-	}
 	cur, ok := f.objs[obj.Name]
 	if !ok {
 		return nil, apierrors.NewNotFound(ipAddressResource, obj.Name)
@@ -111,22 +102,13 @@ func (f *APIServer) Update(_ context.Context, obj *networkingv1.IPAddress, _ met
 	if obj.ResourceVersion != cur.ResourceVersion {
 		return nil, apierrors.NewConflict(ipAddressResource, obj.Name, fmt.Errorf("resourceVersion %s is not %s", obj.ResourceVersion, cur.ResourceVersion))
 	}
-	f.rv++
-	f.writes++
-	stored := obj.DeepCopy()
-	stored.ResourceVersion = strconv.Itoa(f.rv)
-	f.objs[obj.Name] = stored
-	f.notify(stored, false)
-	return stored.DeepCopy(), nil
+	return f.store(obj), nil
 }
 
 // Delete removes the object if the preconditions hold.
 func (f *APIServer) Delete(_ context.Context, name string, opts metav1.DeleteOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.fail != nil {
-		return f.fail
-	}
 	cur, ok := f.objs[name]
 	if !ok {
 		return apierrors.NewNotFound(ipAddressResource, name)
