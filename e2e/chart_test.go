@@ -55,6 +55,9 @@ func helm(t testing.TB, args ...string) string {
 // DaemonSet and RBAC as installed, then (as root) the real binary with the
 // DaemonSet's args and ServiceAccount on a node of its own.
 func TestChart(t *testing.T) {
+	// Before helm, which compiles for minutes on a cold cache: without the
+	// Kubernetes binaries the test cannot finish anyway.
+	cluster.BinDirForTest(t)
 	prefetchBinaries()
 	helm(t, "lint", "--strict", chartDir)
 	helm(t, "lint", "--strict", chartDir, "-f", ciValues)

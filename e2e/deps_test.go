@@ -17,6 +17,7 @@ var pure = []string{
 	"bare-metal/election",
 	"aws/model",
 	"aws/build",
+	"internal/netipx",
 }
 
 func isPure(pkg string) bool {
@@ -74,8 +75,8 @@ func TestDependencyRule(t *testing.T) {
 				t.Errorf("%s imports %s: nothing imports cmd/", pkg, imp)
 			case ours && strings.HasPrefix(local, "e2e") && !strings.HasPrefix(pkg, "e2e"):
 				t.Errorf("%s imports %s: nothing outside e2e imports it", pkg, imp)
-			case strings.HasPrefix(imp, "github.com/aws/aws-sdk-go-v2/service/") && pkg != "aws/api":
-				t.Errorf("%s imports %s: only aws/api talks to the AWS SDK services", pkg, imp)
+			case isAWSSDK(imp) && pkg != "aws/api":
+				t.Errorf("%s imports %s: only aws/api talks to the AWS SDK", pkg, imp)
 			case strings.HasPrefix(imp, "github.com/osrg/gobgp") && pkg != "bare-metal/bgp/gobgp":
 				t.Errorf("%s imports %s: only bare-metal/bgp/gobgp imports GoBGP", pkg, imp)
 			}
@@ -96,12 +97,44 @@ func TestDependencyRule(t *testing.T) {
 			}
 		}
 	}
-	for _, p := range []string{"provider/service", "bare-metal/ipam"} {
+	for _, p := range []string{"provider/service", "bare-metal/ipam", "aws/model", "aws/build"} {
 		if _, ok := direct[p]; !ok {
 			t.Errorf("pure package %s not found by go list: is the list in this test stale?", p)
 		}
 	}
 	if !slices.Contains(all["cmd/herald-ccm"], module+"provider") {
 		t.Errorf("cmd/herald-ccm does not depend on provider: is go list output parsed right?")
+	}
+}
+
+// isAWSSDK reports imports of the AWS SDK (its service packages, its
+// configuration and credential chains, IMDS) or smithy, its runtime.
+func isAWSSDK(imp string) bool {
+	return strings.HasPrefix(imp, "github.com/aws/aws-sdk-go-v2") || strings.HasPrefix(imp, "github.com/aws/smithy-go")
+}
+
+// TestAWSSDKStaysInAWSAPI checks the SDK reaches the binary only through
+// aws/api: every package of ours whose dependencies include an SDK service
+// package depends on aws/api.
+func TestAWSSDKStaysInAWSAPI(t *testing.T) {
+	all := packageImports(t, true)
+	if !slices.Contains(all["aws/api"], "github.com/aws/aws-sdk-go-v2/service/elasticloadbalancingv2") ||
+		!slices.Contains(all["aws/api"], "github.com/aws/aws-sdk-go-v2/service/ec2") {
+		t.Fatalf("aws/api does not depend on the ELBv2 and EC2 SDK packages: is go list output parsed right?")
+	}
+	for pkg, deps := range all {
+		if pkg == "aws/api" || !slices.ContainsFunc(deps, func(d string) bool { return strings.HasPrefix(d, "github.com/aws/aws-sdk-go-v2/service/") }) {
+			continue
+		}
+		if !slices.Contains(deps, module+"aws/api") {
+			t.Errorf("%s depends on the AWS SDK without going through aws/api", pkg)
+		}
+	}
+	for _, p := range []string{"aws/model", "aws/build"} {
+		for _, d := range all[p] {
+			if isAWSSDK(d) {
+				t.Errorf("pure package %s depends on %s", p, d)
+			}
+		}
 	}
 }

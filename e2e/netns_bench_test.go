@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/heraldlb/herald/e2e/netlab"
+	"github.com/heraldlb/herald/internal/testenv"
 )
 
 const iperfPort = 5201
@@ -28,9 +28,7 @@ const iperfPort = 5201
 //
 //	go test ./e2e -run '^$' -bench NodePortThroughput -benchtime 5x
 func BenchmarkNodePortThroughput(b *testing.B) {
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		b.Skip("needs iperf3 (make deps installs it)")
-	}
+	testenv.RequireTools(b, "the NodePort throughput benchmark", "iperf3")
 	e := newNetEnv(b)
 	client, pod := e.pods["client"], e.pods["a1"]
 	server, err := pod.Start("iperf3", filepath.Join(e.dir, "iperf3.log"), "iperf3", "-s", "-p", fmt.Sprint(iperfPort))

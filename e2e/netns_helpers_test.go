@@ -59,6 +59,9 @@ const (
 // netEnv is the lab: a real apiserver, nodes running herald-agent and pods
 // running the echo server.
 type netEnv struct {
+	// t is the test that made the lab; it outlives subtests, so the lab's
+	// cleanups log through it.
+	t      testing.TB
 	c      *cluster.Cluster
 	client kubernetes.Interface
 	lab    *netlab.Lab
@@ -246,12 +249,22 @@ func (e *netEnv) startAgent(t testing.TB, node string, extra ...string) *cluster
 	}
 	e.agents[node] = p
 	e.lab.OnCleanup(func() {
-		if t.Failed() {
-			t.Logf("herald-agent %s log (tail):\n%s", node, p.LogTail(40))
+		// A subtest's t is finished by now and must not be logged to.
+		if e.t.Failed() {
+			e.t.Logf("herald-agent %s log (tail):\n%s", node, p.LogTail(40))
 		}
 		p.Stop(5 * time.Second)
 	})
 	return p
+}
+
+// restartAgent replaces node's herald-agent with one started with extra
+// flags after the lab's, and waits until it is ready.
+func (e *netEnv) restartAgent(t testing.TB, node string, extra ...string) {
+	t.Helper()
+	e.agents[node].Stop(10 * time.Second)
+	e.startAgent(t, node, extra...)
+	e.waitAgentReady(t, node)
 }
 
 // waitAgentReady polls the agent's /readyz inside its node: ready means its

@@ -44,7 +44,7 @@ func newNetEnv(t testing.TB) *netEnv {
 		t.Fatal(err)
 	}
 	lab := netlab.New(t)
-	e := &netEnv{c: c, client: client, lab: lab, apiAddr: strings.TrimPrefix(c.Config.Host, "https://"),
+	e := &netEnv{t: t, c: c, client: client, lab: lab, apiAddr: strings.TrimPrefix(c.Config.Host, "https://"),
 		nodes: map[string]*netlab.Node{}, pods: map[string]*netlab.Host{}, podNode: map[string]string{},
 		agents: map[string]*cluster.Process{}, dir: t.TempDir()}
 
@@ -113,7 +113,10 @@ func (e *netEnv) createService(t testing.TB, svc *v1.Service) *v1.Service {
 }
 
 // TestNetnsDataplane is the root network tier: real packets through real
-// nftables rules that herald-agent derives from a real apiserver.
+// nftables rules that herald-agent derives from a real apiserver. The
+// subtests share the lab but not state: each creates the Services it
+// checks and puts back any agent it restarts, so any one of them runs alone
+// (go test -run 'TestNetnsDataplane/<name>') as well as after the others.
 func TestNetnsDataplane(t *testing.T) {
 	began := time.Now()
 	e := newNetEnv(t)
@@ -254,10 +257,10 @@ func TestNetnsDataplane(t *testing.T) {
 	})
 
 	t.Run("healthCheckNodePort follows local endpoints", func(t *testing.T) {
-		local, err := e.client.CoreV1().Services("default").Get(context.Background(), "local", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		svc := echoService("hc-local", v1.ServiceTypeLoadBalancer)
+		svc.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
+		local := e.createService(t, svc)
+		e.setEndpoints(t, "hc-local", "a1", "a2", "b1")
 		if local.Spec.HealthCheckNodePort == 0 {
 			t.Fatal("the apiserver allocated no healthCheckNodePort")
 		}
@@ -267,7 +270,7 @@ func TestNetnsDataplane(t *testing.T) {
 		e.waitHealth(t, hc("n1"), http.StatusOK)
 		e.waitHealth(t, hc("n2"), http.StatusOK)
 
-		e.setEndpoints(t, "local", "a1", "a2")
+		e.setEndpoints(t, "hc-local", "a1", "a2")
 		e.waitHealth(t, hc("n2"), http.StatusServiceUnavailable)
 		e.waitHealth(t, hc("n1"), http.StatusOK)
 		// n2 has no local endpoint now: its NodePort drops (the client
@@ -278,7 +281,7 @@ func TestNetnsDataplane(t *testing.T) {
 			t.Errorf("NodePort on n2 without local endpoints: %v after %v, want a timeout (drop)", err, dur)
 		}
 
-		e.setEndpoints(t, "local", "a1", "a2", "b1")
+		e.setEndpoints(t, "hc-local", "a1", "a2", "b1")
 		e.waitHealth(t, hc("n2"), http.StatusOK)
 	})
 
@@ -343,12 +346,11 @@ func TestNetnsDataplane(t *testing.T) {
 	})
 
 	t.Run("periodic full resyncs reload elements and keep affinity", func(t *testing.T) {
-		// From here on n1's agent does a full resync every second. Each
-		// one reloads the elements over netlink, which must neither
-		// disturb traffic nor forget ClientIP choices.
-		e.agents["n1"].Stop(10 * time.Second)
-		e.startAgent(t, "n1", "--sync-period=1s", "--full-sync-period=1s")
-		e.waitAgentReady(t, "n1")
+		// Until the end of this subtest n1's agent does a full resync every
+		// second. Each one reloads the elements over netlink, which must
+		// neither disturb traffic nor forget ClientIP choices.
+		e.restartAgent(t, "n1", "--sync-period=1s", "--full-sync-period=1s")
+		t.Cleanup(func() { e.restartAgent(t, "n1") })
 		svc := echoService("sticky-resync", v1.ServiceTypeClusterIP)
 		svc.Spec.SessionAffinity = v1.ServiceAffinityClientIP
 		svc.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](60)}}
@@ -407,8 +409,8 @@ func TestNetnsDataplane(t *testing.T) {
 		moved := time.Since(start)
 		t.Logf("traffic moved %v after the EndpointSlice update (min sync period %v)", moved.Round(time.Millisecond), minSyncPeriod)
 		// One sync: the watch event, at most one min-sync-period wait, the
-		// partial sync itself: about 100 ms here. The slack is for a busy
-		// 2-core machine; without a sync the move would never happen.
+		// partial sync itself. The slack is for a busy 2-core machine;
+		// without a sync the move would never happen.
 		if limit := minSyncPeriod + 2*time.Second; moved > limit {
 			t.Errorf("traffic moved after %v, want within one sync (%v)", moved, limit)
 		}
@@ -494,6 +496,7 @@ func TestNetnsDataplane(t *testing.T) {
 	t.Run("--cleanup removes the table", func(t *testing.T) {
 		n := e.nodes["n2"]
 		e.agents["n2"].Stop(10 * time.Second)
+		t.Cleanup(func() { e.restartAgent(t, "n2") })
 		out, err := n.Run(heraldBinary(t, "herald-agent"), "--cleanup")
 		if err != nil {
 			t.Fatalf("herald-agent --cleanup: %v", err)

@@ -7,6 +7,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
+	cloudprovider "k8s.io/cloud-provider"
 
 	"github.com/heraldlb/herald/provider/service"
 )
@@ -95,4 +96,11 @@ type Requeuer interface {
 type ReasonedError interface {
 	error
 	Reason() string
+}
+
+// InstancesProvider is implemented by backends that know the machines the
+// cluster runs on (aws); the provider then offers their InstancesV2 to the
+// cloud node controllers.
+type InstancesProvider interface {
+	InstancesV2() (cloudprovider.InstancesV2, bool)
 }

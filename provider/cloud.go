@@ -139,8 +139,14 @@ func (p *Provider) LoadBalancer() (cloudprovider.LoadBalancer, bool) { return ni
 // Instances is not offered: herald does not manage machines.
 func (p *Provider) Instances() (cloudprovider.Instances, bool) { return nil, false }
 
-// InstancesV2 is not offered: herald does not manage machines.
-func (p *Provider) InstancesV2() (cloudprovider.InstancesV2, bool) { return nil, false }
+// InstancesV2 is offered when the backend knows the machines (aws); the
+// bare-metal backend does not manage machines.
+func (p *Provider) InstancesV2() (cloudprovider.InstancesV2, bool) {
+	if instances, ok := p.backend.(InstancesProvider); ok {
+		return instances.InstancesV2()
+	}
+	return nil, false
+}
 
 // Zones is not offered.
 func (p *Provider) Zones() (cloudprovider.Zones, bool) { return nil, false }

@@ -1,11 +1,14 @@
 package ipam
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/big"
 	"math/bits"
 	"net/netip"
 	"strings"
+
+	"github.com/heraldlb/herald/internal/netipx"
 )
 
 // Family is an address family. The values are the strings of core/v1
@@ -69,7 +72,7 @@ func parseCIDR(in string) (Range, error) {
 	if m := p.Masked(); m != p {
 		return Range{}, fmt.Errorf("%w: %q has host bits set (did you mean %s?)", ErrInvalidRange, in, m)
 	}
-	return Range{First: p.Addr(), Last: lastOfPrefix(p)}, nil
+	return Range{First: p.Addr(), Last: netipx.LastAddr(p)}, nil
 }
 
 func parseRangeAddr(part, whole string) (netip.Addr, error) {
@@ -128,7 +131,7 @@ func (r Range) prefix() (netip.Prefix, bool) {
 	}
 	for b := 0; b <= r.First.BitLen(); b++ {
 		p := netip.PrefixFrom(r.First, b)
-		if p.Masked().Addr() == r.First && lastOfPrefix(p) == r.Last {
+		if p.Masked().Addr() == r.First && netipx.LastAddr(p) == r.Last {
 			return p, true
 		}
 	}
@@ -150,30 +153,6 @@ func (r Range) overlap(o Range) (Range, bool) {
 		return Range{}, false
 	}
 	return Range{First: first, Last: last}, true
-}
-
-func lastOfPrefix(p netip.Prefix) netip.Addr {
-	a := p.Masked().Addr()
-	if a.Is4() {
-		b := a.As4()
-		setHostBits(b[:], p.Bits())
-		return netip.AddrFrom4(b)
-	}
-	b := a.As16()
-	setHostBits(b[:], p.Bits())
-	return netip.AddrFrom16(b)
-}
-
-func setHostBits(b []byte, prefixBits int) {
-	for i := range b {
-		switch {
-		case (i+1)*8 <= prefixBits:
-		case i*8 >= prefixBits:
-			b[i] = 0xff
-		default:
-			b[i] |= 0xff >> (prefixBits - i*8)
-		}
-	}
 }
 
 // count returns the number of addresses in r; ::/0 has 2^128 of them.
@@ -204,8 +183,8 @@ func (r Range) buggyCount() uint64 {
 	}
 	f, l := r.First.As4(), r.Last.As4()
 	upTo := func(n uint64) uint64 { return n/256 + 1 + (n+1)/256 }
-	c := upTo(uint64(be32(l[:])))
-	if first := uint64(be32(f[:])); first > 0 {
+	c := upTo(uint64(binary.BigEndian.Uint32(l[:])))
+	if first := uint64(binary.BigEndian.Uint32(f[:])); first > 0 {
 		c -= upTo(first - 1)
 	}
 	return c
@@ -230,10 +209,8 @@ func isSubnetRouterAnycast(a netip.Addr) bool {
 		return false
 	}
 	b := a.As16()
-	return low64(b) == 0
+	return binary.BigEndian.Uint64(b[8:]) == 0
 }
-
-func low64(b [16]byte) uint64 { return be64(b[8:]) }
 
 // anycastCount counts the Subnet-Router anycast addresses in r: one per
 // /64 whose first address r holds.
@@ -242,11 +219,11 @@ func (r Range) anycastCount() *big.Int {
 		return new(big.Int)
 	}
 	f, l := r.First.As16(), r.Last.As16()
-	first := new(big.Int).SetUint64(be64(f[:8]))
-	if low64(f) != 0 {
+	first := new(big.Int).SetUint64(binary.BigEndian.Uint64(f[:8]))
+	if binary.BigEndian.Uint64(f[8:]) != 0 {
 		first.Add(first, big.NewInt(1)) // the /64 of First starts below it
 	}
-	n := new(big.Int).SetUint64(be64(l[:8]))
+	n := new(big.Int).SetUint64(binary.BigEndian.Uint64(l[:8]))
 	n.Sub(n, first)
 	n.Add(n, big.NewInt(1))
 	if n.Sign() < 0 {
@@ -254,16 +231,6 @@ func (r Range) anycastCount() *big.Int {
 	}
 	return n
 }
-
-func be64(b []byte) uint64 {
-	var v uint64
-	for _, x := range b {
-		v = v<<8 | uint64(x)
-	}
-	return v
-}
-
-func be32(b []byte) uint32 { return uint32(be64(b)) }
 
 func satAdd(a, b uint64) uint64 {
 	s, c := bits.Add64(a, b, 0)

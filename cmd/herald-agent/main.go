@@ -100,14 +100,10 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch}
+	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch,
+		Conntrack: agent.NewNetlinkConntrack()}
 	if batch {
 		deps.Reloader = dataplane.NewNetlinkReloader(0)
-	}
-	if ct, err := agent.NewExecConntrack(); err != nil {
-		klog.FromContext(ctx).Error(err, "Stale UDP flows will not be deleted; install conntrack (conntrack-tools)")
-	} else {
-		deps.Conntrack = ct
 	}
 	a, err := agent.New(o.agentConfig(), deps)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"sigs.k8s.io/knftables"
 
+	"github.com/heraldlb/herald/internal/testenv"
 	"github.com/heraldlb/herald/provider/dataplane"
 )
 
@@ -119,7 +120,7 @@ func TestCleanupDeletesTheTableIdempotently(t *testing.T) {
 func TestBusyBindAddressNamesTheFlag(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Skipf("cannot listen on 127.0.0.1: %v", err)
+		testenv.Unavailable(t, "cannot listen on 127.0.0.1: %v", err)
 	}
 	defer l.Close()
 	o := options{healthBindAddress: l.Addr().String(), metricsBindAddress: "127.0.0.1:0"}

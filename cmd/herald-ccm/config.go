@@ -10,6 +10,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	awsbackend "github.com/heraldlb/herald/aws"
 	baremetal "github.com/heraldlb/herald/bare-metal"
 	"github.com/heraldlb/herald/bare-metal/ipam"
 )
@@ -27,17 +28,16 @@ var errNoCloudConfig = errors.New("--cloud-config is required: it selects the ba
 // cloudConfig is the file passed with --cloud-config.
 type cloudConfig struct {
 	// Backend is "bare-metal" or "aws".
-	Backend   string            `json:"backend"`
-	BareMetal *baremetal.Config `json:"bareMetal,omitempty"`
-	// AWS is accepted so a file written for the AWS backend fails with
-	// "not available yet" instead of "unknown field".
-	AWS map[string]any `json:"aws,omitempty"`
+	Backend   string             `json:"backend"`
+	BareMetal *baremetal.Config  `json:"bareMetal,omitempty"`
+	AWS       *awsbackend.Config `json:"aws,omitempty"`
 }
 
 // loadedConfig is a validated cloud config, ready to wire.
 type loadedConfig struct {
 	backend string
 	pools   []ipam.Pool
+	aws     *awsbackend.Config
 }
 
 // parseCloudConfig reads and validates the cloud config. Errors name the
@@ -69,6 +69,10 @@ func parseCloudConfig(r io.Reader) (*loadedConfig, error) {
 	}
 	var errs field.ErrorList
 	loaded := &loadedConfig{backend: cfg.Backend}
+	if cfg.AWS != nil && cfg.Backend != backendAWS {
+		errs = append(errs, field.Forbidden(field.NewPath("aws"), "only read with backend: aws"))
+	}
+
 	switch cfg.Backend {
 	case backendBareMetal:
 		if cfg.BareMetal == nil {
@@ -78,8 +82,12 @@ func parseCloudConfig(r io.Reader) (*loadedConfig, error) {
 		errs = append(errs, poolErrs...)
 		loaded.pools = pools
 	case backendAWS:
-		errs = append(errs, field.NotSupported(field.NewPath("backend"), cfg.Backend, []string{backendBareMetal}))
-		errs = append(errs, field.Forbidden(field.NewPath("backend"), "the aws backend is not available in this release yet"))
+		if cfg.AWS == nil {
+			errs = append(errs, field.Required(field.NewPath("aws"), "the aws backend needs at least aws.clusterName"))
+			break
+		}
+		errs = append(errs, cfg.AWS.Validate(field.NewPath("aws"))...)
+		loaded.aws = cfg.AWS
 	case "":
 		errs = append(errs, field.Required(field.NewPath("backend"), "bare-metal or aws"))
 	default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
@@ -21,6 +22,10 @@ type heraldOptions struct {
 	// classOnly leaves Services without a loadBalancerClass to another
 	// implementation and handles only herald.dev/bare-metal.
 	classOnly bool
+	// awsGCDelete lets the AWS backend delete orphaned load balancers
+	// instead of only reporting them; awsGCInterval overrides how often.
+	awsGCDelete   bool
+	awsGCInterval time.Duration
 }
 
 func (o *heraldOptions) flags() cliflag.NamedFlagSets {
@@ -30,6 +35,11 @@ func (o *heraldOptions) flags() cliflag.NamedFlagSets {
 		"Handle only Services with spec.loadBalancerClass "+
 			"herald.dev/bare-metal; without it, Services with no class are handled too. "+
 			"Services of any other class are never touched.")
+	fs.BoolVar(&o.awsGCDelete, "aws-gc-delete", false,
+		"With backend aws: delete load balancers, target groups and security groups herald created for Services "+
+			"that no longer exist. Without it they are only reported (log, metric herald_aws_orphaned_load_balancers).")
+	fs.DurationVar(&o.awsGCInterval, "aws-gc-interval", 0,
+		"With backend aws: how often to look for orphaned resources; 0 uses the cloud config's aws.gcInterval (default 10m).")
 	return sets
 }
 

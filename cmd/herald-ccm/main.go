@@ -4,6 +4,8 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +25,8 @@ import (
 	"k8s.io/component-base/version/verflag"
 	"k8s.io/klog/v2"
 
+	awsbackend "github.com/heraldlb/herald/aws"
+	"github.com/heraldlb/herald/aws/api"
 	baremetal "github.com/heraldlb/herald/bare-metal"
 	"github.com/heraldlb/herald/provider"
 	"github.com/heraldlb/herald/provider/service"
@@ -90,7 +94,12 @@ func newProvider(config io.Reader, opts *heraldOptions) (cloudprovider.Interface
 	}
 	// herald-ccm's /metrics serves the legacy registry's Gatherer.
 	reg := legacyregistry.Registerer()
-	backend, err := baremetal.New(cfg.pools, reg)
+	var backend provider.Backend
+	if cfg.backend == backendAWS {
+		backend, err = newAWSBackend(context.Background(), cfg.aws, opts)
+	} else {
+		backend, err = baremetal.New(cfg.pools, reg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -99,6 +108,24 @@ func newProvider(config io.Reader, opts *heraldOptions) (cloudprovider.Interface
 		return nil, err
 	}
 	return p, nil
+}
+
+// newAWSBackend builds the AWS backend, asking the instance metadata
+// service (IMDSv2) for the region and VPC the config leaves out.
+func newAWSBackend(ctx context.Context, cfg *awsbackend.Config, opts *heraldOptions) (*awsbackend.Backend, error) {
+	region, vpcID := cfg.Region, cfg.VPCID
+	if region == "" || vpcID == "" {
+		identity, err := api.DiscoverIdentity(ctx, cfg.Endpoints.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("aws.region and aws.vpcID are not set and the instance metadata service did not answer: %w", err)
+		}
+		region, vpcID = cmp.Or(region, identity.Region), cmp.Or(vpcID, identity.VPCID)
+	}
+	clients, err := api.New(ctx, cfg.APIConfig(region))
+	if err != nil {
+		return nil, err
+	}
+	return awsbackend.New(cfg, region, vpcID, clients, awsbackend.Options{GCDelete: opts.awsGCDelete, GCInterval: opts.awsGCInterval}), nil
 }
 
 // initCloud builds the provider. The flags were checked before this runs,

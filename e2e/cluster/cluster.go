@@ -20,6 +20,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/heraldlb/herald/internal/testenv"
 )
 
 // BinDirEnv names the folder with kube-apiserver, etcd and kubectl; the
@@ -216,16 +218,29 @@ func (c *Cluster) Stop() {
 // Dir is the cluster's temporary directory (logs, kubeconfig).
 func (c *Cluster) Dir() string { return c.dir }
 
-// StartForTest starts a cluster for t and stops it when t ends. It skips t
-// when the binaries are not configured, so `go test ./...` outside make
-// still runs the unit tier; `make test` always configures them.
+// BinDirForTest returns the folder with the Kubernetes binaries. When
+// HERALD_K8S_BIN is not set it ends t through testenv.Unavailable: a skip
+// naming `make test` by hand, so `go test ./...` outside make still runs
+// the unit tier, and a failure in CI. Like t.Skip it must be called from the
+// test's goroutine.
+func BinDirForTest(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv(BinDirEnv)
+	if dir == "" {
+		testenv.Unavailable(t, "%s is not set: this test needs kube-apiserver, etcd and kubectl; "+
+			"run `make test` (it builds them and sets %s)", BinDirEnv, BinDirEnv)
+	}
+	return dir
+}
+
+// StartForTest starts a cluster for t and stops it when t ends. Without
+// opts.BinDir it takes the binaries from BinDirForTest, so it must be called
+// from the test's goroutine; tests that start clusters concurrently call
+// Start with BinDirForTest's folder instead.
 func StartForTest(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	if opts.BinDir == "" {
-		opts.BinDir = os.Getenv(BinDirEnv)
-	}
-	if opts.BinDir == "" {
-		t.Skipf("%s is not set: run `make test` (it builds kube-apiserver and etcd and sets it)", BinDirEnv)
+		opts.BinDir = BinDirForTest(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -14,14 +15,27 @@ import (
 // Two clusters at once must not collide: parallel test packages each start
 // their own.
 func TestTwoClustersRunSideBySide(t *testing.T) {
+	// Skip and Fatal only work on the test's goroutine: the starting ones
+	// return errors instead.
+	binDir := BinDirForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	var wg sync.WaitGroup
 	clusters := make([]*Cluster, 2)
+	errs := make([]error, 2)
 	for i := range clusters {
-		wg.Go(func() { clusters[i] = StartForTest(t, Options{}) })
+		wg.Go(func() { clusters[i], errs[i] = Start(ctx, Options{BinDir: binDir}) })
 	}
 	wg.Wait()
-	if t.Failed() {
-		return
+	for _, c := range clusters {
+		if c != nil {
+			t.Cleanup(c.Stop)
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("cluster %d: %v", i, err)
+		}
 	}
 	if clusters[0].Config.Host == clusters[1].Config.Host {
 		t.Fatalf("both clusters on %s", clusters[0].Config.Host)

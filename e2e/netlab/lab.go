@@ -21,12 +21,13 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/heraldlb/herald/internal/testenv"
 )
 
 // lanPrefix is the LAN's prefix length: every node and client is in
@@ -81,19 +82,14 @@ func New(t testing.TB) *Lab {
 	return l
 }
 
-// SkipUnlessAble skips t when not run as root or when ip, nft or sysctl is
-// missing: namespaces, veths and nftables need CAP_NET_ADMIN. CI runs as
-// root with them installed (make deps), so there the tier always runs.
+// SkipUnlessAble ends t through testenv.Unavailable when not run as root or
+// when ip, nft or sysctl is missing (namespaces, veths and nftables need
+// CAP_NET_ADMIN): a skip by hand, a failure in CI, where the network tier
+// must run.
 func SkipUnlessAble(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("netlab: network namespaces need root; run as root (CI does) for the network tier")
-	}
-	for _, tool := range []string{"ip", "nft", "sysctl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("netlab: %s not found (make deps installs it): %v", tool, err)
-		}
-	}
+	testenv.RequireRoot(t, "netlab: the network tier's namespaces")
+	testenv.RequireTools(t, "netlab: the network tier's namespaces", "ip", "nft", "sysctl")
 }
 
 // OnCleanup runs fn when the lab is torn down, before its namespaces are

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/heraldlb/herald/e2e/cluster"
 )
 
 const (
@@ -34,12 +36,7 @@ func buildCCM(t *testing.T) string {
 // the stage configs ship (kustomize/stage/).
 func installKWOK(t *testing.T) (binary, moduleDir string) {
 	t.Helper()
-	gobin := t.TempDir()
-	install := exec.Command("go", "install", kwokModule+"/cmd/kwok@"+kwokVersion)
-	install.Env = append(os.Environ(), "GOBIN="+gobin)
-	if out, err := install.CombinedOutput(); err != nil {
-		t.Fatalf("go install kwok@%s: %v\n%s", kwokVersion, err, out)
-	}
+	gobin := cluster.GoInstall(t, kwokModule+"/cmd/kwok@"+kwokVersion)
 	download := exec.Command("go", "mod", "download", "-json", kwokModule+"@"+kwokVersion)
 	download.Dir = gobin // outside herald's module: nothing there changes
 	out, err := download.Output()

@@ -20,8 +20,9 @@
 // place, and the next agent's first full sync replaces it atomically.
 // Established connections live in conntrack, which neither touches. After
 // each sync the agent deletes only the UDP conntrack entries that the sync
-// made wrong (dataplane.StaleUDPFlows): a UDP flow has no end, and would
-// otherwise keep following a removed endpoint.
+// made wrong (dataplane.StaleUDPFlows), over netlink as kube-proxy does: a
+// UDP flow has no end, and would otherwise keep following a removed
+// endpoint.
 //
 // Everything outside the process is injected (Kubernetes client, knftables,
 // Prometheus registerer, clock, listener factory), so unit tests run on

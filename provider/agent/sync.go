@@ -6,12 +6,12 @@ import (
 	"net/netip"
 	"slices"
 
-	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
 	"github.com/heraldlb/herald/provider/dataplane"
+	"github.com/heraldlb/herald/provider/service"
 )
 
 // sync builds the ruleset from the informer caches and applies it: partial
@@ -105,27 +105,9 @@ func (a *Agent) node(ctx context.Context) dataplane.Node {
 		}
 		return dataplane.Node{Name: a.cfg.NodeName}
 	}
-	return nodeInfo(n)
-}
-
-// nodeInfo takes the node's internal and external addresses. The Node
-// object, not the host's interfaces, is the source so that the agent needs
-// no netlink access for this and tests need no network.
-func nodeInfo(n *v1.Node) dataplane.Node {
-	out := dataplane.Node{Name: n.Name}
-	for _, addr := range n.Status.Addresses {
-		if addr.Type != v1.NodeInternalIP && addr.Type != v1.NodeExternalIP {
-			continue
-		}
-		ip, err := netip.ParseAddr(addr.Address)
-		if err != nil {
-			continue
-		}
-		if ip = ip.Unmap(); !slices.Contains(out.IPs, ip) {
-			out.IPs = append(out.IPs, ip)
-		}
-	}
-	return out
+	// The Node object, not the host's interfaces, is the source, so that
+	// the agent needs no netlink access for this and tests need no network.
+	return dataplane.Node{Name: n.Name, IPs: service.NodeAddresses(n)}
 }
 
 // healthCheckHosts are the addresses healthCheckNodePorts listen on: every

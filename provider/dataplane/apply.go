@@ -190,10 +190,9 @@ const elementBatch = 4096
 //
 //	add element inet herald ep4 { k1 : v1, k2 comment "c" : v2, k3 : v3 }
 //
-// nft 1.0.6 parses and evaluates such a command about 40% faster than one
-// command per element (1.0 s against 1.6 s of CPU for the 56k elements of
-// 10k Services), and a full sync is mostly that. knftables has no batched
-// element type of its own.
+// nft 1.0.6 parses and evaluates such a command markedly faster than one
+// command per element (docs/benchmarks.md), and a full sync is mostly that.
+// knftables has no batched element type of its own.
 func batchElements(r *Ruleset, container string, els Elements, keys []string) *knftables.Element {
 	var sb strings.Builder
 	sb.Grow(len(keys) * 96) // an ep6 element with its separators is ~70 bytes

@@ -17,9 +17,9 @@ const defaultAffinitySeconds int32 = 10800
 // PrecreatedPickChains is how many endpoint counts have a pick chain whether
 // or not a Service uses them. A count beyond them costs a full sync through
 // nft the first time a Service reaches it (see doc.go), which an autoscaled
-// Deployment would otherwise pay at every step; 64 covers most Services for
-// ~20 ms more nft time per full sync through nft, the only syncs that write
-// chains.
+// Deployment would otherwise pay at every step. 64 covers most Services for
+// a small cost in nft time per full sync through nft, the only syncs that
+// write chains (docs/benchmarks.md).
 const PrecreatedPickChains = 64
 
 // frontend is one address (or, for a NodePort, every node address) plus

@@ -77,17 +77,35 @@ func TestPortEndpoints(t *testing.T) {
 	}
 }
 
+// TestBuildIsDeterministic: the informers list Services and EndpointSlices
+// in no particular order, and the whole Ruleset must not depend on it. The
+// builder states include a frontend claimed by two Services, where only
+// Build's own ordering decides the winner.
 func TestBuildIsDeterministic(t *testing.T) {
 	svcs, sl := traceCluster()
-	a := Build(svcs, sl, testNode, Options{})
-	slices.Reverse(svcs)
-	slices.Reverse(sl)
-	b := Build(svcs, sl, testNode, Options{})
-	for name, els := range a.Elements {
-		for k, e := range els {
-			if o, ok := b.Elements[name][k]; !ok || !o.same(e) {
-				t.Errorf("%s %s differs with input order", name, k)
+	states := append(builderStates(), buildState{name: "trace cluster", svcs: svcs, slices: sl, node: testNode})
+	for _, s := range states {
+		want := Build(s.svcs, s.slices, s.node, s.opts)
+		for shift := 1; shift < len(s.svcs); shift += max(1, len(s.svcs)/3) {
+			for _, reverse := range []bool{false, true} {
+				svcs, sl := rotated(s.svcs, shift, reverse), rotated(s.slices, shift, reverse)
+				for _, d := range rulesetDiffs(Build(svcs, sl, s.node, s.opts), want) {
+					t.Errorf("%s, inputs rotated by %d (reversed %t): %s", s.name, shift, reverse, d)
+				}
 			}
 		}
 	}
+}
+
+// rotated is a copy of in rotated left by n, then reversed if asked.
+func rotated[T any](in []T, n int, reverse bool) []T {
+	if len(in) == 0 {
+		return nil
+	}
+	n %= len(in)
+	out := append(slices.Clone(in[n:]), in[:n]...)
+	if reverse {
+		slices.Reverse(out)
+	}
+	return out
 }

@@ -18,11 +18,12 @@
 //
 // # Why the ruleset looks the way it does
 //
-// Measured on this project: 10k Services with a chain per service (and per
-// endpoint, as kube-proxy's nftables mode does) took 12-40 s to apply. Sync
-// cost has to depend on what changed, and the number of objects the kernel
-// re-validates must not grow with Services. So herald has no per-service or
-// per-endpoint chains at all. Every Service lives as elements of a few large
+// A chain per service (and per endpoint, as kube-proxy's nftables mode has)
+// makes the kernel re-validate objects in proportion to the Services, which
+// at 10k Services is far too slow to apply (docs/benchmarks.md has the
+// figures behind this package's choices). Sync cost has to depend on what
+// changed, and the number of objects the kernel re-validates must not grow
+// with Services. So herald has no per-service or per-endpoint chains at all. Every Service lives as elements of a few large
 // maps, and the only chains that depend on data are one "pick" chain per
 // endpoint count in use (pick4-3 picks one of three) and one affinity chain
 // per distinct ClientIP timeout: dozens, whatever the number of Services.
@@ -48,15 +49,15 @@
 //
 // # Sync cost
 //
-// Measured with real nft 1.0.6 in a network namespace (BenchmarkReal*), 10k
-// Services with three endpoints each are about 56k elements. nft needs 1.6 s
-// of CPU to load them written one command per element, as knftables writes
-// them, and 1.0 s written as one "add element" command per 4096 elements, so
-// the applier folds them when it drives the nft binary (knftables.Fake and
-// wrappers get one element per command). That 1.0 s of nft, two thirds of it
-// parsing and evaluating in userspace, is the floor of a full sync through
-// nft at 10k; perf shows most of it in malloc and page faults, about 2 KiB
-// per element.
+// nft spends a full sync mostly parsing and evaluating element text in
+// userspace, in proportion to the elements (three per endpoint and
+// frontend, so tens of thousands at 10k Services; BenchmarkReal* measures
+// it against the kernel). Written as one "add element" command per
+// elementBatch elements, nft 1.0.6 parses them markedly faster than one
+// command per element, as knftables writes them, so the applier folds them
+// when it drives the nft binary (knftables.Fake and wrappers get one element
+// per command). Even folded, that parsing is the floor of a full sync
+// through nft.
 //
 // So a full sync skips nft when it can (ReloadElements). Most full syncs are
 // the periodic resync or a restarted agent's first sync, and find the chains,
@@ -64,8 +65,8 @@
 // drifted. The applier then sends, in one netlink batch (atomic like an nft
 // transaction), a flush of every static set and map and all their elements,
 // encoded in Go byte for byte as nft would (TestRealReloadWritesWhatNftWrites
-// compares nft's listing of both). At 10k Services that takes ~0.3 s instead
-// of ~1 s. Whether the kernel holds the skeleton desired needs is read from
+// compares nft's listing of both), in a fraction of nft's time. Whether the
+// kernel holds the skeleton desired needs is read from
 // the table itself: after each full sync through nft the applier stamps it
 // (one element of the "stamp" set) with a digest of the skeleton it wrote
 // and a fingerprint of the kernel's chain, rule and set dumps (without use
@@ -80,15 +81,14 @@
 // reload and an agent restart; stale ones are purged as after a partial sync.
 //
 // A partial sync must not cost what a full one does. Starting nft costs
-// ~18 ms of CPU whatever it does, and a few element commands add ~7 ms, so
-// with ReloadElements a partial sync sends its element deletes and adds over
-// netlink too, in one batch (~3 ms); only one that deletes chains goes
-// through nft. The rest is Go, so the agent uses a Builder, which recomputes
-// only Services whose objects changed and tells the applier which element
-// keys to diff (one Service among 10k: ~3 ms, where Build plus a diff of
-// every element took ~300 ms of CPU). Its Rulesets share element maps that
-// the next Build updates in place; copying them instead cost more than the
-// rest of such a sync.
+// more CPU than the few element changes of a typical partial sync, so with
+// ReloadElements a partial sync sends its element deletes and adds over
+// netlink too, in one batch; only one that deletes chains goes through nft.
+// The rest is Go, so the agent uses a Builder, which recomputes only
+// Services whose objects changed and tells the applier which element keys to
+// diff, where Build plus a diff of every element costs in proportion to all
+// Services. Its Rulesets share element maps that the next Build updates in
+// place; copying them instead cost more than the rest of such a sync.
 //
 // Masquerade is decided in postrouting from conntrack's original tuple (ct
 // original daddr/proto-dst) looked up in masq4/masqnp4, not from a packet

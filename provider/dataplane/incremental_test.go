@@ -115,24 +115,35 @@ func TestBuilderEqualsBuild(t *testing.T) {
 	for _, s := range builderStates() {
 		got := b.Build(s.svcs, s.slices, s.node, s.opts)
 		want := Build(s.svcs, s.slices, s.node, s.opts)
-		if !reflect.DeepEqual(got.Chains, want.Chains) {
-			t.Errorf("%s: chains differ:\n got %v\nwant %v", s.name, slices.Sorted(maps.Keys(got.Chains)), slices.Sorted(maps.Keys(want.Chains)))
-		}
-		if !reflect.DeepEqual(got.Sets, want.Sets) || !reflect.DeepEqual(got.Maps, want.Maps) {
-			t.Errorf("%s: sets or maps differ", s.name)
-		}
-		for c := range mergeKeys(got.Elements, want.Elements) {
-			if !reflect.DeepEqual(got.Elements[c], want.Elements[c]) {
-				t.Errorf("%s: elements of %s differ:\n got %v\nwant %v", s.name, c, got.Elements[c], want.Elements[c])
-			}
-		}
-		if len(got.Elements) != len(want.Elements) {
-			t.Errorf("%s: %d containers with elements, want %d", s.name, len(got.Elements), len(want.Elements))
-		}
-		if !reflect.DeepEqual(normalAffinity(got.Affinity), normalAffinity(want.Affinity)) {
-			t.Errorf("%s: affinity pairs differ:\n got %v\nwant %v", s.name, got.Affinity, want.Affinity)
+		for _, d := range rulesetDiffs(got, want) {
+			t.Errorf("%s: %s", s.name, d)
 		}
 	}
+}
+
+// rulesetDiffs names what differs between two Rulesets: chains and their
+// rules, sets, maps, every container's elements, and the affinity pairs.
+func rulesetDiffs(got, want *Ruleset) []string {
+	var out []string
+	if !reflect.DeepEqual(got.Chains, want.Chains) {
+		out = append(out, fmt.Sprintf("chains differ:\n got %v\nwant %v",
+			slices.Sorted(maps.Keys(got.Chains)), slices.Sorted(maps.Keys(want.Chains))))
+	}
+	if !reflect.DeepEqual(got.Sets, want.Sets) || !reflect.DeepEqual(got.Maps, want.Maps) {
+		out = append(out, "sets or maps differ")
+	}
+	for c := range mergeKeys(got.Elements, want.Elements) {
+		if !reflect.DeepEqual(got.Elements[c], want.Elements[c]) {
+			out = append(out, fmt.Sprintf("elements of %s differ:\n got %v\nwant %v", c, got.Elements[c], want.Elements[c]))
+		}
+	}
+	if len(got.Elements) != len(want.Elements) {
+		out = append(out, fmt.Sprintf("%d containers with elements, want %d", len(got.Elements), len(want.Elements)))
+	}
+	if !reflect.DeepEqual(normalAffinity(got.Affinity), normalAffinity(want.Affinity)) {
+		out = append(out, fmt.Sprintf("affinity pairs differ:\n got %v\nwant %v", got.Affinity, want.Affinity))
+	}
+	return out
 }
 
 func mergeKeys[V any](a, b map[string]V) map[string]bool {

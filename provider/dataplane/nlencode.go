@@ -11,6 +11,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"sigs.k8s.io/knftables"
+
+	"github.com/heraldlb/herald/internal/netipx"
 )
 
 // ErrEncode is returned when an element cannot be written as kernel bytes:
@@ -151,7 +153,7 @@ func encodeRange(fields []field, key []string, concat bool) (start, end []byte, 
 	if err != nil {
 		return nil, nil, err
 	}
-	first, final := p.Masked().Addr(), lastAddr(p)
+	first, final := p.Masked().Addr(), netipx.LastAddr(p)
 	bound := final
 	if !concat {
 		bound = final.Next()
@@ -183,16 +185,6 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%w: %w", ErrEncode, err)
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-// lastAddr is the highest address in p.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	for i := p.Bits(); i < len(b)*8; i++ {
-		b[i/8] |= 0x80 >> (i % 8)
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
 }
 
 // encodeFields concatenates fields; in a concatenation each one occupies a

@@ -129,7 +129,7 @@ func skeletonDigest(r *Ruleset) string {
 
 // changeOverNetlink sends a partial sync's element changes in one netlink
 // batch: the same atomic transaction as through nft, without starting a
-// process (~18 ms of CPU, most of a one-Service sync at 10k Services).
+// process, which would cost most of a one-Service sync (docs/benchmarks.md).
 func (a *Applier) changeOverNetlink(ctx context.Context, desired *Ruleset, changes []ElementChange) error {
 	if len(changes) == 0 {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -86,9 +87,8 @@ func dnat(masq bool, eps ...string) traceResult {
 }
 
 var (
-	both   = []string{"192.0.2.101:8080", "192.0.2.102:8080"}
-	local  = []string{"192.0.2.101:8080"}
-	remote = []string{"192.0.2.102:8080"}
+	both  = []string{"192.0.2.101:8080", "192.0.2.102:8080"}
+	local = []string{"192.0.2.101:8080"}
 )
 
 func TestTrace(t *testing.T) {
@@ -132,8 +132,11 @@ func TestTrace(t *testing.T) {
 		{"manual EndpointSlice", packet{pod, "198.51.100.12", "tcp", 80, localPod}, dnat(false, "203.0.113.200:8080")},
 		{"IPv6 ClusterIP", packet{"2001:db8:3::9", "2001:db8:1::13", "tcp", 80, localPod}, dnat(false, "[2001:db8:2::1]:8080")},
 		{"dual-stack IPv4 half", packet{pod, "198.51.100.13", "tcp", 80, localPod}, dnat(false, local...)},
-		{"affinity recorded", packet{pod, "198.51.100.14", "tcp", 80, localPod},
-			traceResult{verdict: "dnat", endpoints: both, affinity: "60s"}},
+		{"affinity remembers the client's choice", packet{pod, "198.51.100.14", "tcp", 80, localPod},
+			traceResult{verdict: "dnat", endpoints: both, remembered: []string{
+				"aff4 192.0.2.99 . 198.51.100.14 . tcp . 80 : 192.0.2.101 . 8080 timeout 60s",
+				"aff4 192.0.2.99 . 198.51.100.14 . tcp . 80 : 192.0.2.102 . 8080 timeout 60s",
+			}}},
 		{"hairpin is masqueraded", packet{"192.0.2.150", "198.51.100.15", "tcp", 80, localPod}, dnat(true, "192.0.2.150:8080")},
 	}
 	for _, c := range cases {
@@ -141,7 +144,7 @@ func TestTrace(t *testing.T) {
 			tr.t = t
 			got := tr.trace(c.p)
 			if got.verdict != c.want.verdict || !slices.Equal(got.endpoints, c.want.endpoints) ||
-				got.masquerade != c.want.masquerade || got.affinity != c.want.affinity ||
+				got.masquerade != c.want.masquerade || !slices.Equal(got.remembered, c.want.remembered) ||
 				got.rejectTCPReset != c.want.rejectTCPReset {
 				t.Errorf("trace %+v:\n got %+v\nwant %+v", c.p, got, c.want)
 			}
@@ -149,23 +152,49 @@ func TestTrace(t *testing.T) {
 	}
 }
 
-func TestTraceAffinityHit(t *testing.T) {
-	fake, _ := buildTraced(t, testNode, Options{})
-	// what the packet path would have remembered for this client
-	tx := fake.NewTransaction()
-	tx.Add(&knftables.Element{Map: "aff4", Key: []string{"192.0.2.99", "198.51.100.14", "tcp", "80"}, Value: []string{"192.0.2.102", "8080"}})
-	if err := fake.Run(context.Background(), tx); err != nil {
-		t.Fatal(err)
+// TestTraceAffinityRemembersThenHits writes what the packet path remembers
+// for a first connection into the map, as the kernel would, and traces the
+// client's next connection: it must hit that entry and go to the same
+// endpoint. So the update's key must be the lookup's key, which no
+// hand-written entry could check.
+func TestTraceAffinityRemembersThenHits(t *testing.T) {
+	fake, tr := buildTraced(t, testNode, Options{})
+	const client, other = "192.0.2.99", "192.0.2.98"
+	first := tr.trace(packet{client, "198.51.100.14", "tcp", 80, localPod})
+	if len(first.remembered) != len(both) {
+		t.Fatalf("first connection remembered %q, want one entry per endpoint of %v", first.remembered, both)
 	}
-	tr := newTracer(t, fake, testNode.IPs...)
-	got := tr.trace(packet{"192.0.2.99", "198.51.100.14", "tcp", 80, localPod})
-	if got.verdict != "dnat" || !slices.Equal(got.endpoints, remote) || got.affinity != "60s" {
-		t.Errorf("remembered client: %+v", got)
+	for i, entry := range first.remembered {
+		// the kernel keeps the one endpoint numgen picked
+		tx := fake.NewTransaction()
+		tx.Flush(&knftables.Map{Name: "aff4"})
+		tx.Add(parseRemembered(t, entry))
+		if err := fake.Run(context.Background(), tx); err != nil {
+			t.Fatal(err)
+		}
+		tr := newTracer(t, fake, testNode.IPs...) // Run replaced the table
+		got := tr.trace(packet{client, "198.51.100.14", "tcp", 80, localPod})
+		if want := both[i : i+1]; got.verdict != "dnat" || !slices.Equal(got.endpoints, want) ||
+			!slices.Equal(got.remembered, []string{entry}) {
+			t.Errorf("after %q the client's next connection: %+v; want only %v, remembered again", entry, got, want)
+		}
+		if got := tr.trace(packet{other, "198.51.100.14", "tcp", 80, localPod}); !slices.Equal(got.endpoints, both) {
+			t.Errorf("another client must be balanced: %+v", got)
+		}
 	}
-	got = tr.trace(packet{"192.0.2.98", "198.51.100.14", "tcp", 80, localPod})
-	if !slices.Equal(got.endpoints, both) {
-		t.Errorf("other client must be balanced: %+v", got)
+}
+
+// parseRemembered turns a traceResult.remembered entry into the element
+// the kernel would hold.
+func parseRemembered(t *testing.T, entry string) *knftables.Element {
+	t.Helper()
+	name, rest, _ := strings.Cut(entry, " ")
+	key, rest, ok1 := strings.Cut(rest, " : ")
+	value, _, ok2 := strings.Cut(rest, " timeout ")
+	if !ok1 || !ok2 {
+		t.Fatalf("not a remembered entry: %q", entry)
 	}
+	return &knftables.Element{Map: name, Key: strings.Split(key, " . "), Value: strings.Split(value, " . ")}
 }
 
 func TestTraceNodePortAddresses(t *testing.T) {

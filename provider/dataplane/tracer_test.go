@@ -35,8 +35,10 @@ type traceResult struct {
 	verdict    string   // "dnat", "drop", "reject", "accept" (untouched)
 	endpoints  []string // DNAT candidates, "ip:port", sorted; several when picked at random
 	masquerade bool
-	// affinity is the timeout the packet path recorded a ClientIP choice with.
-	affinity string
+	// remembered are the entries an affinity update writes, one per DNAT
+	// candidate, sorted: "MAP KEY : VALUE timeout T", KEY and VALUE as nft
+	// prints concatenations.
+	remembered []string
 	// rejectTCPReset is set when a TCP reset, not an ICMP error, answers.
 	rejectTCPReset bool
 }
@@ -209,9 +211,7 @@ func (tr *tracer) evalRule(st *pktState, toks []string) (ruleOutcome, string) {
 		case toks[i] == "dnat":
 			return tr.evalDNAT(st, toks[i:])
 		case toks[i] == "update":
-			if !tr.evalUpdate(st, toks[i:]) {
-				return next, ""
-			}
+			tr.evalUpdate(st, toks[i:])
 			return next, ""
 		default:
 			n, out, v := tr.evalLookup(st, toks[i:])
@@ -354,12 +354,38 @@ func (tr *tracer) evalDNAT(st *pktState, toks []string) (ruleOutcome, string) {
 	return terminal, "accept"
 }
 
-// evalUpdate records that the packet path would remember a ClientIP choice:
-// update @M { EXPR timeout Ns : EXPR }.
-func (tr *tracer) evalUpdate(st *pktState, toks []string) bool {
-	t := slices.Index(toks, "timeout")
-	st.res.affinity = toks[t+1]
-	return true
+// evalUpdate interprets "update @M { KEY timeout T : VALUE }", the packet
+// path remembering a ClientIP choice: for each DNAT candidate it evaluates
+// KEY and VALUE as nft would for the packet sent there, checks them against
+// M's type, and records the entry in the result.
+func (tr *tracer) evalUpdate(st *pktState, toks []string) {
+	name := strings.TrimPrefix(toks[1], "@")
+	m := tr.table.Maps[name]
+	timeout, colon, end := slices.Index(toks, "timeout"), slices.Index(toks, ":"), slices.Index(toks, "}")
+	if m == nil || toks[2] != "{" || timeout < 0 || colon != timeout+2 || end < colon {
+		tr.t.Fatalf("tracer cannot read %q", strings.Join(toks, " "))
+	}
+	keyType, valueType, _ := strings.Cut(m.TypeOf, " : ")
+	eval := func(expr []string, typeOf string) ([]string, bool) {
+		vals, n, applies := tr.evalExpr(st, expr)
+		if applies && (n != len(expr) || len(vals) != 1 || len(vals[0]) != len(strings.Split(typeOf, " . "))) {
+			tr.t.Fatalf("update of %s: %q does not fit the map's %q", name, strings.Join(expr, " "), typeOf)
+		}
+		return slices.Concat(vals...), applies
+	}
+	natted, target := st.natted, st.target
+	defer func() { st.natted, st.target = natted, target }()
+	for _, ep := range st.res.endpoints {
+		st.natted, st.target = true, netip.MustParseAddrPort(ep)
+		key, keyApplies := eval(toks[3:timeout], keyType)
+		value, valueApplies := eval(toks[colon+1:end], valueType)
+		if !keyApplies || !valueApplies {
+			return // an expression of the other family: nothing is written
+		}
+		st.res.remembered = append(st.res.remembered, fmt.Sprintf("%s %s : %s timeout %s",
+			name, strings.Join(key, " . "), strings.Join(value, " . "), toks[timeout+1]))
+	}
+	sort.Strings(st.res.remembered)
 }
 
 func findElem(els []*knftables.Element, key []string) *knftables.Element {

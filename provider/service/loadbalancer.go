@@ -21,6 +21,9 @@ type LoadBalancer struct {
 	Name     string
 	Labels   map[string]string
 	Selector map[string]string
+	// Annotations are the Service's, for backends with annotations of
+	// their own (aws); they parse and validate them.
+	Annotations map[string]string
 
 	Ports          []Port
 	IPFamilies     []v1.IPFamily
@@ -57,6 +60,9 @@ type Port struct {
 type Node struct {
 	Name      string
 	Addresses []netip.Addr
+	// ProviderID is the cloud's ID for the machine (aws:///zone/i-…).
+	ProviderID string
+	Labels     map[string]string
 }
 
 // Key is the namespace/name form used to index per-Service state.
@@ -89,6 +95,7 @@ func Build(svc *v1.Service, nodes []*v1.Node) (*LoadBalancer, error) {
 		UID:                   svc.UID,
 		Name:                  Name(svc),
 		Labels:                svc.Labels,
+		Annotations:           svc.Annotations,
 		Selector:              svc.Spec.Selector,
 		IPFamilies:            slices.Clone(svc.Spec.IPFamilies),
 		RequestedIPs:          requested,
@@ -143,18 +150,26 @@ func (lb *LoadBalancer) Nodes() []Node { return buildNodes(lb.nodes) }
 func buildNodes(nodes []*v1.Node) []Node {
 	out := make([]Node, 0, len(nodes))
 	for _, n := range nodes {
-		node := Node{Name: n.Name}
-		for _, a := range n.Status.Addresses {
-			if a.Type != v1.NodeInternalIP && a.Type != v1.NodeExternalIP {
-				continue
-			}
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				node.Addresses = append(node.Addresses, ip.Unmap())
-			}
-		}
-		out = append(out, node)
+		out = append(out, Node{Name: n.Name, ProviderID: n.Spec.ProviderID, Labels: n.Labels, Addresses: NodeAddresses(n)})
 	}
 	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// NodeAddresses are n's internal and external IPs from its status, in
+// status order, each once, IPv4-mapped ones as IPv4; hostnames and
+// unparsable entries are skipped. Load balancers and herald-agent's
+// NodePorts both use them, so that the two agree on a node's addresses.
+func NodeAddresses(n *v1.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if a.Type != v1.NodeInternalIP && a.Type != v1.NodeExternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil && !slices.Contains(out, ip.Unmap()) {
+			out = append(out, ip.Unmap())
+		}
+	}
 	return out
 }
 

@@ -157,7 +157,7 @@ func TestBuildCopiesSpecAndNodes(t *testing.T) {
 			{Type: v1.NodeHostName, Address: "node-b"},
 			{Type: v1.NodeInternalIP, Address: "192.0.2.12"},
 		}}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{
+		{ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{"zone": "a"}}, Spec: v1.NodeSpec{ProviderID: "aws:///a/i-1"}, Status: v1.NodeStatus{Addresses: []v1.NodeAddress{
 			{Type: v1.NodeInternalIP, Address: "192.0.2.11"},
 			{Type: v1.NodeExternalIP, Address: "2001:db8::11"},
 		}}},
@@ -178,8 +178,38 @@ func TestBuildCopiesSpecAndNodes(t *testing.T) {
 	}
 	if len(lb.Nodes()) != 2 || lb.Nodes()[0].Name != "node-a" ||
 		!slices.Equal(lb.Nodes()[0].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("2001:db8::11")}) ||
-		!slices.Equal(lb.Nodes()[1].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.12")}) {
+		!slices.Equal(lb.Nodes()[1].Addresses, []netip.Addr{netip.MustParseAddr("192.0.2.12")}) ||
+		lb.Nodes()[0].ProviderID != "aws:///a/i-1" || lb.Nodes()[0].Labels["zone"] != "a" {
 		t.Errorf("Nodes = %+v", lb.Nodes())
+	}
+}
+
+func TestNodeAddresses(t *testing.T) {
+	addr := func(typ v1.NodeAddressType, a string) v1.NodeAddress { return v1.NodeAddress{Type: typ, Address: a} }
+	for _, tc := range []struct {
+		name  string
+		addrs []v1.NodeAddress
+		want  []string
+	}{
+		{"none", nil, nil},
+		{"internal and external, status order", []v1.NodeAddress{addr(v1.NodeExternalIP, "203.0.113.5"),
+			addr(v1.NodeInternalIP, "192.0.2.11"), addr(v1.NodeInternalIP, "2001:db8::11")},
+			[]string{"203.0.113.5", "192.0.2.11", "2001:db8::11"}},
+		{"hostnames and DNS names skipped", []v1.NodeAddress{addr(v1.NodeHostName, "node-a"),
+			addr(v1.NodeInternalDNS, "node-a.example"), addr(v1.NodeInternalIP, "192.0.2.11")}, []string{"192.0.2.11"}},
+		{"unparsable skipped", []v1.NodeAddress{addr(v1.NodeInternalIP, "192.0.2.300"), addr(v1.NodeInternalIP, "192.0.2.11")},
+			[]string{"192.0.2.11"}},
+		{"IPv4-mapped as IPv4, each once", []v1.NodeAddress{addr(v1.NodeInternalIP, "::ffff:192.0.2.11"),
+			addr(v1.NodeExternalIP, "192.0.2.11"), addr(v1.NodeInternalIP, "192.0.2.11")}, []string{"192.0.2.11"}},
+	} {
+		var want []netip.Addr
+		for _, a := range tc.want {
+			want = append(want, netip.MustParseAddr(a))
+		}
+		n := &v1.Node{Status: v1.NodeStatus{Addresses: tc.addrs}}
+		if got := NodeAddresses(n); !slices.Equal(got, want) {
+			t.Errorf("%s: NodeAddresses = %v, want %v", tc.name, got, want)
+		}
 	}
 }
 
