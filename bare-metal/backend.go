@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -89,6 +90,9 @@ type Backend struct {
 	phase        atomic.Int32
 	claims       claimer
 	claimsSynced cache.InformerSynced
+	// services reads Services from the apiserver, past the cache; nil
+	// without a cluster.
+	services corev1client.ServicesGetter
 	// pools is the IPAddressPool controller, nil until the CRD is served.
 	pools atomic.Pointer[pools.Controller]
 	// poolsApplied identifies the pools last given to the allocator.

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
@@ -89,6 +91,22 @@ func (b *Backend) released(ctx context.Context, key string, uid types.UID, old, 
 	if b.claims == nil {
 		b.env.Requeue.RequeuePending()
 		return
+	}
+	// This instance may have moved the Service from a stale view: another
+	// instance may have just shown the old address in its status, or this
+	// one followed an older status of the other's. Never give up a claim
+	// the Service's live status shows.
+	if b.services != nil {
+		namespace, name, _ := strings.Cut(key, "/")
+		live, err := b.services.Services(namespace).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			klog.FromContext(ctx).V(2).Info("Not releasing address claims now; garbage collection will", "vip", old, "err", err)
+			return
+		case live.UID == uid:
+			keep = append(slices.Clone(keep), ingressAddrs(live)...)
+		}
 	}
 	if err := b.claims.Release(ctx, key, string(uid), old, keep); err != nil {
 		klog.FromContext(ctx).Error(err, "Releasing address claims failed; garbage collection will", "vip", old)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes/fake"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -370,5 +371,37 @@ func TestDroppedClaimRequeuesTheWaiting(t *testing.T) {
 	r.Reserve(ctx, other, nil)
 	if got := f.requeues.pending.Load() - before; got != 1 {
 		t.Errorf("a freed address requeued %d times, want once", got)
+	}
+}
+
+// A Service moved from a stale view keeps the claim of the address its
+// live status shows: another instance just wrote it there.
+func TestReleaseKeepsTheClaimOfTheLiveStatus(t *testing.T) {
+	api := claimstest.NewAPIServer()
+	services := newServices()
+	in := newInstance(t, api, fresh, services, fixedNow)
+	svc := lbService("x", 0)
+	ctx := context.Background()
+	p, q := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	req := ipam.Request{Service: "ns/x"}
+	for _, ip := range []netip.Addr{p, q} {
+		if err := in.claims.Claim(ctx, req, string(svc.UID), []netip.Addr{ip}, func(netip.Addr) bool { return false }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	live := svc.DeepCopy()
+	live.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: q.String()}}
+	in.backend.services = fake.NewClientset(live).CoreV1()
+	// This instance moves x from q to p: the live status shows q.
+	in.backend.released(ctx, "ns/x", svc.UID, []netip.Addr{q}, []netip.Addr{p})
+	if got := api.Holders(q.String()); !slices.Equal(got, []string{"ns/x"}) {
+		t.Errorf("the claim of %s, which the live status shows, is held by %v", q, got)
+	}
+	// Once the live status shows p, q goes.
+	live.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: p.String()}}
+	in.backend.services = fake.NewClientset(live).CoreV1()
+	in.backend.released(ctx, "ns/x", svc.UID, []netip.Addr{q}, []netip.Addr{p})
+	if got := api.Holders(q.String()); len(got) != 0 {
+		t.Errorf("the claim of %s is still held by %v", q, got)
 	}
 }

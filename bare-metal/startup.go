@@ -173,7 +173,7 @@ func (b *Backend) watchClaims(ctx context.Context, config *rest.Config) (cache.I
 	if err != nil {
 		return nil, fmt.Errorf("starting the address claim informer: %w", err)
 	}
-	b.claims, b.claimsSynced = store, synced
+	b.claims, b.claimsSynced, b.services = store, synced, client.CoreV1()
 	go store.RunCollector(ctx, b.viewOf, synced, b.env.ServicesSynced)
 	return synced, nil
 }

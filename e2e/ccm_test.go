@@ -35,12 +35,12 @@ bareMetal:
     autoAssign: false
 `
 
-func startLab(t *testing.T, cloudConfig string) (*cluster.Cluster, kubernetes.Interface, *ccm) {
+func startLab(t *testing.T, cloudConfig string, ccmArgs ...string) (*cluster.Cluster, kubernetes.Interface, *ccm) {
 	t.Helper()
 	c := cluster.StartForTest(t, cluster.Options{})
 	client := kubernetes.NewForConfigOrDie(c.Config)
 	createNodes(t, client, "node-a", "node-b")
-	return c, client, startCCM(t, c, cloudConfig)
+	return c, client, startCCM(t, c, cloudConfig, ccmArgs...)
 }
 
 func TestLoadBalancerServiceGetsAddressFromPool(t *testing.T) {

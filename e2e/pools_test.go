@@ -143,7 +143,8 @@ func TestIPAddressPoolObjects(t *testing.T) {
 		t.Errorf("kubectl get ipaddresspools does not show the addresses:\n%s", out)
 	}
 
-	// Deleting a pool in use stops new allocations but keeps what Services hold.
+	// Deleting a pool in use stops new allocations but keeps what Services
+	// hold, reporting it (lifecycle_test.go has the details).
 	if err := pools.Delete(context.Background(), "blue", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -152,9 +153,11 @@ func TestIPAddressPoolObjects(t *testing.T) {
 	if !strings.Contains(message, "blue") {
 		t.Errorf("AllocationFailed message %q does not name the pool", message)
 	}
-	still, err := client.CoreV1().Services("app").Get(context.Background(), "one", metav1.GetOptions{})
-	if err != nil || !slices.Equal(ingressIPs(still), ingressIPs(one)) || still.ResourceVersion != one.ResourceVersion {
-		t.Errorf("one changed after its pool was deleted: %v %v", err, still.Status)
+	still := waitForService(t, client, "app", "one", "reports its address outside every pool", func(s *v1.Service) bool {
+		return condition(s) != nil && condition(s).Reason == baremetal.ReasonAddressOutsidePools
+	})
+	if !slices.Equal(ingressIPs(still), ingressIPs(one)) {
+		t.Errorf("one moved from %v to %v after its pool was deleted", ingressIPs(one), ingressIPs(still))
 	}
 	m.requireRunning(t)
 }

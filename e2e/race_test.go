@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/heraldlb/herald/bare-metal/claims"
+	"github.com/heraldlb/herald/provider/service"
 )
 
 var racePool = configWithPool("shared", "198.51.100.0/24")
@@ -31,8 +32,16 @@ var claimSelector = networkingv1.LabelManagedBy + "=" + claims.Manager
 // that every Service ends with one address claimed for it, and that
 // deleting the Services leaves no claim behind.
 func TestTwoInstancesRacingNeverDuplicateAnAddress(t *testing.T) {
-	c, client, first := startLab(t, racePool)
-	second := startCCM(t, c, racePool)
+	// Half the Services name herald's class. Both instances serve those;
+	// the first also serves the others, which the second, with
+	// --load-balancer-class-only, leaves alone. Allocating at once,
+	// lowest-first, for Services the other does not serve, they pick the
+	// same addresses; on the classed ones they race for the same Services.
+	c, client, first := startLab(t, racePool, "--concurrent-service-syncs=20")
+	second := startCCM(t, c, racePool, "--concurrent-service-syncs=20", "--load-balancer-class-only")
+	first.waitServices(t, "service-lb-controller", 0, 0) // the controllers run
+	first.waitServices(t, "herald-class-controller", 0, 0)
+	second.waitServices(t, "herald-class-controller", 0, 0)
 	createNamespace(t, client, "race")
 	const services = 100
 	began := time.Now()
@@ -40,6 +49,9 @@ func TestTwoInstancesRacingNeverDuplicateAnAddress(t *testing.T) {
 	for i := range services {
 		wg.Go(func() {
 			svc := newService("race", fmt.Sprintf("svc-%03d", i), v1.ServiceTypeLoadBalancer, nil)
+			if i%2 == 1 {
+				svc.Spec.LoadBalancerClass = new(service.Class)
+			}
 			if _, err := client.CoreV1().Services("race").Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
 				t.Error(err)
 			}
