@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/heraldlb/herald/e2e/cluster"
 	"github.com/heraldlb/herald/e2e/labkit"
@@ -144,13 +145,24 @@ func newService(namespace, name string, typ v1.ServiceType, annotations map[stri
 // a load balancer would: no class, no NodePorts.
 func toClusterIP(t testing.TB, client kubernetes.Interface, svc *v1.Service) {
 	t.Helper()
-	svc = svc.DeepCopy()
-	svc.Spec.Type = v1.ServiceTypeClusterIP
-	svc.Spec.LoadBalancerClass = nil
-	for i := range svc.Spec.Ports {
-		svc.Spec.Ports[i].NodePort = 0
-	}
-	if _, err := client.CoreV1().Services(svc.Namespace).Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+	// herald-ccm may write the Service (annotations, conditions) at any
+	// moment, as any controller would: change the latest version, as
+	// kubectl edit does.
+	services := client.CoreV1().Services(svc.Namespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		latest, err := services.Get(context.Background(), svc.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		latest.Spec.Type = v1.ServiceTypeClusterIP
+		latest.Spec.LoadBalancerClass = nil
+		for i := range latest.Spec.Ports {
+			latest.Spec.Ports[i].NodePort = 0
+		}
+		_, err = services.Update(context.Background(), latest, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
