@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,8 +18,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/heraldlb/herald/e2e/cluster"
+	"github.com/heraldlb/herald/e2e/labkit"
 )
 
 var (
@@ -48,42 +51,46 @@ func buildBinaries() {
 	if binaryErr != nil {
 		return
 	}
-	out, err := exec.Command("go", "build", "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
+	// The version stamp, as `make build` sets it.
+	ldflags, err := exec.Command("make", "-s", "--no-print-directory", "-C", "..", "ldflags").Output()
+	if err != nil {
+		binaryErr = fmt.Errorf("make ldflags: %w", err)
+		return
+	}
+	out, err := exec.Command("go", "build", "-ldflags", strings.TrimSpace(string(ldflags)), "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
 	if err != nil {
 		binaryErr = fmt.Errorf("go build ../cmd/... ./echo: %w\n%s", err, out)
 	}
 }
 
+// configWithPool is a bare-metal cloud config with one pool.
+func configWithPool(name string, addresses ...string) string {
+	quoted := make([]string, len(addresses))
+	for i, a := range addresses {
+		quoted[i] = strconv.Quote(a)
+	}
+	return fmt.Sprintf("backend: bare-metal\nbareMetal:\n  pools:\n  - name: %s\n    addresses: [%s]\n", name, strings.Join(quoted, ", "))
+}
+
 // ccm is a running herald-ccm.
 type ccm struct {
 	*cluster.Process
+	// metricsURL and token reach its /metrics.
+	metricsURL, token string
 }
 
 // startCCM runs herald-ccm against c with the given cloud config and stops
-// it (by PID) when the test ends.
+// it (by PID) when the test ends. It serves /metrics on a free loopback
+// port as the README tells an operator running it by hand: authentication
+// and authorization delegated to the apiserver, scraped with a token
+// allowed to get /metrics (here the cluster-admin's).
 func startCCM(t testing.TB, c *cluster.Cluster, cloudConfig string, extraArgs ...string) *ccm {
 	t.Helper()
-	dir := t.TempDir()
-	configPath := filepath.Join(dir, "cloud-config.yaml")
-	if err := os.WriteFile(configPath, []byte(cloudConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p, err := cluster.StartProcess("herald-ccm", filepath.Join(dir, "herald-ccm.log"), heraldBinary(t, "herald-ccm"),
-		append([]string{"--kubeconfig=" + c.Kubeconfig,
-			"--cloud-provider=herald",
-			"--cloud-config=" + configPath,
-			"--cluster-name=herald-e2e",
-			"--leader-elect=false",
-			"--controllers=service-lb-controller,herald-class-controller",
-			"--secure-port=0",
-			"--v=2",
-		}, extraArgs...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &ccm{Process: p}
-	p.StopAtCleanup(t, 60)
-	return m
+	port := cluster.FreePort(t)
+	extraArgs = append([]string{"--secure-port=" + strconv.Itoa(port), "--bind-address=127.0.0.1",
+		"--authentication-kubeconfig=" + c.Kubeconfig, "--authorization-kubeconfig=" + c.Kubeconfig}, extraArgs...)
+	p := labkit.StartCCM(t, c, labBinaries(t), t.TempDir(), cloudConfig, extraArgs...)
+	return &ccm{Process: p, metricsURL: fmt.Sprintf("https://127.0.0.1:%d/metrics", port), token: c.Config.BearerToken}
 }
 
 // stop ends the CCM now (SIGTERM, as a rolling update would).
@@ -134,6 +141,32 @@ func newService(namespace, name string, typ v1.ServiceType, annotations map[stri
 	}
 }
 
+// toClusterIP makes svc a ClusterIP Service, as a user who no longer wants
+// a load balancer would: no class, no NodePorts.
+func toClusterIP(t testing.TB, client kubernetes.Interface, svc *v1.Service) {
+	t.Helper()
+	// herald-ccm may write the Service (annotations, conditions) at any
+	// moment, as any controller would: change the latest version, as
+	// kubectl edit does.
+	services := client.CoreV1().Services(svc.Namespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		latest, err := services.Get(context.Background(), svc.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		latest.Spec.Type = v1.ServiceTypeClusterIP
+		latest.Spec.LoadBalancerClass = nil
+		for i := range latest.Spec.Ports {
+			latest.Spec.Ports[i].NodePort = 0
+		}
+		_, err = services.Update(context.Background(), latest, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func createService(t testing.TB, client kubernetes.Interface, svc *v1.Service) *v1.Service {
 	t.Helper()
 	created, err := client.CoreV1().Services(svc.Namespace).Create(context.Background(), svc, metav1.CreateOptions{})
@@ -143,40 +176,19 @@ func createService(t testing.TB, client kubernetes.Interface, svc *v1.Service) *
 	return created
 }
 
-const waitTimeout = 20 * time.Second
+const waitTimeout = labkit.WaitTimeout
 
 // waitForService polls until cond holds for the Service, and returns it.
 func waitForService(t testing.TB, client kubernetes.Interface, namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
 	t.Helper()
-	var last *v1.Service
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
-		func(ctx context.Context) (bool, error) {
-			svc, err := client.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return false, nil //nolint:nilerr // keep polling through transient errors
-			}
-			last = svc
-			return cond(svc), nil
-		})
-	if err != nil {
-		t.Fatalf("service %s/%s: %s: not within %v; last seen: status=%+v finalizers=%v", namespace, name, what, waitTimeout,
-			lastStatus(last), lastFinalizers(last))
-	}
-	return last
+	return labkit.WaitService(t, client, namespace, name, what, cond)
 }
 
-func lastStatus(svc *v1.Service) any {
-	if svc == nil {
-		return nil
-	}
-	return svc.Status
-}
-
-func lastFinalizers(svc *v1.Service) []string {
-	if svc == nil {
-		return nil
-	}
-	return svc.Finalizers
+// waitForServiceWithin is waitForService with a timeout of its own.
+func waitForServiceWithin(t testing.TB, client kubernetes.Interface, namespace, name, what string, timeout time.Duration,
+	cond func(*v1.Service) bool) *v1.Service {
+	t.Helper()
+	return labkit.WaitServiceWithin(t, client, namespace, name, what, timeout, cond)
 }
 
 func hasIngress(svc *v1.Service) bool { return len(svc.Status.LoadBalancer.Ingress) > 0 }
@@ -232,11 +244,7 @@ func countEvents(t testing.TB, client kubernetes.Interface, namespace, reason st
 
 func kubectl(t testing.TB, c *cluster.Cluster, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(c.BinDir, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return labkit.Kubectl(t, c, args...)
 }
 
 // waitForServiceAbsent polls until the Service is gone: its finalizer was

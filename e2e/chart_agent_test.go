@@ -21,12 +21,15 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/heraldlb/herald/bare-metal/speaker"
 	"github.com/heraldlb/herald/e2e/cluster"
 	"github.com/heraldlb/herald/e2e/netlab"
 )
@@ -35,12 +38,17 @@ import (
 // ClusterRoleBinding in release "herald" of chart "herald".
 const agentName = "herald-agent"
 
-// agentRules is exactly what herald-agent reads: informers (list, watch) on
-// Services and EndpointSlices, and on its own Node. It writes nothing.
+// agentRules is exactly what herald-agent uses with forwarding and layer2
+// on (the ci values): informers (list, watch) on Services, EndpointSlices,
+// Nodes, IPAddressPools and L2Advertisements; the Announced condition
+// (server-side apply on services/status); Events.
 var agentRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{"herald.dev"}, Resources: []string{"ipaddresspools", "l2advertisements"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}},
+	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 }
 
 // helmFails runs the pinned helm, which must fail, and returns its output.
@@ -121,9 +129,10 @@ func checkAgentToggle(t *testing.T) {
 }
 
 // checkAgentObjects reads the installed DaemonSet and RBAC and checks what
-// running in place of kube-proxy needs: the node's network, NET_ADMIN and
-// nothing more, the node name from the downward API, probes on the health
-// port, every node, one node at a time, and exactly the agent's RBAC rules.
+// running in place of kube-proxy and answering ARP/NDP needs: the node's
+// network, NET_ADMIN and NET_RAW and nothing more, the node name and
+// address from the downward API, probes on the health port, every node,
+// one node at a time, and exactly the agent's RBAC rules.
 func checkAgentObjects(t *testing.T, client kubernetes.Interface) *appsv1.DaemonSet {
 	t.Helper()
 	ctx := context.Background()
@@ -154,11 +163,11 @@ func checkAgentObjects(t *testing.T, client kubernetes.Interface) *appsv1.Daemon
 		t.Fatal("herald-agent has no securityContext with capabilities")
 	}
 	if sc.Privileged != nil && *sc.Privileged {
-		t.Error("herald-agent is privileged; it needs only NET_ADMIN")
+		t.Error("herald-agent is privileged; it needs only NET_ADMIN and NET_RAW")
 	}
-	if !reflect.DeepEqual(sc.Capabilities.Add, []v1.Capability{"NET_ADMIN"}) ||
+	if !reflect.DeepEqual(sc.Capabilities.Add, []v1.Capability{"NET_ADMIN", "NET_RAW"}) ||
 		!reflect.DeepEqual(sc.Capabilities.Drop, []v1.Capability{"ALL"}) {
-		t.Errorf("capabilities %+v, want add [NET_ADMIN], drop [ALL]", sc.Capabilities)
+		t.Errorf("capabilities %+v, want add [NET_ADMIN NET_RAW], drop [ALL]", sc.Capabilities)
 	}
 	if !slices.Contains(ctr.Args, "--node-name=$(NODE_NAME)") {
 		t.Errorf("args %q do not pass --node-name=$(NODE_NAME)", ctr.Args)
@@ -263,7 +272,7 @@ func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface
 	pod := ds.Spec.Template.Spec
 	ctr := pod.Containers[0]
 	dir := t.TempDir()
-	args := append(expandArgs(t, ctr, nodeName),
+	args := append(mountSecrets(t, client, pod, expandArgs(t, ctr, nodeName, nodeIP), dir),
 		"--kubeconfig="+serviceAccountKubeconfig(t, c, client, pod.ServiceAccountName, dir))
 	logPath := filepath.Join(dir, "herald-agent.log")
 	bin := heraldBinary(t, "herald-agent")
@@ -292,6 +301,13 @@ func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface
 	if !strings.Contains(table, clusterIP) {
 		t.Errorf("the table has no element for ClusterIP %s:\n%s", clusterIP, table)
 	}
+	// Layer 2 under the chart's RBAC: with an advertisement for the ci
+	// values' pool, the only node announces the Service and says so.
+	createL2Advertisement(t, dynamic.NewForConfigOrDie(c.Config).Resource(adGVR), "chart", map[string]any{"ipAddressPools": []any{"default"}})
+	waitForService(t, client, "default", "web", "is announced by "+nodeName, func(s *v1.Service) bool {
+		cond := meta.FindStatusCondition(s.Status.Conditions, speaker.ConditionAnnounced)
+		return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "node "+nodeName+" ")
+	})
 
 	p.Stop(5 * time.Second)
 	if _, err := node.Run("nft", "list", "table", "inet", "herald"); err != nil {
@@ -306,17 +322,19 @@ func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface
 }
 
 // expandArgs expands $(VAR) in the container's args from its env, as the
-// kubelet does; spec.nodeName is the only field reference resolved.
-func expandArgs(t testing.TB, ctr v1.Container, nodeName string) []string {
+// kubelet does; spec.nodeName and status.hostIP are the field references
+// resolved.
+func expandArgs(t testing.TB, ctr v1.Container, nodeName string, nodeIP netip.Addr) []string {
 	t.Helper()
 	args := slices.Clone(ctr.Args)
+	fields := map[string]string{"spec.nodeName": nodeName, "status.hostIP": nodeIP.String()}
 	for _, e := range ctr.Env {
 		value := e.Value
 		if e.ValueFrom != nil {
-			if e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "spec.nodeName" {
+			if e.ValueFrom.FieldRef == nil || fields[e.ValueFrom.FieldRef.FieldPath] == "" {
 				continue
 			}
-			value = nodeName
+			value = fields[e.ValueFrom.FieldRef.FieldPath]
 		}
 		for i := range args {
 			args[i] = strings.ReplaceAll(args[i], "$("+e.Name+")", value)
@@ -325,6 +343,35 @@ func expandArgs(t testing.TB, ctr v1.Container, nodeName string) []string {
 	for _, a := range args {
 		if strings.Contains(a, "$(") {
 			t.Fatalf("arg %q refers to a variable the pod does not define", a)
+		}
+	}
+	return args
+}
+
+// mountSecrets writes the keys of the pod's Secret volumes into dir, as the
+// kubelet would mount them, and points the args at them.
+func mountSecrets(t testing.TB, client kubernetes.Interface, pod v1.PodSpec, args []string, dir string) []string {
+	t.Helper()
+	for _, vol := range pod.Volumes {
+		if vol.Secret == nil {
+			continue
+		}
+		secret, err := client.CoreV1().Secrets(chartNamespace).Get(context.Background(), vol.Secret.SecretName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("the agent's Secret volume %s: %v", vol.Name, err)
+		}
+		mountDir := filepath.Join(dir, vol.Name)
+		if err := os.MkdirAll(mountDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for key, data := range secret.Data {
+			if err := os.WriteFile(filepath.Join(mountDir, key), data, 0o400); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mount := volumeMountPath(t, pod.Containers[0], vol.Name)
+		for i := range args {
+			args[i] = strings.ReplaceAll(args[i], mount+"/", mountDir+"/")
 		}
 	}
 	return args

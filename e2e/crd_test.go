@@ -118,23 +118,7 @@ func TestIPAddressPoolCRD(t *testing.T) {
 			}
 		})
 	}
-	for _, s := range loadSamples(t, "invalid") {
-		t.Run(s.name, func(t *testing.T) {
-			want := s.directives["expect"]
-			if want == "" {
-				t.Fatal(`no "# expect: <part of the error>" line`)
-			}
-			_, err := dryRunCreate(pools, s.obj)
-			var status apierrors.APIStatus
-			if !errors.As(err, &status) {
-				t.Fatalf("accepted or failed without a status: %v", err)
-			}
-			if message := status.Status().Message; !strings.Contains(message, want) {
-				t.Fatalf("rejected without %q: %s", want, message)
-			}
-			t.Log(status.Status().Message)
-		})
-	}
+	checkInvalidSamples(t, pools, "invalid")
 	for _, s := range loadSamples(t, "gaps") {
 		t.Run(s.name, func(t *testing.T) {
 			if s.directives["gap"] == "" {
@@ -147,6 +131,28 @@ func TestIPAddressPoolCRD(t *testing.T) {
 		})
 	}
 	t.Run("status and printer columns", func(t *testing.T) { testPoolStatus(t, c, pools) })
+}
+
+// checkInvalidSamples creates each sample of dir (dry run) and checks it
+// is refused with the message of its "# expect:" line.
+func checkInvalidSamples(t *testing.T, res dynamic.ResourceInterface, dir string) {
+	for _, s := range loadSamples(t, dir) {
+		t.Run(s.name, func(t *testing.T) {
+			want := s.directives["expect"]
+			if want == "" {
+				t.Fatal(`no "# expect: <part of the error>" line`)
+			}
+			_, err := dryRunCreate(res, s.obj)
+			var status apierrors.APIStatus
+			if !errors.As(err, &status) {
+				t.Fatalf("accepted or failed without a status: %v", err)
+			}
+			if message := status.Status().Message; !strings.Contains(message, want) {
+				t.Fatalf("rejected without %q: %s", want, message)
+			}
+			t.Log(status.Status().Message)
+		})
+	}
 }
 
 // testPoolStatus stores a pool, writes a status through the status

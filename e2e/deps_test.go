@@ -79,6 +79,9 @@ func TestDependencyRule(t *testing.T) {
 				t.Errorf("%s imports %s: only aws/api talks to the AWS SDK", pkg, imp)
 			case strings.HasPrefix(imp, "github.com/osrg/gobgp") && pkg != "bare-metal/bgp/gobgp":
 				t.Errorf("%s imports %s: only bare-metal/bgp/gobgp imports GoBGP", pkg, imp)
+			case pkg == "bare-metal/layer2" && (ours || strings.HasPrefix(imp, "k8s.io/api") ||
+				strings.HasPrefix(imp, "k8s.io/apimachinery") || strings.HasPrefix(imp, "k8s.io/client-go")):
+				t.Errorf("%s imports %s: the responder is fed plain interface names and addresses", pkg, imp)
 			}
 		}
 	}

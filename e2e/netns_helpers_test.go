@@ -3,14 +3,11 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,13 +15,12 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
 	"github.com/heraldlb/herald/e2e/cluster"
+	"github.com/heraldlb/herald/e2e/labkit"
 	"github.com/heraldlb/herald/e2e/netlab"
 )
 
@@ -39,17 +35,13 @@ var (
 )
 
 const (
-	echoPort = 8080
+	echoPort = labkit.EchoPort
 	// syncPeriod for the agents: the tests measure "within one sync" against
 	// minSyncPeriod, so it is short.
-	minSyncPeriod = 100 * time.Millisecond
-	// agentHealthPort is herald-agent's default --health-bind-address port.
-	agentHealthPort = 10276
-	// agentMetricsAddr is herald-agent's default --metrics-bind-address.
-	agentMetricsAddr = "127.0.0.1:10279"
-	// attempt bounds one connection attempt: the lab is local, answers come
-	// in milliseconds, and a blocked packet must not stall a poll for long.
-	attempt = time.Second
+	minSyncPeriod    = 100 * time.Millisecond
+	agentHealthPort  = labkit.AgentHealthPort
+	agentMetricsAddr = labkit.AgentMetricsAddr
+	attempt          = labkit.Attempt
 	// refusedWithin is how fast "connection refused" has to arrive: a reset
 	// from the node takes a millisecond; a lost SYN is retransmitted only
 	// after a second. The margin is for a loaded 2-core CI machine.
@@ -74,57 +66,15 @@ type netEnv struct {
 	dir     string
 }
 
-// answer is what the echo server said: which pod, and the client address it
-// saw.
-type answer struct {
-	pod  string
-	from netip.AddrPort
-}
-
-func parseAnswer(s string) (answer, error) {
-	name, addr, ok := strings.Cut(strings.TrimSpace(s), " ")
-	if !ok {
-		return answer{}, fmt.Errorf("%w: %q", errBadAnswer, s)
-	}
-	from, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return answer{}, fmt.Errorf("%w: %q: %w", errBadAnswer, s, err)
-	}
-	return answer{pod: name, from: from}, nil
-}
-
-var errBadAnswer = errors.New("not an echo answer")
-
-// httpClient sends requests from inside ns, one connection per request, so
-// every request is a new connection and gets a fresh load-balancing choice.
-func httpClient(ns *netlab.Netns) *http.Client {
-	return &http.Client{
-		Timeout: attempt,
-		Transport: &http.Transport{
-			DialContext:       ns.DialContext,
-			DisableKeepAlives: true,
-		},
-	}
-}
+// answer is what the echo server said (labkit's, under a short name the
+// tests use everywhere).
+type answer = labkit.Answer
 
 // get asks the echo server behind addr from inside ns.
-func get(ns *netlab.Netns, addr string) (answer, error) {
-	resp, err := httpClient(ns).Get("http://" + addr + "/")
-	if err != nil {
-		return answer{}, err
-	}
-	return readAnswer(resp)
-}
+func get(ns *netlab.Netns, addr string) (answer, error) { return labkit.Get(ns, addr, attempt) }
 
-// readAnswer parses an echo server's response and closes its body.
-func readAnswer(resp *http.Response) (answer, error) {
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return answer{}, err
-	}
-	return parseAnswer(string(body))
-}
+// httpClient sends requests from inside ns, one connection per request.
+func httpClient(ns *netlab.Netns) *http.Client { return labkit.HTTPClient(ns, attempt) }
 
 // getStatus returns only the HTTP status of a GET, for health checks.
 func getStatus(ns *netlab.Netns, rawURL string) (int, error) {
@@ -165,7 +115,7 @@ func askOn(conn net.Conn) (answer, error) {
 	if err != nil {
 		return answer{}, err
 	}
-	return parseAnswer(string(buf[:n]))
+	return labkit.ParseAnswer(string(buf[:n]))
 }
 
 // eventually polls ask until it answers, and returns the answer.
@@ -210,22 +160,17 @@ func (k *keepConn) get() (answer, error) {
 	if _, err := io.WriteString(k.conn, "GET / HTTP/1.1\r\nHost: echo\r\n\r\n"); err != nil {
 		return answer{}, err
 	}
-	resp, err := http.ReadResponse(k.r, nil)
+	resp, err := http.ReadResponse(k.r, nil) //nolint:bodyclose // labkit.ReadAnswer closes it
 	if err != nil {
 		return answer{}, err
 	}
-	return readAnswer(resp)
+	return labkit.ReadAnswer(resp)
 }
 
 // startEcho runs the echo server in pod's namespace until the lab goes.
 func (e *netEnv) startEcho(t testing.TB, pod *netlab.Host) {
 	t.Helper()
-	p, err := pod.Start("echo-"+pod.Short, filepath.Join(e.dir, "echo-"+pod.Short+".log"),
-		heraldBinary(t, "echo"), "--name="+pod.Short, "--listen=:"+strconv.Itoa(echoPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.lab.OnCleanup(func() { p.Stop(5 * time.Second) })
+	labkit.StartEcho(t, e.lab, labBinaries(t), e.dir, pod)
 }
 
 // startAgent runs herald-agent in the node's namespace against the relayed
@@ -233,7 +178,6 @@ func (e *netEnv) startEcho(t testing.TB, pod *netlab.Host) {
 // lab stops it at the end.
 func (e *netEnv) startAgent(t testing.TB, node string, extra ...string) *cluster.Process {
 	t.Helper()
-	n := e.nodes[node]
 	args := append([]string{
 		"--kubeconfig=" + e.c.Kubeconfig,
 		"--node-name=" + node,
@@ -242,19 +186,8 @@ func (e *netEnv) startAgent(t testing.TB, node string, extra ...string) *cluster
 		"--burst=2",
 		"--v=2",
 	}, extra...)
-	p, err := n.Start("herald-agent-"+node, filepath.Join(e.dir, fmt.Sprintf("herald-agent-%s-%d.log", node, time.Now().UnixNano())),
-		heraldBinary(t, "herald-agent"), args...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := labkit.StartAgent(t, e.lab, labBinaries(t), e.dir, e.nodes[node], args...)
 	e.agents[node] = p
-	e.lab.OnCleanup(func() {
-		// A subtest's t is finished by now and must not be logged to.
-		if e.t.Failed() {
-			e.t.Logf("herald-agent %s log (tail):\n%s", node, p.LogTail(40))
-		}
-		p.Stop(5 * time.Second)
-	})
 	return p
 }
 
@@ -271,39 +204,13 @@ func (e *netEnv) restartAgent(t testing.TB, node string, extra ...string) {
 // first full sync is in the kernel.
 func (e *netEnv) waitAgentReady(t testing.TB, node string) {
 	t.Helper()
-	n := e.nodes[node]
-	var lastErr error
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
-		func(context.Context) (bool, error) {
-			if err := e.agents[node].ExitedErr(); err != nil {
-				return false, err
-			}
-			code, err := getStatus(n.Netns, "http://127.0.0.1:"+strconv.Itoa(agentHealthPort)+"/readyz")
-			lastErr = err
-			return err == nil && code == http.StatusOK, nil
-		})
-	if err != nil {
-		t.Fatalf("herald-agent on %s not ready: %v (last: %v)", node, err, lastErr)
-	}
+	labkit.WaitAgentReady(t, e.nodes[node], e.agents[node])
 }
 
 // createNode registers a lab node with its LAN address as InternalIP.
 func (e *netEnv) createNode(t testing.TB, n *netlab.Node) {
 	t.Helper()
-	ctx := context.Background()
-	node, err := e.client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Short}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue,
-		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "KubeletReady"}}
-	node.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: n.IP.String()}}
-	if n.IP6.IsValid() {
-		node.Status.Addresses = append(node.Status.Addresses, v1.NodeAddress{Type: v1.NodeInternalIP, Address: n.IP6.String()})
-	}
-	if _, err := e.client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	labkit.RegisterNode(t, e.client, n)
 }
 
 // echoService is a Service with one TCP and one UDP port, both named, both
@@ -329,43 +236,18 @@ func (e *netEnv) setEndpoints(t testing.TB, svc string, pods ...string) {
 }
 
 // setEndpointsFamily writes the Service's EndpointSlice of one address
-// family.
+// family with the given pods, ready, each on its node.
 func (e *netEnv) setEndpointsFamily(t testing.TB, svc string, family discoveryv1.AddressType, pods ...string) {
 	t.Helper()
-	slice := &discoveryv1.EndpointSlice{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: svc + "-lab-" + strings.ToLower(string(family)),
-			Labels: map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "herald-e2e"}},
-		AddressType: family,
-		Ports: []discoveryv1.EndpointPort{
-			{Name: ptr.To("http"), Protocol: ptr.To(v1.ProtocolTCP), Port: ptr.To[int32](echoPort)},
-			{Name: ptr.To("udp"), Protocol: ptr.To(v1.ProtocolUDP), Port: ptr.To[int32](echoPort)},
-		},
-		Endpoints: []discoveryv1.Endpoint{},
-	}
+	var eps []labkit.Endpoint
 	for _, p := range pods {
 		ip := e.pods[p].IP
 		if family == discoveryv1.AddressTypeIPv6 {
 			ip = e.pods[p].IP6
 		}
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
-			Addresses:  []string{ip.String()},
-			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)},
-			NodeName:   ptr.To(e.podNode[p]),
-		})
+		eps = append(eps, labkit.Endpoint{IP: ip, Node: e.podNode[p]})
 	}
-	ctx := context.Background()
-	slices := e.client.DiscoveryV1().EndpointSlices("default")
-	old, err := slices.Get(ctx, slice.Name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		_, err = slices.Create(ctx, slice, metav1.CreateOptions{})
-	case err == nil:
-		slice.ResourceVersion = old.ResourceVersion
-		_, err = slices.Update(ctx, slice, metav1.UpdateOptions{})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	labkit.SetEndpoints(t, e.client, "default", svc, family, eps...)
 }
 
 // portOf returns the Service's port (or node port) by port name.
@@ -400,7 +282,7 @@ func podsOf(t testing.TB, n int, ask func() (answer, error), check func(answer) 
 				t.Fatal(err)
 			}
 		}
-		seen[a.pod]++
+		seen[a.Pod]++
 	}
 	return seen
 }
@@ -408,6 +290,13 @@ func podsOf(t testing.TB, n int, ask func() (answer, error), check func(answer) 
 // syncCount reads from the agent in ns how many syncs of a mode ("full",
 // "reload", "partial") succeeded.
 func syncCount(t testing.TB, ns *netlab.Netns, mode string) float64 {
+	t.Helper()
+	return agentMetric(t, ns, `herald_dataplane_sync_duration_seconds_count{mode="`+mode+`"}`)
+}
+
+// agentMetric reads one series (name and labels as /metrics prints them)
+// from the agent in ns; 0 if it is absent.
+func agentMetric(t testing.TB, ns *netlab.Netns, series string) float64 {
 	t.Helper()
 	resp, err := httpClient(ns).Get("http://" + agentMetricsAddr + "/metrics")
 	if err != nil {
@@ -418,9 +307,8 @@ func syncCount(t testing.TB, ns *netlab.Netns, mode string) float64 {
 	if err != nil {
 		t.Fatalf("agent metrics: %v", err)
 	}
-	series := `herald_dataplane_sync_duration_seconds_count{mode="` + mode + `"} `
 	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, series); ok {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
 				t.Fatalf("agent metrics: %q: %v", line, err)

@@ -88,10 +88,10 @@ func newNetEnv(t testing.TB) *netEnv {
 	for _, p := range []string{"a1", "a2", "b1"} {
 		addr := hostPort(e.pods[p].IP.String(), echoPort)
 		eventually(t, "client reaches "+p+" directly", func() (answer, error) { return get(cl.Netns, addr) },
-			func(a answer) bool { return a.pod == p && a.from.Addr() == clientIP })
+			func(a answer) bool { return a.Pod == p && a.From.Addr() == clientIP })
 		addr6 := hostPort(e.pods[p].IP6.String(), echoPort)
 		eventually(t, "client reaches "+p+" directly over IPv6", func() (answer, error) { return get(cl.Netns, addr6) },
-			func(a answer) bool { return a.pod == p && a.from.Addr() == clientIP6 })
+			func(a answer) bool { return a.Pod == p && a.From.Addr() == clientIP6 })
 	}
 
 	for _, n := range []*netlab.Node{n1, n2} {
@@ -125,8 +125,8 @@ func TestNetnsDataplane(t *testing.T) {
 	all := map[string]bool{"a1": true, "a2": true, "b1": true}
 	inSet := func(set map[string]bool) func(answer) error {
 		return func(a answer) error {
-			if !set[a.pod] {
-				return fmt.Errorf("answer from %s %v, want one of %v", a.pod, a.from, set)
+			if !set[a.Pod] {
+				return fmt.Errorf("answer from %s %v, want one of %v", a.Pod, a.From, set)
 			}
 			return nil
 		}
@@ -155,16 +155,16 @@ func TestNetnsDataplane(t *testing.T) {
 				return err
 			}
 			switch {
-			case a.pod == "a1":
+			case a.Pod == "a1":
 				// A pod reaching itself must see another address, or it
 				// would answer itself directly and drop the reply.
 				hairpins++
-				if a.from.Addr() == a1.IP {
-					return fmt.Errorf("hairpin: a1 saw its own address %v", a.from)
+				if a.From.Addr() == a1.IP {
+					return fmt.Errorf("hairpin: a1 saw its own address %v", a.From)
 				}
-			case a.from.Addr() != a1.IP:
+			case a.From.Addr() != a1.IP:
 				// From inside --cluster-cidr: no masquerade.
-				return fmt.Errorf("%s saw %v, want a1's address %v", a.pod, a.from, a1.IP)
+				return fmt.Errorf("%s saw %v, want a1's address %v", a.Pod, a.From, a1.IP)
 			}
 			return nil
 		})
@@ -183,8 +183,8 @@ func TestNetnsDataplane(t *testing.T) {
 				}
 				// Policy Cluster: the pod may be on the other node, so the
 				// node masquerades; the pod sees a node, never the client.
-				if a.from.Addr() == clientIP {
-					return fmt.Errorf("%s saw the client address %v under externalTrafficPolicy Cluster", a.pod, a.from)
+				if a.From.Addr() == clientIP {
+					return fmt.Errorf("%s saw the client address %v under externalTrafficPolicy Cluster", a.Pod, a.From)
 				}
 				return nil
 			})
@@ -243,15 +243,15 @@ func TestNetnsDataplane(t *testing.T) {
 				if err := inSet(pods)(a); err != nil {
 					return fmt.Errorf("%s: %w", node, err)
 				}
-				if a.from.Addr() != clientIP {
-					return fmt.Errorf("%s saw %v, want the client address %v", a.pod, a.from, clientIP)
+				if a.From.Addr() != clientIP {
+					return fmt.Errorf("%s saw %v, want the client address %v", a.Pod, a.From, clientIP)
 				}
 				return nil
 			})
 		}
 		udp := hostPort(e.nodes["n2"].IP.String(), portOf(local, "udp", true))
 		a := eventually(t, "UDP NodePort on n2", func() (answer, error) { return askUDP(cl, udp) }, anyAnswer)
-		if a.pod != "b1" || a.from.Addr() != clientIP {
+		if a.Pod != "b1" || a.From.Addr() != clientIP {
 			t.Errorf("UDP NodePort on n2 answered %+v, want b1 seeing %v", a, clientIP)
 		}
 	})
@@ -339,8 +339,8 @@ func TestNetnsDataplane(t *testing.T) {
 		} {
 			first := eventually(t, what, func() (answer, error) { return get(target.ns, target.addr) }, anyAnswer)
 			seen := podsOf(t, 20, func() (answer, error) { return get(target.ns, target.addr) }, inSet(all))
-			if len(seen) != 1 || seen[first.pod] != 20 {
-				t.Errorf("%s: 20 connections went to %v, want all to %s", what, seen, first.pod)
+			if len(seen) != 1 || seen[first.Pod] != 20 {
+				t.Errorf("%s: 20 connections went to %v, want all to %s", what, seen, first.Pod)
 			}
 		}
 	})
@@ -362,8 +362,8 @@ func TestNetnsDataplane(t *testing.T) {
 		deadline := time.Now().Add(3 * time.Second)
 		for time.Now().Before(deadline) {
 			seen := podsOf(t, 5, func() (answer, error) { return get(n1, target) }, inSet(all))
-			if seen[first.pod] != 5 {
-				t.Fatalf("during full resyncs connections went to %v, want all to %s", seen, first.pod)
+			if seen[first.Pod] != 5 {
+				t.Fatalf("during full resyncs connections went to %v, want all to %s", seen, first.Pod)
 			}
 		}
 		if reloads := syncCount(t, n1, "reload") - reloadsBefore; reloads < 2 {
@@ -401,11 +401,11 @@ func TestNetnsDataplane(t *testing.T) {
 		move := e.createService(t, echoService("move", v1.ServiceTypeClusterIP))
 		addr := hostPort(move.Spec.ClusterIP, 80)
 		e.setEndpoints(t, "move", "a1")
-		eventually(t, "ClusterIP to a1", func() (answer, error) { return get(n1, addr) }, func(a answer) bool { return a.pod == "a1" })
+		eventually(t, "ClusterIP to a1", func() (answer, error) { return get(n1, addr) }, func(a answer) bool { return a.Pod == "a1" })
 
 		start := time.Now()
 		e.setEndpoints(t, "move", "b1")
-		eventually(t, "traffic moves to b1", func() (answer, error) { return get(n1, addr) }, func(a answer) bool { return a.pod == "b1" })
+		eventually(t, "traffic moves to b1", func() (answer, error) { return get(n1, addr) }, func(a answer) bool { return a.Pod == "b1" })
 		moved := time.Since(start)
 		t.Logf("traffic moved %v after the EndpointSlice update (min sync period %v)", moved.Round(time.Millisecond), minSyncPeriod)
 		// One sync: the watch event, at most one min-sync-period wait, the
@@ -442,11 +442,11 @@ func TestNetnsDataplane(t *testing.T) {
 		if _, err := e.client.CoreV1().Services("default").Update(context.Background(), flow, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the flow is served once herald takes the Service", ask, func(a answer) bool { return a.pod == "a1" })
+		eventually(t, "the flow is served once herald takes the Service", ask, func(a answer) bool { return a.Pod == "a1" })
 
 		start := time.Now()
 		e.setEndpoints(t, "udpflow", "b1")
-		eventually(t, "the flow moves to b1", ask, func(a answer) bool { return a.pod == "b1" })
+		eventually(t, "the flow moves to b1", ask, func(a answer) bool { return a.Pod == "b1" })
 		t.Logf("the UDP flow moved %v after the EndpointSlice update", time.Since(start).Round(time.Millisecond))
 		podsOf(t, 10, ask, inSet(map[string]bool{"b1": true}))
 	})

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -78,11 +79,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knfta
 }
 
 func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, error), batch bool) error {
-	nft, err := newNFT()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
 	if o.cleanup {
+		nft, err := newNFT()
+		if err != nil {
+			return fmt.Errorf("nftables: %w", err)
+		}
 		if err := dataplane.DeleteTable(ctx, nft); err != nil {
 			return err
 		}
@@ -100,21 +101,71 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch,
-		Conntrack: agent.NewNetlinkConntrack()}
-	if batch {
-		deps.Reloader = dataplane.NewNetlinkReloader(0)
+	// One cache of Services and EndpointSlices for forwarding and
+	// announcing alike.
+	informers := agent.NewInformerFactory(client)
+	var parts []func(context.Context) error
+	var health http.Handler
+	if o.forwarding {
+		a, err := newForwarder(o, client, informers, reg, newNFT, batch)
+		if err != nil {
+			return err
+		}
+		parts, health = append(parts, a.Run), a.HealthHandler()
 	}
-	a, err := agent.New(o.agentConfig(), deps)
-	if err != nil {
-		return err
+	if o.announce.layer2() {
+		sp, err := newSpeaker(ctx, o, cfg, client, informers, reg)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, sp.Run)
+		if health == nil {
+			health = sp.HealthHandler()
+		}
 	}
-	stopServers, err := serve(ctx, o, a.HealthHandler(), promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	stopServers, err := serve(ctx, o, health, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if err != nil {
 		return err
 	}
 	defer stopServers()
-	return a.Run(ctx)
+	return runAll(ctx, parts)
+}
+
+func newForwarder(o *options, client kubernetes.Interface, informers informers.SharedInformerFactory,
+	reg prometheus.Registerer, newNFT func() (knftables.Interface, error), batch bool) (*agent.Agent, error) {
+	nft, err := newNFT()
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch, Informers: informers,
+		Conntrack: agent.NewNetlinkConntrack()}
+	if batch {
+		deps.Reloader = dataplane.NewNetlinkReloader(0)
+	}
+	return agent.New(o.agentConfig(), deps)
+}
+
+// runAll runs the agent's parts until ctx ends or one fails; a failure
+// stops the others, and every part gets to finish (the speaker hands its
+// addresses over) before runAll returns.
+func runAll(ctx context.Context, parts []func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(parts))
+	for _, run := range parts {
+		go func() {
+			err := run(ctx)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var all []error
+	for range parts {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
 }
 
 // serve listens on the health and metrics addresses (one server when they

@@ -37,6 +37,8 @@ type options struct {
 	cleanup            bool
 	healthBindAddress  string
 	metricsBindAddress string
+	forwarding         bool
+	announce           announceOptions
 }
 
 func newFlagSet(o *options) *pflag.FlagSet {
@@ -59,6 +61,10 @@ func newFlagSet(o *options) *pflag.FlagSet {
 		"host:port serving /readyz, /livez and /healthz; empty disables.")
 	fs.StringVar(&o.metricsBindAddress, "metrics-bind-address", defaultMetricsBindAddress,
 		"host:port serving /metrics; empty disables. May equal --health-bind-address.")
+	fs.BoolVar(&o.forwarding, "forwarding", true,
+		"Forward ClusterIP, NodePort and LoadBalancer traffic with nftables (replaces kube-proxy). "+
+			"Turn off where kube-proxy forwards and herald-agent only announces.")
+	o.announce.addFlags(fs)
 	gofs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(gofs)
 	fs.AddGoFlagSet(gofs)
@@ -71,6 +77,10 @@ func (o *options) validate() error {
 		return nil // --cleanup needs nothing else
 	}
 	var errs []error
+	if !o.forwarding && !o.announce.layer2() {
+		errs = append(errs, errors.New("--forwarding=false and no --announce: nothing to do"))
+	}
+	errs = append(errs, o.announce.validate()...)
 	if o.nodeName == "" {
 		errs = append(errs, errors.New("--node-name is required"))
 	}

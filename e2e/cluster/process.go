@@ -48,6 +48,18 @@ func StartProcess(name, logPath, binary string, args ...string) (*Process, error
 // PID is the process id, for tests that need to signal it.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
+// Kill ends the process at once (SIGKILL), as a crash or the OOM killer
+// would, and waits for it.
+func (p *Process) Kill() {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
 // Stop asks the process to exit and kills it if it does not within grace.
 func (p *Process) Stop(grace time.Duration) {
 	select {
@@ -131,7 +143,11 @@ func FreePort(t testing.TB) int {
 
 // StopAtCleanup stops the process when t ends, first logging the end of its
 // output if t failed, which is where the reason usually is.
-func (p *Process) StopAtCleanup(t testing.TB, tailLines int) {
+func (p *Process) StopAtCleanup(t interface {
+	Cleanup(func())
+	Failed() bool
+	Logf(format string, args ...any)
+}, tailLines int) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("%s log (tail):\n%s", p.name, p.LogTail(tailLines))

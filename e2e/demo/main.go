@@ -1,9 +1,14 @@
-// Command demo shows herald-ccm at work on a real kube-apiserver: it starts
-// etcd and kube-apiserver on loopback, registers two Nodes, runs herald-ccm
-// with an address pool, creates a LoadBalancer Service and prints what
-// `kubectl get svc` and `kubectl describe svc` show once it has its address.
-// The full lab (network namespaces as nodes, a BGP router, a client) grows
-// from this.
+// Command demo is `make demo`: herald at work on one Linux host, with real
+// components. It starts etcd and kube-apiserver on loopback, builds a LAN
+// of network namespaces (three nodes and a client on one bridge, an echo
+// "pod" behind each node), runs herald-ccm and one herald-agent per node
+// (nftables forwarding and ARP/NDP announcing), creates a LoadBalancer
+// Service and shows the client's HTTP request answered through its VIP.
+// Then it kills the announcing node's agent and shows the client's traffic
+// moving to another node, and how long that took.
+//
+// It needs root (network namespaces, nftables, raw sockets) and refuses to
+// start without it.
 package main
 
 import (
@@ -11,142 +16,148 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/heraldlb/herald/e2e/cluster"
+	"github.com/heraldlb/herald/e2e/labkit"
 )
-
-const cloudConfig = `backend: bare-metal
-bareMetal:
-  pools:
-  - name: demo
-    addresses: ["198.51.100.10-198.51.100.19", "2001:db8:100::/120"]
-`
 
 func main() {
 	k8sBin := flag.String("k8s-bin", "", "folder with kube-apiserver, etcd and kubectl (make tools prints it)")
-	ccmBinary := flag.String("ccm", "bin/herald-ccm", "herald-ccm binary")
-	keep := flag.Bool("keep", false, "keep the cluster running until interrupted, to explore it with kubectl")
+	binDir := flag.String("bin", "bin", "folder with herald-ccm, herald-agent and herald-echo (make build)")
+	crds := flag.String("crds", "charts/herald/crds", "herald's CRDs")
+	keep := flag.Bool("keep", false, "keep everything running until interrupted, to explore with kubectl")
 	flag.Parse()
 	if *k8sBin == "" {
 		fmt.Fprintln(os.Stderr, "demo: --k8s-bin is required (run `make demo`)")
 		os.Exit(2)
 	}
-	if _, err := os.Stat(*ccmBinary); err != nil {
-		fmt.Fprintf(os.Stderr, "demo: --ccm: %v (run `make build`)\n", err)
+	bin := labkit.Binaries{CCM: filepath.Join(*binDir, "herald-ccm"), Agent: filepath.Join(*binDir, "herald-agent"),
+		Echo: filepath.Join(*binDir, "herald-echo")}
+	if err := preflight(bin); err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *k8sBin, *ccmBinary, *keep); err != nil {
-		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(run(ctx, *k8sBin, *crds, bin, *keep))
 }
 
-func run(ctx context.Context, k8sBin, ccmBinary string, keep bool) error {
-	step("Starting etcd and kube-apiserver v1.37.2 on 127.0.0.1")
-	c, err := cluster.Start(ctx, cluster.Options{BinDir: k8sBin})
-	if err != nil {
-		return err
+// preflight refuses, with the reason, what cannot work.
+func preflight(bin labkit.Binaries) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root: it builds network namespaces, programs nftables and answers ARP on raw sockets " +
+			"(run `sudo make demo`, or as root)")
 	}
-	defer c.Stop()
-	fmt.Printf("    ready in %v at %s\n", c.StartupDuration.Round(time.Millisecond), c.Config.Host)
-	client := kubernetes.NewForConfigOrDie(c.Config)
-
-	step("Registering nodes node-a and node-b")
-	for i, name := range []string{"node-a", "node-b"} {
-		if err := registerNode(ctx, client, name, fmt.Sprintf("192.0.2.%d", 11+i)); err != nil {
-			return err
+	for _, tool := range []string{"ip", "nft", "sysctl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found (make deps installs it): %w", tool, err)
 		}
 	}
-
-	step("Starting herald-ccm with address pool demo (198.51.100.10-19, 2001:db8:100::/120)")
-	configPath := filepath.Join(c.Dir(), "cloud-config.yaml")
-	if err := os.WriteFile(configPath, []byte(cloudConfig), 0o600); err != nil {
-		return err
-	}
-	ccm, err := cluster.StartProcess("herald-ccm", filepath.Join(c.Dir(), "herald-ccm.log"), ccmBinary,
-		"--kubeconfig="+c.Kubeconfig, "--cloud-provider=herald", "--cloud-config="+configPath,
-		"--cluster-name=demo", "--leader-elect=false", "--controllers=service-lb-controller,herald-class-controller", "--secure-port=0")
-	if err != nil {
-		return err
-	}
-	defer ccm.Stop(10 * time.Second)
-
-	step("Creating Service web/front (type LoadBalancer, dual-stack)")
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "web"}}, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	policy := v1.IPFamilyPolicyPreferDualStack
-	created := time.Now()
-	_, err = client.CoreV1().Services("web").Create(ctx, &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "front"},
-		Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, IPFamilyPolicy: &policy,
-			Selector: map[string]string{"app": "front"},
-			Ports:    []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		if err := ccm.ExitedErr(); err != nil {
-			return false, err
+	for _, b := range []string{bin.CCM, bin.Agent, bin.Echo} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("%w (run `make build`)", err)
 		}
-		svc, err := client.CoreV1().Services("web").Get(ctx, "front", metav1.GetOptions{})
-		return err == nil && len(svc.Status.LoadBalancer.Ingress) > 0, nil
-	})
-	if err != nil {
-		return fmt.Errorf("waiting for the Service's address: %w\nherald-ccm log:\n%s", err, ccm.LogTail(20))
 	}
-	fmt.Printf("    address assigned %v after the Service was created\n", time.Since(created).Round(time.Millisecond))
-
-	step("kubectl get svc -n web")
-	kubectl(c, "get", "svc", "-n", "web", "-o", "wide")
-	step("kubectl describe svc -n web front")
-	kubectl(c, "describe", "svc", "-n", "web", "front")
-
-	if !keep {
-		step("Done; stopping herald-ccm, kube-apiserver and etcd (use --keep to explore)")
-		return nil
-	}
-	step("Cluster kept running; try: KUBECONFIG=" + c.Kubeconfig + " " + filepath.Join(k8sBin, "kubectl") + " get svc -A")
-	fmt.Println("    Ctrl-C stops everything.")
-	<-ctx.Done()
 	return nil
 }
 
-func registerNode(ctx context.Context, client kubernetes.Interface, name, address string) error {
-	node, err := client.CoreV1().Nodes().Create(ctx, &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+func run(ctx context.Context, k8sBin, crds string, bin labkit.Binaries, keep bool) (code int) {
+	t := newDemoT()
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(fatal)
+			if !ok {
+				panic(r)
+			}
+			fmt.Fprintf(os.Stderr, "demo: %s\n", string(f))
+			code = 1
+		}
+		t.cleanup()
+	}()
+
+	step("Starting etcd and kube-apiserver v1.37.2 on 127.0.0.1")
+	c, err := cluster.Start(ctx, cluster.Options{BinDir: k8sBin})
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	node.Status.Addresses = []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: address}}
-	node.Status.Conditions = []v1.NodeCondition{{Type: v1.NodeReady, Status: v1.ConditionTrue, Reason: "KubeletReady",
-		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now()}}
-	_, err = client.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
-	return err
+	t.Cleanup(c.Stop)
+	fmt.Printf("    ready in %v\n", c.StartupDuration.Round(time.Millisecond))
+
+	step("Building the LAN: nodes n1, n2, n3 and a client on one bridge, an echo pod behind each node;\n" +
+		"    herald-ccm, and herald-agent on every node (forwarding + Layer 2); pool \"lab\" 192.0.2.200-209, 2001:db8::200-209")
+	started := time.Now()
+	l := labkit.StartL2(t, c, labkit.L2Options{Bin: bin, CRDDir: crds, Dir: c.Dir()})
+	fmt.Printf("    lab up in %v\n", time.Since(started).Round(time.Millisecond))
+
+	step("Creating Service default/web (type LoadBalancer, dual-stack)")
+	created := time.Now()
+	svc := l.CreateService("default", "web", v1.IPv4Protocol, v1.IPv6Protocol)
+	fmt.Printf("    addresses assigned %v after the Service was created\n", time.Since(created).Round(time.Millisecond))
+	owner := l.WaitAnnouncer("default", "web", "is announced", func(string) bool { return true })
+	fmt.Printf("    announced by node %s %v after the Service was created\n", owner, time.Since(created).Round(time.Millisecond))
+	kubectl(c, "get", "svc", "web", "-o", "wide")
+
+	vip4, _ := labkit.VIP(svc, false)
+	vip6, _ := labkit.VIP(svc, true)
+	step("The client asks http://" + vip4.String() + "/ and http://[" + vip6.String() + "]/")
+	for _, vip := range []netip.Addr{vip4, vip6} {
+		addr := netip.AddrPortFrom(vip, 80).String()
+		via, a, _ := l.WaitTrafficVia(addr, func(string) bool { return true }, labkit.WaitTimeout)
+		mac, _ := l.ClientNeighbour(vip)
+		fmt.Printf("    %-15s answered by pod %s; the client reached node %s (it resolved the VIP to %s, %s's NIC)\n",
+			vip, a.Pod, via, mac, l.NodeOfMAC[mac])
+	}
+
+	step("Killing herald-agent on " + owner + " (SIGKILL): the other nodes notice, one takes the VIP over")
+	addr := netip.AddrPortFrom(vip4, 80).String()
+	killed := time.Now()
+	l.Agents[owner].Kill()
+	via, a, at := l.WaitTrafficVia(addr, func(n string) bool { return n != owner }, labkit.WaitTimeout)
+	fmt.Printf("    traffic moved from %s to %s %v after the kill (answered by pod %s)\n",
+		owner, via, at.Sub(killed).Round(time.Millisecond), a.Pod)
+	next := l.WaitAnnouncer("default", "web", "names the new owner", func(n string) bool { return n != owner })
+	fmt.Printf("    the Service's condition now names node %s\n", next)
+	step("kubectl describe svc web (conditions and events)")
+	describe := kubectlOutput(c, "describe", "svc", "web")
+	if i := strings.Index(describe, "Events:"); i >= 0 {
+		fmt.Print(describe[i:])
+	}
+	printCondition(c)
+
+	if !keep {
+		step("Done; stopping everything (use --keep to explore)")
+		return 0
+	}
+	step("Kept running; try: KUBECONFIG=" + c.Kubeconfig + " " + filepath.Join(c.BinDir, "kubectl") + " get svc,l2adv,ipaddresspools -A")
+	fmt.Printf("    logs in %s; Ctrl-C stops everything.\n", c.Dir())
+	<-ctx.Done()
+	return 0
+}
+
+func printCondition(c *cluster.Cluster) {
+	out := kubectlOutput(c, "get", "svc", "web", "-o",
+		`jsonpath={range .status.conditions[*]}{.type}{"\t"}{.status}{"\t"}{.reason}{"\t"}{.message}{"\n"}{end}`)
+	fmt.Print(out)
 }
 
 func step(s string) { fmt.Printf("==> %s\n", s) }
 
-func kubectl(c *cluster.Cluster, args ...string) {
-	cmd := exec.Command(filepath.Join(c.BinDir, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		var exit *exec.ExitError
-		if errors.As(err, &exit) {
-			fmt.Fprintf(os.Stderr, "kubectl exited %d\n", exit.ExitCode())
-		}
+func kubectl(c *cluster.Cluster, args ...string) { fmt.Print(kubectlOutput(c, args...)) }
+
+func kubectlOutput(c *cluster.Cluster, args ...string) string {
+	out, err := exec.Command(filepath.Join(c.BinDir, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+	return string(out)
 }

@@ -34,9 +34,21 @@ import (
 // 192.0.2.0/24.
 const lanPrefix = 24
 
+// T is what the lab needs of its caller: a test (testing.TB), or `make
+// demo`, which builds the same lab outside a test.
+type T interface {
+	Helper()
+	Cleanup(func())
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	Failed() bool
+}
+
 // Lab is one test's network. Create it with New; t.Cleanup removes it.
 type Lab struct {
-	t      testing.TB
+	t      T
 	prefix string
 	bridge *Netns
 
@@ -62,10 +74,13 @@ type Node struct {
 }
 
 // New creates an empty lab (the bridge namespace) and registers its removal
-// with t. It skips t as SkipUnlessAble does.
-func New(t testing.TB) *Lab {
+// with t. A test is skipped as SkipUnlessAble does; any other caller checks
+// for root itself.
+func New(t T) *Lab {
 	t.Helper()
-	SkipUnlessAble(t)
+	if tb, ok := t.(testing.TB); ok {
+		SkipUnlessAble(tb)
+	}
 	removeStale(t)
 	l := &Lab{t: t, prefix: "hl-" + strconv.Itoa(os.Getpid()) + "-"}
 	t.Cleanup(l.destroy)
@@ -82,6 +97,10 @@ func New(t testing.TB) *Lab {
 	return l
 }
 
+// Bridge is the namespace holding the LAN bridge, br0, whose port for a
+// host named short is p-<short>.
+func (l *Lab) Bridge() *Netns { return l.bridge }
+
 // SkipUnlessAble ends t through testenv.Unavailable when not run as root or
 // when ip, nft or sysctl is missing (namespaces, veths and nftables need
 // CAP_NET_ADMIN): a skip by hand, a failure in CI, where the network tier
@@ -91,6 +110,14 @@ func SkipUnlessAble(t testing.TB) {
 	testenv.RequireRoot(t, "netlab: the network tier's namespaces")
 	testenv.RequireTools(t, "netlab: the network tier's namespaces", "ip", "nft", "sysctl")
 }
+
+// Failed reports whether the test (or demo) that made the lab has failed;
+// Logf logs through it. Cleanups registered with OnCleanup use these: a
+// subtest that added a process may be over by the time the lab goes.
+func (l *Lab) Failed() bool { return l.t.Failed() }
+
+// Logf logs through the lab's maker.
+func (l *Lab) Logf(format string, args ...any) { l.t.Logf(format, args...) }
 
 // OnCleanup runs fn when the lab is torn down, before its namespaces are
 // deleted: processes running inside them must stop first.
@@ -119,7 +146,7 @@ func (l *Lab) destroy() {
 
 // removeStale deletes namespaces left by earlier runs whose process is gone
 // (a test binary killed before its cleanup ran).
-func removeStale(t testing.TB) {
+func removeStale(t T) {
 	out, err := run("ip", "netns", "list")
 	if err != nil {
 		t.Logf("netlab: listing namespaces: %v", err)

@@ -96,7 +96,14 @@ func (ns *Netns) Listen(network, addr string) (net.Listener, error) {
 }
 
 func run(name string, args ...string) (string, error) {
-	out, err := exec.Command(name, args...).CombinedOutput()
+	return runStdin("", name, args...)
+}
+
+// runStdin is run with stdin as the command's input.
+func runStdin(stdin, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("%w: %s %s: %w: %s", ErrCommand, name, strings.Join(args, " "), err,
 			strings.TrimSpace(string(out)))

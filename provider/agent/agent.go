@@ -13,8 +13,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -77,6 +75,11 @@ type Deps struct {
 	// leaves them to time out (established UDP flows then keep following a
 	// removed endpoint).
 	Conntrack Conntrack
+	// Informers, when set, is the factory for Services and EndpointSlices,
+	// shared with whatever else in the process watches them (the bare-metal
+	// speaker) so they are cached once; it must come from
+	// NewInformerFactory. Nil: the agent makes its own.
+	Informers informers.SharedInformerFactory
 }
 
 // Agent keeps this node's herald nftables table in line with the cluster's
@@ -146,7 +149,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	if err := a.setupInformers(deps.Client); err != nil {
+	if err := a.setupInformers(deps.Client, deps.Informers); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return a, nil
@@ -165,22 +168,23 @@ func (c *Config) complete() error {
 	return nil
 }
 
-// setupInformers watches Services and EndpointSlices cluster-wide and this
-// Node alone. Like kube-proxy, it skips what another proxy handles and the
-// EndpointSlices of headless Services, which have no rules: at scale that is
-// most of the watch traffic saved.
-func (a *Agent) setupInformers(client kubernetes.Interface) error {
-	noProxyName, err := labels.NewRequirement(labelServiceProxyName, selection.DoesNotExist, nil)
-	if err != nil {
-		return fmt.Errorf("label selector: %w", err)
-	}
-	noHeadless, err := labels.NewRequirement(v1.IsHeadlessService, selection.DoesNotExist, nil)
-	if err != nil {
-		return fmt.Errorf("label selector: %w", err)
-	}
-	selector := labels.NewSelector().Add(*noProxyName, *noHeadless).String()
-	a.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
+// NewInformerFactory returns the factory the agent watches Services and
+// EndpointSlices through. Like kube-proxy, it skips what another proxy
+// handles and the EndpointSlices of headless Services, which have no rules:
+// at scale that is most of the watch traffic saved.
+func NewInformerFactory(client kubernetes.Interface) informers.SharedInformerFactory {
+	selector := "!" + labelServiceProxyName + ",!" + v1.IsHeadlessService
+	return informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+}
+
+// setupInformers watches Services and EndpointSlices cluster-wide (through
+// shared, or a factory of its own) and this Node alone.
+func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.SharedInformerFactory) error {
+	a.factory = shared
+	if a.factory == nil {
+		a.factory = NewInformerFactory(client)
+	}
 	a.nodeInf = informers.NewSharedInformerFactoryWithOptions(client, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, a.cfg.NodeName).String()

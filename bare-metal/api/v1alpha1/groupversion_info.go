@@ -26,7 +26,8 @@ func Resource(resource string) schema.GroupResource {
 }
 
 func addKnownTypes(scheme *runtime.Scheme) error {
-	scheme.AddKnownTypes(SchemeGroupVersion, &IPAddressPool{}, &IPAddressPoolList{})
+	scheme.AddKnownTypes(SchemeGroupVersion, &IPAddressPool{}, &IPAddressPoolList{},
+		&L2Advertisement{}, &L2AdvertisementList{})
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil
 }

@@ -1,0 +1,157 @@
+package speaker
+
+import (
+	"context"
+	"fmt"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
+)
+
+var (
+	poolResource = v1alpha1.SchemeGroupVersion.WithResource("ipaddresspools")
+	adResource   = v1alpha1.SchemeGroupVersion.WithResource("l2advertisements")
+)
+
+// cache holds the informers the speaker decides from.
+type cache struct {
+	shared   informers.SharedInformerFactory
+	own      informers.SharedInformerFactory // all Nodes (the data plane watches only its own)
+	crds     dynamicinformer.DynamicSharedInformerFactory
+	services corelisters.ServiceLister
+	slices   discoverylisters.EndpointSliceLister
+	nodes    corelisters.NodeLister
+	pools    toolscache.GenericLister
+	ads      toolscache.GenericLister
+	synced   []toolscache.InformerSynced
+}
+
+func newCache(deps Deps, changed func()) (*cache, error) {
+	c := &cache{
+		shared: deps.Informers,
+		own:    informers.NewSharedInformerFactory(deps.Client, 0),
+		crds:   dynamicinformer.NewDynamicSharedInformerFactory(deps.Dynamic, 0),
+	}
+	svc := c.shared.Core().V1().Services()
+	sl := c.shared.Discovery().V1().EndpointSlices()
+	nodes := c.own.Core().V1().Nodes()
+	pools := c.crds.ForResource(poolResource)
+	ads := c.crds.ForResource(adResource)
+	c.services, c.slices, c.nodes = svc.Lister(), sl.Lister(), nodes.Lister()
+	c.pools, c.ads = pools.Lister(), ads.Lister()
+
+	always := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { changed() },
+		UpdateFunc: func(_, _ any) { changed() },
+		DeleteFunc: func(any) { changed() },
+	}
+	// Kubelets update their Node's status every few seconds; only what
+	// the election looks at matters.
+	nodeHandler := always
+	nodeHandler.UpdateFunc = func(o, n any) {
+		on, ok1 := o.(*v1.Node)
+		nn, ok2 := n.(*v1.Node)
+		if !ok1 || !ok2 || nodeMatters(on) != nodeMatters(nn) {
+			changed()
+		}
+	}
+	for _, reg := range []struct {
+		inf toolscache.SharedIndexInformer
+		h   toolscache.ResourceEventHandler
+	}{{svc.Informer(), always}, {sl.Informer(), always}, {nodes.Informer(), nodeHandler},
+		{pools.Informer(), always}, {ads.Informer(), always}} {
+		r, err := reg.inf.AddEventHandler(reg.h)
+		if err != nil {
+			return nil, fmt.Errorf("event handler: %w", err)
+		}
+		c.synced = append(c.synced, r.HasSynced)
+	}
+	return c, nil
+}
+
+// nodeMatters is what the election reads of a Node, as a comparable
+// value.
+type nodeView struct {
+	labels, taints, addrs string
+	ready, unschedulable  bool
+}
+
+func nodeMatters(n *v1.Node) nodeView {
+	v := nodeView{labels: labels.Set(n.Labels).String(), unschedulable: n.Spec.Unschedulable,
+		taints: fmt.Sprint(n.Spec.Taints), addrs: fmt.Sprint(n.Status.Addresses)}
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeReady {
+			v.ready = c.Status == v1.ConditionTrue
+		}
+	}
+	return v
+}
+
+func (c *cache) start(ctx context.Context) {
+	c.shared.Start(ctx.Done())
+	c.own.Start(ctx.Done())
+	c.crds.Start(ctx.Done())
+}
+
+func (c *cache) waitForSync(ctx context.Context) bool {
+	return toolscache.WaitForCacheSync(ctx.Done(), c.synced...)
+}
+
+// world reads the caches into the decision's input.
+func (c *cache) world(self string, classOnly bool) (world, error) {
+	w := world{self: self, classOnly: classOnly}
+	var err error
+	if w.services, err = c.services.List(labels.Everything()); err != nil {
+		return world{}, err
+	}
+	if w.nodes, err = c.nodes.List(labels.Everything()); err != nil {
+		return world{}, err
+	}
+	if w.pools, err = listTyped[v1alpha1.IPAddressPool](c.pools); err != nil {
+		return world{}, err
+	}
+	if w.ads, err = listTyped[v1alpha1.L2Advertisement](c.ads); err != nil {
+		return world{}, err
+	}
+	w.slices = func(svc *v1.Service) []*discoveryv1.EndpointSlice {
+		sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
+		out, _ := c.slices.EndpointSlices(svc.Namespace).List(sel)
+		return out
+	}
+	return w, nil
+}
+
+// listTyped converts a dynamic lister's objects; one that does not convert
+// (written by a newer herald, say) is skipped rather than failing them all.
+func listTyped[T any, PT interface {
+	*T
+	metav1.Object
+}](lister toolscache.GenericLister) ([]PT, error) {
+	objs, err := lister.List(labels.Everything())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]PT, 0, len(objs))
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		var typed T
+		if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &typed) == nil {
+			out = append(out, PT(&typed))
+		}
+	}
+	return out, nil
+}

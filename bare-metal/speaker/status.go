@@ -1,0 +1,178 @@
+package speaker
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+
+	"github.com/heraldlb/herald/bare-metal/election"
+)
+
+// ConditionAnnounced reports on a Service which node announces its
+// addresses, and on which interfaces, or why none does.
+const ConditionAnnounced = "herald.dev/Announced"
+
+// Reasons of the condition and of the events.
+const (
+	// ReasonLayer2: announced with ARP/NDP (condition True; event).
+	ReasonLayer2 = "Layer2"
+	// ReasonAnnounced is the event a new owner records.
+	ReasonAnnounced = "Announced"
+)
+
+// FieldManager owns the condition the agents write.
+const FieldManager = "herald-agent"
+
+// maxListedNodes bounds the per-node reasons a condition message lists.
+const maxListedNodes = 8
+
+// desiredCondition is what this node should write for g, if anything: the
+// owner reports itself, and when nobody may announce, the reporter says
+// why. Everyone else stays quiet, so each change is one write.
+func desiredCondition(self string, g *group, announcedOn map[netip.Addr][]string) (*metav1.Condition, bool) {
+	switch {
+	case g.decision.Announce:
+		var parts []string
+		for _, a := range g.addrs {
+			parts = append(parts, fmt.Sprintf("%s on %s", a, strings.Join(announcedOn[a], ",")))
+		}
+		return &metav1.Condition{Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ReasonLayer2,
+			Message: fmt.Sprintf("Announced by node %s with ARP/NDP: %s", self, strings.Join(parts, "; "))}, true
+	case g.decision.Owner == "" && self == g.reporter:
+		return &metav1.Condition{Type: ConditionAnnounced, Status: metav1.ConditionFalse, Reason: string(election.ReasonNoCandidate),
+			Message: "No node may announce " + joinAddrs(g.addrs) + ": " + candidateSummary(g.candidates)}, true
+	}
+	return nil, false
+}
+
+func candidateSummary(cands []election.Candidate) string {
+	if len(cands) == 0 {
+		return "the cluster has no nodes"
+	}
+	sorted := slices.SortedFunc(slices.Values(cands), func(a, b election.Candidate) int { return strings.Compare(a.Node, b.Node) })
+	var parts []string
+	for i, c := range sorted {
+		if i == maxListedNodes {
+			parts = append(parts, fmt.Sprintf("and %d more", len(sorted)-i))
+			break
+		}
+		parts = append(parts, c.Node+" "+string(c.Ineligible))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func joinAddrs(addrs []netip.Addr) string {
+	s := make([]string, len(addrs))
+	for i, a := range addrs {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// conditionWriter applies the Announced condition with server-side apply,
+// off the sync loop: a slow or failing apiserver must never delay an
+// announcement.
+type conditionWriter struct {
+	client   kubernetes.Interface
+	services corelisters.ServiceLister
+	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
+
+	mu      sync.Mutex
+	desired map[types.NamespacedName]*metav1.Condition // nil value: remove ours
+}
+
+func newConditionWriter(client kubernetes.Interface, services corelisters.ServiceLister) *conditionWriter {
+	return &conditionWriter{client: client, services: services, desired: map[types.NamespacedName]*metav1.Condition{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](100*time.Millisecond, 30*time.Second),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "herald-l2-conditions"})}
+}
+
+// set asks for cond on svc (nil: remove herald-agent's condition) unless
+// the Service shows it already.
+func (w *conditionWriter) set(svc *v1.Service, cond *metav1.Condition) {
+	existing := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
+	if cond == nil && existing == nil || cond != nil && existing != nil && sameCondition(*existing, *cond, svc.Generation) {
+		return
+	}
+	key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+	w.mu.Lock()
+	w.desired[key] = cond
+	w.mu.Unlock()
+	w.queue.Add(key)
+}
+
+func sameCondition(a, b metav1.Condition, generation int64) bool {
+	return a.Status == b.Status && a.Reason == b.Reason && a.Message == b.Message && a.ObservedGeneration == generation
+}
+
+func (w *conditionWriter) run(ctx context.Context) {
+	go func() {
+		<-ctx.Done()
+		w.queue.ShutDown()
+	}()
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		for w.next(ctx) {
+		}
+	}, time.Second)
+}
+
+func (w *conditionWriter) next(ctx context.Context) bool {
+	key, quit := w.queue.Get()
+	if quit {
+		return false
+	}
+	defer w.queue.Done(key)
+	w.mu.Lock()
+	cond := w.desired[key]
+	w.mu.Unlock()
+	if err := w.apply(ctx, key, cond); err != nil {
+		klog.FromContext(ctx).V(2).Info("Writing the Announced condition failed; retrying", "service", key, "err", err)
+		w.queue.AddRateLimited(key)
+		return true
+	}
+	w.queue.Forget(key)
+	return true
+}
+
+func (w *conditionWriter) apply(ctx context.Context, key types.NamespacedName, cond *metav1.Condition) error {
+	svc, err := w.services.Services(key.Namespace).Get(key.Name)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	status := corev1ac.ServiceStatus()
+	if cond != nil {
+		transition := metav1.Now()
+		if old := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced); old != nil && old.Status == cond.Status {
+			transition = old.LastTransitionTime
+		}
+		status.WithConditions(metav1ac.Condition().WithType(cond.Type).WithStatus(cond.Status).WithReason(cond.Reason).
+			WithMessage(cond.Message).WithObservedGeneration(svc.Generation).WithLastTransitionTime(transition))
+	}
+	_, err = w.client.CoreV1().Services(key.Namespace).ApplyStatus(ctx, corev1ac.Service(key.Name, key.Namespace).WithStatus(status),
+		metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,93 @@
+package speaker
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/heraldlb/herald/bare-metal/election"
+)
+
+func TestDesiredCondition(t *testing.T) {
+	a4, a6 := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8::10")
+	on := map[netip.Addr][]string{a4: {"eth0"}, a6: {"bond0", "eth0"}}
+	owned := &group{addrs: []netip.Addr{a4, a6}, decision: election.Decision{Owner: "n1", Announce: true, Reason: election.ReasonOwner}}
+	nobody := &group{addrs: []netip.Addr{a4}, reporter: "n2", decision: election.Decision{Reason: election.ReasonNoLocalEndpoints},
+		candidates: []election.Candidate{{Node: "n2", Ineligible: election.ReasonNoLocalEndpoints}, {Node: "n1", Ineligible: election.ReasonCordoned}}}
+	other := &group{addrs: []netip.Addr{a4}, decision: election.Decision{Owner: "n3", Reason: election.ReasonNotOwner}}
+	for _, tt := range []struct {
+		name   string
+		self   string
+		g      *group
+		write  bool
+		status metav1.ConditionStatus
+		reason string
+		msg    string
+	}{
+		{"the owner reports itself with its interfaces", "n1", owned, true, metav1.ConditionTrue, ReasonLayer2,
+			"Announced by node n1 with ARP/NDP: 192.0.2.10 on eth0; 2001:db8::10 on bond0,eth0"},
+		{"the reporter says why nobody announces, nodes by name", "n2", nobody, true, metav1.ConditionFalse, "NoCandidate",
+			"No node may announce 192.0.2.10: n1 Cordoned, n2 NoLocalEndpoints"},
+		{"a node that is neither stays quiet", "n1", nobody, false, "", "", ""},
+		{"a non-owner stays quiet", "n1", other, false, "", "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, write := desiredCondition(tt.self, tt.g, on)
+			if write != tt.write {
+				t.Fatalf("write = %v, want %v", write, tt.write)
+			}
+			if !write {
+				return
+			}
+			if c.Type != ConditionAnnounced || c.Status != tt.status || c.Reason != tt.reason || c.Message != tt.msg {
+				t.Errorf("condition %+v\nwant status %s reason %s message %q", c, tt.status, tt.reason, tt.msg)
+			}
+		})
+	}
+}
+
+func TestCandidateSummaryIsBounded(t *testing.T) {
+	var cands []election.Candidate
+	for i := range 20 {
+		cands = append(cands, election.Candidate{Node: fmt.Sprintf("n%02d", i), Ineligible: election.ReasonNotReady})
+	}
+	got := candidateSummary(cands)
+	if !strings.HasSuffix(got, "and 12 more") || strings.Count(got, "NotReady") != maxListedNodes {
+		t.Errorf("summary %q: want %d nodes then \"and 12 more\"", got, maxListedNodes)
+	}
+}
+
+func TestDefaultRouteInterface(t *testing.T) {
+	for _, tt := range []struct {
+		ipv4 bool
+		want string
+	}{{true, "bond0"}, {false, "bond0"}} {
+		got, err := defaultRouteInterface("testdata/procnet", tt.ipv4)
+		if err != nil || got != tt.want {
+			t.Errorf("defaultRouteInterface(ipv4=%v) = %q, %v; want %q", tt.ipv4, got, err, tt.want)
+		}
+	}
+	// Only an unreachable default on lo, as the kernel installs: none.
+	dir := t.TempDir()
+	lo := "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo\n"
+	if err := os.WriteFile(filepath.Join(dir, "ipv6_route"), []byte(lo), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := defaultRouteInterface(dir, false); !errors.Is(err, ErrNoInterface) {
+		t.Errorf("with only lo's unreachable default: err = %v, want ErrNoInterface", err)
+	}
+	// A route that is down is not the default.
+	down := "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n eth9\t00000000\t0102000A\t0002\t0\t0\t0\t00000000\n"
+	if err := os.WriteFile(filepath.Join(dir, "route"), []byte(down), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := defaultRouteInterface(dir, true); !errors.Is(err, ErrNoInterface) {
+		t.Errorf("with a default route that is not up: err = %v, want ErrNoInterface", err)
+	}
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/heraldlb/herald/bare-metal/election"
+	"github.com/heraldlb/herald/bare-metal/election/membership"
+	"github.com/heraldlb/herald/bare-metal/speaker"
+)
+
+// protocolLayer2 is the --announce value for ARP/NDP.
+const protocolLayer2 = "layer2"
+
+// announceOptions are the flags of the announcing half of the agent.
+type announceOptions struct {
+	protocols      []string
+	classOnly      bool
+	memberPort     int
+	bindAddress    string
+	advertise      string
+	secretFile     string
+	probeInterval  time.Duration
+	probeTimeout   time.Duration
+	suspicionMult  int
+	fenceSilence   time.Duration
+	fenceSettle    time.Duration
+	releaseTimeout time.Duration
+	drainTimeout   time.Duration
+}
+
+func (a *announceOptions) addFlags(fs *pflag.FlagSet) {
+	def := membership.DefaultConfig()
+	fs.StringSliceVar(&a.protocols, "announce", nil,
+		"Announce the LoadBalancer addresses of herald's pools: \"layer2\" answers ARP/NDP for them from one node at a time "+
+			"(L2Advertisement objects say which pools, nodes and interfaces). Empty: announce nothing.")
+	fs.BoolVar(&a.classOnly, "load-balancer-class-only", false,
+		"Announce only Services with spec.loadBalancerClass herald.dev/bare-metal (as herald-ccm's flag of the same name).")
+	fs.IntVar(&a.memberPort, "memberlist-port", membership.DefaultPort, "UDP and TCP port the agents probe each other on, the same on every node.")
+	fs.StringVar(&a.bindAddress, "memberlist-bind-address", "", "Address to listen on for the agents' membership; empty: all.")
+	fs.StringVar(&a.advertise, "memberlist-advertise-address", "",
+		"Address the other agents reach this one at; empty: the Node's first InternalIP.")
+	fs.StringVar(&a.secretFile, "memberlist-secret-file", "",
+		"File holding the key (16, 24 or 32 bytes) that encrypts and authenticates the agents' membership traffic; "+
+			"without it, anyone on the network can join and vote.")
+	fs.DurationVar(&a.probeInterval, "memberlist-probe-interval", def.ProbeInterval, "How often each agent probes another.")
+	fs.DurationVar(&a.probeTimeout, "memberlist-probe-timeout", def.ProbeTimeout, "How long a probe waits for its ack before asking others.")
+	fs.IntVar(&a.suspicionMult, "memberlist-suspicion-mult", def.SuspicionMult,
+		"A suspected agent is declared dead after this many probe intervals (at least).")
+	fs.DurationVar(&a.fenceSilence, "l2-fence-silence-timeout", 0,
+		"A node that has heard nothing from the other agents for this long stops answering ARP/NDP, before they may take "+
+			"its addresses over; 0: 2.5 probe intervals.")
+	fs.DurationVar(&a.fenceSettle, "l2-fence-settle", time.Second,
+		"After being fenced, how long a node waits once it reaches its peers again before it announces.")
+	fs.DurationVar(&a.releaseTimeout, "l2-release-timeout", speaker.DefaultReleaseTimeout,
+		"How long a node that hands an address over keeps answering while it waits for the new owner's takeover notice.")
+	fs.DurationVar(&a.drainTimeout, "drain-timeout", speaker.DefaultDrainTimeout,
+		"On SIGTERM, how long to wait for other nodes to take every announced address over before exiting.")
+}
+
+func (a *announceOptions) layer2() bool { return slices.Contains(a.protocols, protocolLayer2) }
+
+func (a *announceOptions) validate() []error {
+	var errs []error
+	for _, p := range a.protocols {
+		if p != protocolLayer2 {
+			errs = append(errs, fmt.Errorf("--announce=%q: want %q", p, protocolLayer2))
+		}
+	}
+	if !a.layer2() {
+		return errs
+	}
+	for _, f := range []struct{ flag, value string }{{"--memberlist-bind-address", a.bindAddress}, {"--memberlist-advertise-address", a.advertise}} {
+		if f.value != "" {
+			if _, err := netip.ParseAddr(f.value); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q is not an IP address", f.flag, f.value))
+			}
+		}
+	}
+	if a.secretFile != "" {
+		if _, err := readSecret(a.secretFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	cfg := a.membershipConfig()
+	cfg.NodeName, cfg.AdvertiseAddr = "validate", netip.IPv4Unspecified() // checked elsewhere
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("--memberlist-*: %w", err))
+	}
+	if err := a.fenceConfig().Validate(a.probeInterval, cfg.DeadAfter()); err != nil {
+		errs = append(errs, fmt.Errorf("--l2-fence-silence-timeout: %w", err))
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--l2-release-timeout", a.releaseTimeout}, {"--drain-timeout", a.drainTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%v must be positive", d.flag, d.v))
+		}
+	}
+	return errs
+}
+
+// readSecret reads the membership key, trimming a trailing newline that
+// editors and `kubectl create secret --from-file` leave in.
+func readSecret(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--memberlist-secret-file: %w", err)
+	}
+	key := []byte(strings.TrimRight(string(data), "\r\n"))
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("--memberlist-secret-file=%s: the key has %d bytes; want 16, 24 or 32", path, len(key))
+}
+
+func (a *announceOptions) membershipConfig() membership.Config {
+	cfg := membership.DefaultConfig()
+	cfg.Port = a.memberPort
+	cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult = a.probeInterval, a.probeTimeout, a.suspicionMult
+	if a.bindAddress != "" {
+		cfg.BindAddr, _ = netip.ParseAddr(a.bindAddress)
+	}
+	return cfg
+}
+
+func (a *announceOptions) fenceConfig() election.FenceConfig {
+	silence := a.fenceSilence
+	if silence == 0 {
+		silence = a.probeInterval * 5 / 2
+	}
+	return election.FenceConfig{SilenceTimeout: silence, Settle: a.fenceSettle}
+}
+
+func (a *announceOptions) speakerConfig(node string) speaker.Config {
+	return speaker.Config{NodeName: node, ClassOnly: a.classOnly, Fence: a.fenceConfig(),
+		ReleaseTimeout: a.releaseTimeout, DrainTimeout: a.drainTimeout}
+}
+
+var errNoNodeAddress = errors.New("the Node has no InternalIP; set --memberlist-advertise-address")
