@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
+	"github.com/heraldlb/herald/bare-metal/election"
 )
 
 // Defaults of the optional BGPPeer fields (MetalLB's and FRR's where they
@@ -170,10 +171,10 @@ func CompileAdvertisement(name string, spec v1alpha1.BGPAdvertisementSpec) (Adve
 		AggregationV4: DefaultAggregationV4, AggregationV6: DefaultAggregationV6}
 	var errs []error
 	var err error
-	if a.PoolSelectors, err = Selectors(spec.IPAddressPoolSelectors); err != nil {
+	if a.PoolSelectors, err = election.Selectors(spec.IPAddressPoolSelectors); err != nil {
 		errs = append(errs, fmt.Errorf("ipAddressPoolSelectors: %w", err))
 	}
-	if a.NodeSelectors, err = Selectors(spec.NodeSelectors); err != nil {
+	if a.NodeSelectors, err = election.Selectors(spec.NodeSelectors); err != nil {
 		errs = append(errs, fmt.Errorf("nodeSelectors: %w", err))
 	}
 	if l := spec.AggregationLength; l != nil {
@@ -188,22 +189,10 @@ func CompileAdvertisement(name string, spec v1alpha1.BGPAdvertisementSpec) (Adve
 			errs = append(errs, fmt.Errorf("aggregationLengthV6 %d is not in 0-128", *l))
 		}
 	}
-	var communities []uint32
-	for _, s := range spec.Communities {
-		c, err := ParseCommunity(s)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		communities = append(communities, c)
-	}
-	var large []LargeCommunity
-	for _, s := range spec.LargeCommunities {
-		c, err := ParseLargeCommunity(s)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		large = append(large, c)
-	}
+	communities, err := parseAll(spec.Communities, ParseCommunity)
+	errs = append(errs, err)
+	large, err := parseAll(spec.LargeCommunities, ParseLargeCommunity)
+	errs = append(errs, err)
 	a.Attrs = NewAttributes(communities, large)
 	if lp := spec.LocalPref; lp != nil {
 		if *lp < 0 || *lp > 1<<32-1 {
@@ -217,34 +206,18 @@ func CompileAdvertisement(name string, spec v1alpha1.BGPAdvertisementSpec) (Adve
 	return a, nil
 }
 
-// Selectors parses label selectors.
-func Selectors(in []metav1.LabelSelector) ([]labels.Selector, error) {
-	out := make([]labels.Selector, 0, len(in))
-	for i := range in {
-		s, err := metav1.LabelSelectorAsSelector(&in[i])
+func parseAll[T any](in []string, parse func(string) (T, error)) ([]T, error) {
+	out := make([]T, 0, len(in))
+	var errs []error
+	for _, s := range in {
+		v, err := parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("selector %d: %w", i, err)
+			errs = append(errs, err)
+			continue
 		}
-		out = append(out, s)
+		out = append(out, v)
 	}
-	return out, nil
-}
-
-// AnySelects reports whether any selector matches set; none matches
-// nothing.
-func AnySelects(sels []labels.Selector, set map[string]string) bool {
-	for _, s := range sels {
-		if s.Matches(labels.Set(set)) {
-			return true
-		}
-	}
-	return false
-}
-
-// SelectsNode reports whether an advertisement with these node selectors
-// lets a node with these labels advertise: no selector selects every node.
-func SelectsNode(sels []labels.Selector, nodeLabels map[string]string) bool {
-	return len(sels) == 0 || AnySelects(sels, nodeLabels)
+	return out, errors.Join(errs...)
 }
 
 var wellKnownCommunities = map[string]uint32{

@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
+	"github.com/heraldlb/herald/bare-metal/election"
 )
 
 func dur(s string) *metav1.Duration {
@@ -148,7 +149,7 @@ func TestCompileAdvertisement(t *testing.T) {
 			t.Errorf("Prefix(%s) = %s, want %s", addr, got, want)
 		}
 	}
-	if !SelectsNode(a.NodeSelectors, map[string]string{"rack": "a"}) || SelectsNode(a.NodeSelectors, map[string]string{"rack": "b"}) {
+	if !election.SelectsNode(a.NodeSelectors, map[string]string{"rack": "a"}) || election.SelectsNode(a.NodeSelectors, map[string]string{"rack": "b"}) {
 		t.Error("node selectors do not select by rack")
 	}
 
@@ -159,7 +160,7 @@ func TestCompileAdvertisement(t *testing.T) {
 	if got := def.Prefix(netip.MustParseAddr("2001:db8:f::200")).String(); got != "2001:db8:f::200/128" {
 		t.Errorf("default IPv6 prefix %s", got)
 	}
-	if !SelectsNode(def.NodeSelectors, nil) {
+	if !election.SelectsNode(def.NodeSelectors, nil) {
 		t.Error("no node selector must select every node")
 	}
 

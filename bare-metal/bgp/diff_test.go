@@ -9,13 +9,8 @@ import (
 	"time"
 )
 
-var (
-	vip1   = netip.MustParsePrefix("198.51.100.200/32")
-	vip2   = netip.MustParsePrefix("198.51.100.201/32")
-	vip6   = netip.MustParsePrefix("2001:db8:f::200/128")
-	plain  = Attributes{}
-	tagged = NewAttributes([]uint32{64500<<16 | 100}, nil)
-)
+// plain paths have no attributes; tagged ones a community.
+var plain, tagged = Attributes{}, NewAttributes([]uint32{64500<<16 | 100}, nil)
 
 // table builds a Table from "peer prefix" strings with plain attributes,
 // or with tagged ones when the entry ends in "+".

@@ -164,14 +164,6 @@ const (
 	SessionNotConfigured = "NotConfigured"
 )
 
-// BFD states of BGPPeerNodeStatus.BFDState (RFC 5880).
-const (
-	BFDStateUp        = "Up"
-	BFDStateDown      = "Down"
-	BFDStateInit      = "Init"
-	BFDStateAdminDown = "AdminDown"
-)
-
 // BGPPeerNodeStatus is one node's session with the peer.
 type BGPPeerNodeStatus struct {
 	// Node is the Node's name.

@@ -82,43 +82,29 @@ func peerToAPI(p herald.PeerConfig) *api.Peer {
 
 func seconds(d time.Duration) uint64 { return uint64(d / time.Second) }
 
-// sessionState maps GoBGP's session state.
-func sessionState(s api.PeerState_SessionState) herald.SessionState {
-	switch s {
-	case api.PeerState_SESSION_STATE_IDLE:
-		return herald.StateIdle
-	case api.PeerState_SESSION_STATE_CONNECT:
-		return herald.StateConnect
-	case api.PeerState_SESSION_STATE_ACTIVE:
-		return herald.StateActive
-	case api.PeerState_SESSION_STATE_OPENSENT:
-		return herald.StateOpenSent
-	case api.PeerState_SESSION_STATE_OPENCONFIRM:
-		return herald.StateOpenConfirm
-	case api.PeerState_SESSION_STATE_ESTABLISHED:
-		return herald.StateEstablished
-	}
-	return herald.StateUnknown
+// fsmStates are GoBGP's finite state machine states, in its order.
+var fsmStates = [...]herald.SessionState{
+	bgp.BGP_FSM_IDLE: herald.StateIdle, bgp.BGP_FSM_CONNECT: herald.StateConnect, bgp.BGP_FSM_ACTIVE: herald.StateActive,
+	bgp.BGP_FSM_OPENSENT: herald.StateOpenSent, bgp.BGP_FSM_OPENCONFIRM: herald.StateOpenConfirm,
+	bgp.BGP_FSM_ESTABLISHED: herald.StateEstablished,
 }
 
 // fsmState maps GoBGP's finite state machine state, as its watch events
 // carry it.
 func fsmState(s bgp.FSMState) herald.SessionState {
-	switch s {
-	case bgp.BGP_FSM_IDLE:
-		return herald.StateIdle
-	case bgp.BGP_FSM_CONNECT:
-		return herald.StateConnect
-	case bgp.BGP_FSM_ACTIVE:
-		return herald.StateActive
-	case bgp.BGP_FSM_OPENSENT:
-		return herald.StateOpenSent
-	case bgp.BGP_FSM_OPENCONFIRM:
-		return herald.StateOpenConfirm
-	case bgp.BGP_FSM_ESTABLISHED:
-		return herald.StateEstablished
+	if s < 0 || int(s) >= len(fsmStates) {
+		return herald.StateUnknown
 	}
-	return herald.StateUnknown
+	return fsmStates[s]
+}
+
+// sessionState maps GoBGP's API session state, which numbers the same
+// states from 1 (0 is unspecified).
+func sessionState(s api.PeerState_SessionState) herald.SessionState {
+	if s == api.PeerState_SESSION_STATE_UNSPECIFIED {
+		return herald.StateUnknown
+	}
+	return fsmState(bgp.FSMState(s - 1))
 }
 
 func bfdState(enabled bool, s *api.BfdPeerState) herald.BFDState {

@@ -29,12 +29,10 @@ func basePeer() *api.Peer {
 	}
 }
 
-func duration(s string) *metav1.Duration {
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		panic(err)
-	}
-	return &metav1.Duration{Duration: d}
+func secs(n int) *metav1.Duration { return &metav1.Duration{Duration: time.Duration(n) * time.Second} }
+
+func millis(n int) *metav1.Duration {
+	return &metav1.Duration{Duration: time.Duration(n) * time.Millisecond}
 }
 
 // TestBGPPeerToGoBGP maps BGPPeer specs through both steps, CRD to
@@ -50,7 +48,7 @@ func TestBGPPeerToGoBGP(t *testing.T) {
 		{name: "required fields only", spec: func(*v1alpha1.BGPPeerSpec) {}, want: func(*api.Peer) {}},
 		{name: "port, timers, password, source, multihop",
 			spec: func(s *v1alpha1.BGPPeerSpec) {
-				s.PeerPort, s.HoldTime, s.KeepaliveTime = 1179, duration("9s"), duration("2s")
+				s.PeerPort, s.HoldTime, s.KeepaliveTime = 1179, secs(9), secs(2)
 				s.PasswordSecret = &v1alpha1.SecretKeySelector{Name: "md5", Key: "password"}
 				s.SourceAddress, s.EBGPMultiHop = "192.0.2.11", true
 			},
@@ -63,7 +61,7 @@ func TestBGPPeerToGoBGP(t *testing.T) {
 			}},
 		{name: "BFD in microseconds on the single-hop port",
 			spec: func(s *v1alpha1.BGPPeerSpec) {
-				s.BFD = &v1alpha1.BFDProfile{ReceiveInterval: duration("100ms"), TransmitInterval: duration("150ms"), DetectMultiplier: 4}
+				s.BFD = &v1alpha1.BFDProfile{ReceiveInterval: millis(100), TransmitInterval: millis(150), DetectMultiplier: 4}
 			},
 			want: func(p *api.Peer) {
 				p.Bfd = &api.BfdPeerConfig{Enabled: true, Port: 3784, DesiredMinimumTxInterval: 150000,
@@ -71,7 +69,7 @@ func TestBGPPeerToGoBGP(t *testing.T) {
 			}},
 		{name: "graceful restart on both families, without the notification flag",
 			spec: func(s *v1alpha1.BGPPeerSpec) {
-				s.GracefulRestart = &v1alpha1.GracefulRestart{RestartTime: duration("30s")}
+				s.GracefulRestart = &v1alpha1.GracefulRestart{RestartTime: secs(30)}
 			},
 			want: func(p *api.Peer) {
 				p.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: 30}
