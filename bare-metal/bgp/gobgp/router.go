@@ -75,6 +75,8 @@ type Router struct {
 // peer is a configured session and what it advertises.
 type peer struct {
 	cfg herald.PeerConfig
+	// bfdOn: GoBGP runs BFD for the session (see enableBFD).
+	bfdOn bool
 	// neighborSet names the GoBGP neighbor set matching this peer.
 	neighborSet string
 	// groups are the peer's export statements, by family and attributes.
@@ -157,13 +159,20 @@ func (r *Router) onPeerUpdate(ev *apiutil.WatchEventMessage_PeerEvent, at time.T
 	r.mu.Lock()
 	from := r.states[addr]
 	r.states[addr] = to
-	name := ""
+	name, enableBFD := "", false
+	var cfg herald.PeerConfig
 	for n, p := range r.peers {
 		if p.cfg.Address == addr {
-			name = n
+			name, cfg = n, p.cfg
+			enableBFD = to == herald.StateEstablished && cfg.BFD.Enabled && !p.bfdOn
 		}
 	}
 	r.mu.Unlock()
+	if enableBFD {
+		// Not on the watcher's goroutine: UpdatePeer waits for the server's
+		// loop, which may be waiting to deliver the next event.
+		go r.enableBFD(name, cfg)
+	}
 	if from == to || name == "" || r.opts.OnPeerEvent == nil {
 		return
 	}
@@ -185,11 +194,39 @@ func (r *Router) AddPeer(ctx context.Context, cfg herald.PeerConfig) error {
 	}, Replace: true}); err != nil {
 		return fmt.Errorf("neighbor set of %s: %w", cfg.Name, err)
 	}
-	if err := r.server.AddPeer(ctx, &api.AddPeerRequest{Peer: peerToAPI(cfg)}); err != nil {
+	if err := r.server.AddPeer(ctx, &api.AddPeerRequest{Peer: peerToAPI(withoutBFD(cfg))}); err != nil {
 		return fmt.Errorf("gobgp: adding peer %s: %w", cfg.Address, err)
 	}
 	r.peers[cfg.Name] = p
 	return nil
+}
+
+// withoutBFD is cfg with BFD off: a session starts without it and
+// enableBFD turns it on once the session is established. FRR's bgpd
+// replaces its BFD session when the BGP session comes up (the new one is
+// keyed by the local address and interface, unknown before): a BFD session
+// already up on the node's side would see the old one's AdminDown and the
+// new one's Down, and GoBGP resets BGP on either. Started after, BFD comes
+// up once, on FRR's final session.
+func withoutBFD(cfg herald.PeerConfig) herald.PeerConfig {
+	cfg.BFD = herald.BFDConfig{}
+	return cfg
+}
+
+// enableBFD turns BFD on for a session that came up, in place (GoBGP adds
+// the BFD peer without resetting the session).
+func (r *Router) enableBFD(name string, cfg herald.PeerConfig) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.peers[name]
+	if !ok || p.bfdOn || p.cfg != cfg {
+		return // gone, done, or reconfigured since
+	}
+	if _, err := r.server.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: peerToAPI(cfg)}); err != nil {
+		r.opts.Logger.Error(err, "Enabling BFD failed", "peer", name, "address", cfg.Address)
+		return
+	}
+	p.bfdOn = true
 }
 
 // UpdatePeer implements bgp.Router: the session is closed and opened again
@@ -213,10 +250,10 @@ func (r *Router) updatePeerLocked(ctx context.Context, cfg herald.PeerConfig) er
 	if err := r.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: cfg.Address.String()}); err != nil {
 		return fmt.Errorf("gobgp: resetting peer %s: %w", cfg.Address, err)
 	}
-	if err := r.server.AddPeer(ctx, &api.AddPeerRequest{Peer: peerToAPI(cfg)}); err != nil {
+	if err := r.server.AddPeer(ctx, &api.AddPeerRequest{Peer: peerToAPI(withoutBFD(cfg))}); err != nil {
 		return fmt.Errorf("gobgp: re-adding peer %s: %w", cfg.Address, err)
 	}
-	p.cfg = cfg
+	p.cfg, p.bfdOn = cfg, false
 	return nil
 }
 
