@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -112,11 +114,7 @@ func (e *bgpEnv) entries(vip netip.Addr, n int) map[string]int {
 		if err != nil {
 			e.t.Fatalf("request %d of %d to %s: %v", i+1, n, vip, err)
 		}
-		node, ok := labkit.EntryNode(a)
-		if !ok {
-			node = "pod-saw-" + a.From.Addr().String()
-		}
-		out[node]++
+		out[entryKey(a)]++
 	}
 	return out
 }
@@ -141,3 +139,34 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func hasPrefix(s, prefix string) bool { return strings.HasPrefix(s, prefix) }
+
+// md5Failures reads the router namespace's TcpExtTCPMD5Failure counter:
+// segments the kernel dropped because their MD5 signature was wrong.
+func (e *bgpEnv) md5Failures() int {
+	e.t.Helper()
+	out, err := e.RouterHost.Run("cat", "/proc/net/netstat")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n, err := netstatCounter(out, "TcpExt", "TCPMD5Failure")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// netstatCounter finds one counter in /proc/net/netstat's text: pairs of
+// lines, names then values, both starting with the group ("TcpExt:").
+func netstatCounter(text, group, name string) (int, error) {
+	lines := strings.Split(text, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != group+":" || len(values) != len(names) || values[0] != group+":" {
+			continue
+		}
+		if j := slices.Index(names, name); j > 0 {
+			return strconv.Atoi(values[j])
+		}
+	}
+	return 0, fmt.Errorf("no %s %s in /proc/net/netstat", group, name)
+}

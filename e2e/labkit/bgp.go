@@ -195,12 +195,16 @@ func (l *BGP) WaitEstablished(timeout time.Duration) error {
 	return nil
 }
 
-// EntryNode returns the node a request entered the cluster by, from the
-// source address the echo pod saw: with externalTrafficPolicy Cluster the
-// node masquerades to its own LAN address.
+// EntryNode returns the node a request entered the cluster by, from what
+// the echo pod saw: with externalTrafficPolicy Cluster the node masquerades
+// to its own address toward the pod, its LAN address unless the pod is its
+// own and the family IPv6 (then the pods' gateway address).
 func EntryNode(a Answer) (string, bool) {
 	for _, n := range L2Nodes {
 		if a.From.Addr() == netip.MustParseAddr(n.IP) || a.From.Addr() == netip.MustParseAddr(n.IP6) {
+			return n.Name, true
+		}
+		if a.From.Addr() == netlab.PodGateway6() && a.Pod == n.Pod {
 			return n.Name, true
 		}
 	}
