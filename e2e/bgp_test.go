@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -152,8 +151,9 @@ func TestBGPFRRBFD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.State == "Established" || !strings.Contains(n.LastResetDueTo, "BFD") {
-		t.Errorf("FRR's session with n1: state %q, last reset due to %q; want down by BFD", n.State, n.LastResetDueTo)
+	if n.State == "Established" || n.LastNotificationReason != "Cease/BFD Down" {
+		t.Errorf("FRR's session with n1: state %q, last reset due to %q (%q); want down by BFD",
+			n.State, n.LastResetDueTo, n.LastNotificationReason)
 	}
 	// Without BFD the route would stay until the 90 s hold timer expired;
 	// the bound is far below that, and far above BFD's 300 ms.

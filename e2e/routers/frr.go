@@ -164,11 +164,14 @@ func (f *frr) VTY(commands ...string) (string, error) {
 
 // NeighborState is what FRR says of a session.
 type NeighborState struct {
-	State              string   `json:"bgpState"`
-	LastResetDueTo     string   `json:"lastResetDueTo"`
-	ConnectionsDropped int      `json:"connectionsDropped"`
-	PeerBFDInfo        *BFDInfo `json:"peerBfdInfo"`
-	MessageStats       struct {
+	State          string `json:"bgpState"`
+	LastResetDueTo string `json:"lastResetDueTo"`
+	// LastNotificationReason names the last NOTIFICATION's code and
+	// subcode, e.g. "Cease/BFD Down" when bfdd saw the peer go.
+	LastNotificationReason string   `json:"lastNotificationReason"`
+	ConnectionsDropped     int      `json:"connectionsDropped"`
+	PeerBFDInfo            *BFDInfo `json:"peerBfdInfo"`
+	MessageStats           struct {
 		UpdatesRecv int `json:"updatesRecv"`
 	} `json:"messageStats"`
 }
