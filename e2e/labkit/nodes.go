@@ -161,6 +161,8 @@ type ServiceOptions struct {
 	Local bool
 	// EndpointNodes are the nodes whose pods are the endpoints; nil: all.
 	EndpointNodes []string
+	// Annotations are the Service's (e.g. a requested address).
+	Annotations map[string]string
 }
 
 // CreateService creates Service namespace/name of type LoadBalancer with
@@ -176,7 +178,7 @@ func (l *NodeLab) CreateServiceWith(namespace, name string, opts ServiceOptions)
 	l.t.Helper()
 	families := opts.Families
 	svc := &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Annotations: opts.Annotations},
 		Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, IPFamilies: families,
 			Ports: []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}}},
 	}
