@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,7 +40,7 @@ func testBGPRouting(t *testing.T, kind routers.Kind) {
 	e.waitPeer("every node's session is Established", func(p *v1alpha1.BGPPeer) bool {
 		states := nodeStates(p)
 		for _, n := range allNodes() {
-			if !hasPrefix(states[n], "Established/") {
+			if !strings.HasPrefix(states[n], "Established/") {
 				return false
 			}
 		}
@@ -216,7 +218,7 @@ func (e *bgpEnv) expectPods(vip netip.Addr, pods ...string) {
 		}
 		seen[a.Pod] = true
 	}
-	if got := sortedKeys(seen); !slices.Equal(got, pods) {
+	if got := slices.Sorted(maps.Keys(seen)); !slices.Equal(got, pods) {
 		e.t.Errorf("answers to %s came from pods %v, want %v", vip, got, pods)
 	}
 }

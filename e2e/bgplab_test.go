@@ -129,17 +129,6 @@ func (e *bgpEnv) frr() routers.FRRRouter {
 	return f
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-func hasPrefix(s, prefix string) bool { return strings.HasPrefix(s, prefix) }
-
 // md5Failures reads the router namespace's TcpExtTCPMD5Failure counter:
 // segments the kernel dropped because their MD5 signature was wrong.
 func (e *bgpEnv) md5Failures() int {
