@@ -168,6 +168,19 @@ func TestBGPFRRBFD(t *testing.T) {
 	}
 	e.waitNextHops(vip, allNodes()...)
 	e.waitBFDUp(f)
+	// BFD coming up never reset a session (GoBGP resets BGP when its BFD
+	// session goes down, as when FRR replaces its BFD session): n1's was
+	// dropped once, by the failure, the others never.
+	for _, node := range labkit.L2Nodes {
+		n, err := f.Neighbor(netip.MustParseAddr(node.IP))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 1, false: 0}[node.Name == "n1"]; n.ConnectionsDropped != want {
+			t.Errorf("FRR dropped its session with %s %d times, want %d (last reset due to %q, %q)",
+				node.Name, n.ConnectionsDropped, want, n.LastResetDueTo, n.LastNotificationReason)
+		}
+	}
 }
 
 // bfdOptions is a lab with BFD on both sides at 100 ms intervals (FRR's

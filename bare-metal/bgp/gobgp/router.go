@@ -57,7 +57,11 @@ type Options struct {
 type Router struct {
 	server *server.BgpServer
 	opts   Options
-	cancel context.CancelFunc
+	// ctx ends with the Router (Close); background work (enableBFD) runs
+	// under it, counted by background.
+	ctx        context.Context
+	cancel     context.CancelFunc
+	background sync.WaitGroup
 
 	mu    sync.Mutex
 	peers map[string]*peer // by name
@@ -117,9 +121,9 @@ func New(ctx context.Context, opts Options) (*Router, error) {
 		s.Stop()
 		return nil, err
 	}
-	watchCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r.cancel = cancel
-	if err := s.WatchEvent(watchCtx, server.WatchEventMessageCallbacks{OnPeerUpdate: r.onPeerUpdate}, server.WatchPeer()); err != nil {
+	r.ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	cancel := r.cancel
+	if err := s.WatchEvent(r.ctx, server.WatchEventMessageCallbacks{OnPeerUpdate: r.onPeerUpdate}, server.WatchPeer()); err != nil {
 		cancel()
 		s.Stop()
 		return nil, fmt.Errorf("gobgp: watching sessions: %w", err)
@@ -171,7 +175,7 @@ func (r *Router) onPeerUpdate(ev *apiutil.WatchEventMessage_PeerEvent, at time.T
 	if enableBFD {
 		// Not on the watcher's goroutine: UpdatePeer waits for the server's
 		// loop, which may be waiting to deliver the next event.
-		go r.enableBFD(name, cfg)
+		r.background.Go(func() { r.enableBFD(name, cfg) })
 	}
 	if from == to || name == "" || r.opts.OnPeerEvent == nil {
 		return
@@ -222,8 +226,10 @@ func (r *Router) enableBFD(name string, cfg herald.PeerConfig) {
 	if !ok || p.bfdOn || p.cfg != cfg {
 		return // gone, done, or reconfigured since
 	}
-	if _, err := r.server.UpdatePeer(context.Background(), &api.UpdatePeerRequest{Peer: peerToAPI(cfg)}); err != nil {
-		r.opts.Logger.Error(err, "Enabling BFD failed", "peer", name, "address", cfg.Address)
+	if _, err := r.server.UpdatePeer(r.ctx, &api.UpdatePeerRequest{Peer: peerToAPI(cfg)}); err != nil {
+		if r.ctx.Err() == nil {
+			r.opts.Logger.Error(err, "Enabling BFD failed", "peer", name, "address", cfg.Address)
+		}
 		return
 	}
 	p.bfdOn = true
@@ -438,6 +444,7 @@ func (r *Router) Close(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	r.cancel()
+	r.background.Wait()
 	r.server.Stop()
 	return errors.Join(errs...)
 }
