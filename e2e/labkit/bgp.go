@@ -2,6 +2,7 @@ package labkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -119,7 +120,7 @@ func StartBGP(t netlab.T, c *cluster.Cluster, opts BGPOptions) *BGP {
 
 // SetSecret creates or updates a password Secret the agents may read.
 func (l *BGP) SetSecret(name, password string) {
-	l.NodeLab.t.Helper()
+	l.t.Helper()
 	ctx := context.Background()
 	secrets := l.Kube.CoreV1().Secrets(PasswordSecretNamespace)
 	s := &v1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, StringData: map[string]string{"password": password}}
@@ -127,7 +128,7 @@ func (l *BGP) SetSecret(name, password string) {
 		return
 	}
 	if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
-		l.NodeLab.t.Fatal(err)
+		l.t.Fatal(err)
 	}
 }
 
@@ -169,8 +170,8 @@ func (l *BGP) WaitNextHops(vip netip.Addr, want []netip.Addr, poll, timeout time
 		}
 		last, lastErr = got, err
 		if now.After(deadline) {
-			return time.Time{}, fmt.Errorf("the router's route to %s has next hops %v (err %v), want %v, not within %v",
-				vip, last, lastErr, want, timeout)
+			return time.Time{}, errors.Join(fmt.Errorf("the router's route to %s has next hops %v, want %v, not within %v",
+				vip, last, want, timeout), lastErr)
 		}
 		time.Sleep(poll)
 	}
@@ -187,7 +188,7 @@ func (l *BGP) WaitEstablished(timeout time.Duration) error {
 				break
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("the router's session with %s is not established within %v (err %v)", n.Name, timeout, err)
+				return errors.Join(fmt.Errorf("the router's session with %s is not established within %v", n.Name, timeout), err)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

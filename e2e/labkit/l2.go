@@ -122,7 +122,7 @@ func Announcer(svc *v1.Service) (string, bool) {
 // WaitAnnouncer waits until the Service is announced by a node ok accepts
 // and returns it.
 func (l *L2) WaitAnnouncer(namespace, name, what string, ok func(node string) bool) string {
-	l.NodeLab.t.Helper()
+	l.t.Helper()
 	var node string
 	l.WaitService(namespace, name, what, func(s *v1.Service) bool {
 		n, announced := Announcer(s)
@@ -190,7 +190,7 @@ func (l *L2) EntryNode(vip netip.Addr, a Answer) string {
 // WaitTrafficVia polls addr from the client until a request enters by a
 // node ok accepts, and returns that node, the answer and when it came.
 func (l *L2) WaitTrafficVia(addr string, ok func(string) bool, timeout time.Duration) (string, Answer, time.Time) {
-	l.NodeLab.t.Helper()
+	l.t.Helper()
 	vip := netip.MustParseAddrPort(addr).Addr()
 	deadline := time.Now().Add(timeout)
 	var last error
@@ -207,6 +207,6 @@ func (l *L2) WaitTrafficVia(addr string, ok func(string) bool, timeout time.Dura
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	l.NodeLab.t.Fatalf("no request to %s entered by the expected node within %v (last via %q, last error %v)", addr, timeout, lastVia, last)
+	l.t.Fatalf("no request to %s entered by the expected node within %v (last via %q, last error %v)", addr, timeout, lastVia, last)
 	return "", Answer{}, time.Time{}
 }
