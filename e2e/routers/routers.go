@@ -93,7 +93,7 @@ func Start(t netlab.T, lab *netlab.Lab, ns *netlab.Netns, kind Kind, cfg Config)
 	if cfg.BFDInterval == 0 {
 		cfg.BFDInterval = 100 * time.Millisecond
 	}
-	dir := stateDir(t, kind)
+	dir := stateDir(t, lab, kind)
 	switch kind {
 	case BIRD:
 		return startBIRD(t, lab, ns, dir, cfg)
@@ -107,8 +107,9 @@ func Start(t netlab.T, lab *netlab.Lab, ns *netlab.Netns, kind Kind, cfg Config)
 // stateDir makes the router's run directory, named after this test binary,
 // and removes those of test binaries that died without cleaning up, killing
 // the daemons still running there (FRR's daemons drop privileges, which
-// clears the parent-death signal that would otherwise end them).
-func stateDir(t netlab.T, kind Kind) string {
+// clears the parent-death signal that would otherwise end them). The lab
+// removes it last, after the daemons stopped and their logs were shown.
+func stateDir(t netlab.T, lab *netlab.Lab, kind Kind) string {
 	t.Helper()
 	prefix := fmt.Sprintf("herald-router-%d-", os.Getpid())
 	removeStale()
@@ -116,7 +117,7 @@ func stateDir(t netlab.T, kind Kind) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	lab.OnCleanup(func() { _ = os.RemoveAll(dir) })
 	return dir
 }
 
