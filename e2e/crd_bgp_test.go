@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -11,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/utils/ptr"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
 	"github.com/heraldlb/herald/e2e/cluster"
@@ -64,6 +67,14 @@ func TestBGPCRDs(t *testing.T) {
 		})
 	}
 	checkInvalidSamples(t, ads, "bgpadvertisement/invalid")
+	t.Run("the README's examples", func(t *testing.T) {
+		for _, obj := range readmeObjects(t, "BGPPeer", "BGPAdvertisement") {
+			r := map[string]dynamic.ResourceInterface{"BGPPeer": peers, "BGPAdvertisement": ads}[obj.GetKind()]
+			if _, err := dryRunCreate(r, obj); err != nil {
+				t.Errorf("README's %s %s rejected: %v", obj.GetKind(), obj.GetName(), err)
+			}
+		}
+	})
 
 	t.Run("per-node status entries and printer columns", func(t *testing.T) { testBGPPeerStatus(t, c, peers) })
 	kubectl(t, c, "apply", "-f", samplesDir+"/bgpadvertisement/valid/full.yaml")
@@ -141,4 +152,32 @@ func testBGPPeerStatus(t *testing.T, c *cluster.Cluster, peers dynamic.ResourceI
 			t.Errorf("column %s = %q, want %q", column, rows[0][i], w)
 		}
 	}
+}
+
+// readmeObjects returns the objects of the given kinds in the README's
+// yaml blocks, so that what users copy from it is checked.
+func readmeObjects(t *testing.T, kinds ...string) []*unstructured.Unstructured {
+	t.Helper()
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	blocks := strings.Split(string(data), "```yaml\n")
+	for _, b := range blocks[1:] {
+		block, _, _ := strings.Cut(b, "```")
+		for _, doc := range strings.Split(block, "\n---\n") {
+			obj := &unstructured.Unstructured{}
+			if err := sigsyaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
+				t.Fatalf("README yaml block: %v\n%s", err, doc)
+			}
+			if slices.Contains(kinds, obj.GetKind()) {
+				out = append(out, obj)
+			}
+		}
+	}
+	if len(out) < len(kinds) {
+		t.Fatalf("the README has %d objects of kinds %v, want one of each at least", len(out), kinds)
+	}
+	return out
 }
