@@ -100,7 +100,7 @@ func (b *bgpAnnouncer) onEvent(ev bgp.PeerEvent) {
 	b.s.requestSync()
 }
 
-func (b *bgpAnnouncer) poll() bool {
+func (b *bgpAnnouncer) poll(context.Context) bool {
 	now := b.s.clock.Now()
 	if len(b.events) > 0 {
 		return true

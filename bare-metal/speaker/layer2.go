@@ -100,8 +100,8 @@ func (l *layer2) onMessage(from string, payload []byte) {
 }
 
 // poll reports whether a notice waits or the fence opened or closed.
-func (l *layer2) poll() bool {
-	return len(l.notices) > 0 || l.fenceChanged()
+func (l *layer2) poll(ctx context.Context) bool {
+	return len(l.notices) > 0 || l.fenceChanged(ctx)
 }
 
 // takeNotices hands the takeover notices received since the last sync to
@@ -130,7 +130,7 @@ func (l *layer2) sync(ctx context.Context, w world) time.Time {
 	for _, name := range out.invalid {
 		logger.Error(nil, "L2Advertisement has an invalid selector and is ignored", "l2advertisement", name)
 	}
-	open, reason, fenceNext := l.updateFence(now, out.expected, w.members)
+	open, reason, fenceNext := l.updateFence(logger, now, out.expected, w.members)
 	plan := l.planner.Evaluate(now, out.owners, open)
 
 	want := l.interfaces(ctx, w, out, plan.Announce)
@@ -178,7 +178,7 @@ func (l *layer2) close(ctx context.Context) {
 }
 
 // updateFence evaluates the fence with the quorum counted over expected.
-func (l *layer2) updateFence(now time.Time, expected []string, members map[string]election.Member) (bool, election.Reason, time.Time) {
+func (l *layer2) updateFence(logger klog.Logger, now time.Time, expected []string, members map[string]election.Member) (bool, election.Reason, time.Time) {
 	h := l.membership.Health()
 	h.Expected = len(expected)
 	for _, n := range expected {
@@ -196,16 +196,16 @@ func (l *layer2) updateFence(now time.Time, expected []string, members map[strin
 			l.metrics.fenceOpen.Set(0)
 			l.metrics.fenceClosed.WithLabelValues(string(reason)).Inc()
 		}
-		klog.Background().V(1).Info("Fence", "open", open, "reason", reason, "node", l.s.cfg.NodeName)
+		logger.Info("Fence changed", "open", open, "reason", reason, "reachable", h.Reachable, "expected", h.Expected)
 	}
 	return open, reason, next
 }
 
 // fenceChanged re-evaluates the fence between syncs and reports whether it
 // opened or closed, which needs a sync.
-func (l *layer2) fenceChanged() bool {
+func (l *layer2) fenceChanged(ctx context.Context) bool {
 	was := l.fenceWasOpen
-	open, _, _ := l.updateFence(l.s.clock.Now(), l.expected, l.membership.Members())
+	open, _, _ := l.updateFence(klog.FromContext(ctx), l.s.clock.Now(), l.expected, l.membership.Members())
 	return open != was
 }
 

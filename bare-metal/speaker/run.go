@@ -89,7 +89,7 @@ func (s *Speaker) loop(ctx context.Context, done func() bool) {
 		case <-s.trigger:
 		case <-wake.C():
 		case <-poll.C():
-			if !s.pollAll() {
+			if !s.pollAll(ctx) {
 				continue
 			}
 		}
@@ -97,10 +97,10 @@ func (s *Speaker) loop(ctx context.Context, done func() bool) {
 	}
 }
 
-func (s *Speaker) pollAll() bool {
+func (s *Speaker) pollAll(ctx context.Context) bool {
 	want := false
 	for _, a := range s.announcers {
-		want = a.poll() || want // every announcer gets polled
+		want = a.poll(ctx) || want // every announcer gets polled
 	}
 	return want
 }

@@ -134,7 +134,7 @@ type announcer interface {
 	// nothing happens before (zero: only on events).
 	sync(ctx context.Context, w world) time.Time
 	// poll, called every pollInterval between syncs, asks for a sync.
-	poll() bool
+	poll(ctx context.Context) bool
 	// startDrain begins a graceful stop: hand addresses over (Layer 2) or
 	// withdraw them (BGP); drained reports when that is complete.
 	startDrain(ctx context.Context)
