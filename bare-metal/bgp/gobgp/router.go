@@ -79,7 +79,7 @@ type Router struct {
 // peer is a configured session and what it advertises.
 type peer struct {
 	cfg herald.PeerConfig
-	// bfdOn: GoBGP runs BFD for the session (see enableBFD).
+	// bfdOn: GoBGP runs BFD for the session (see syncBFD).
 	bfdOn bool
 	// neighborSet names the GoBGP neighbor set matching this peer.
 	neighborSet string
@@ -163,19 +163,17 @@ func (r *Router) onPeerUpdate(ev *apiutil.WatchEventMessage_PeerEvent, at time.T
 	r.mu.Lock()
 	from := r.states[addr]
 	r.states[addr] = to
-	name, enableBFD := "", false
-	var cfg herald.PeerConfig
+	name, bfdChange := "", false
 	for n, p := range r.peers {
 		if p.cfg.Address == addr {
-			name, cfg = n, p.cfg
-			enableBFD = to == herald.StateEstablished && cfg.BFD.Enabled && !p.bfdOn
+			name, bfdChange = n, p.cfg.BFD.Enabled && p.bfdOn != (to == herald.StateEstablished)
 		}
 	}
 	r.mu.Unlock()
-	if enableBFD {
+	if bfdChange {
 		// Not on the watcher's goroutine: UpdatePeer waits for the server's
 		// loop, which may be waiting to deliver the next event.
-		r.background.Go(func() { r.enableBFD(name, cfg) })
+		r.background.Go(func() { r.syncBFD(name) })
 	}
 	if from == to || name == "" || r.opts.OnPeerEvent == nil {
 		return
@@ -205,34 +203,46 @@ func (r *Router) AddPeer(ctx context.Context, cfg herald.PeerConfig) error {
 	return nil
 }
 
-// withoutBFD is cfg with BFD off: a session starts without it and
-// enableBFD turns it on once the session is established. FRR's bgpd
-// replaces its BFD session when the BGP session comes up (the new one is
-// keyed by the local address and interface, unknown before): a BFD session
-// already up on the node's side would see the old one's AdminDown and the
-// new one's Down, and GoBGP resets BGP on either. Started after, BFD comes
-// up once, on FRR's final session.
+// withoutBFD is cfg with BFD off: a session starts without it and syncBFD
+// turns it on once the session is established, and off again when the
+// session goes down. FRR's bgpd replaces its BFD session when the BGP
+// session comes up (the new one is keyed by the local address and
+// interface, unknown before): a BFD session already up on the node's side
+// would see the old one's AdminDown and the new one's Down, and GoBGP
+// resets BGP on either. And GoBGP resets a session that comes up while its
+// BFD session is still down from the last failure, again and again until
+// BFD happens to come up first. Started after BGP, BFD comes up once.
 func withoutBFD(cfg herald.PeerConfig) herald.PeerConfig {
 	cfg.BFD = herald.BFDConfig{}
 	return cfg
 }
 
-// enableBFD turns BFD on for a session that came up, in place (GoBGP adds
-// the BFD peer without resetting the session).
-func (r *Router) enableBFD(name string, cfg herald.PeerConfig) {
+// syncBFD runs BFD for a session with BFD configured exactly while it is
+// established, changing GoBGP's peer in place (GoBGP adds and removes the
+// BFD peer without resetting the session). It acts on the session's state
+// when it runs, so calls may come in any order.
+func (r *Router) syncBFD(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p, ok := r.peers[name]
-	if !ok || p.bfdOn || p.cfg != cfg {
-		return // gone, done, or reconfigured since
+	if !ok {
+		return // gone since
+	}
+	want := p.cfg.BFD.Enabled && r.states[p.cfg.Address] == herald.StateEstablished
+	if want == p.bfdOn {
+		return
+	}
+	cfg := p.cfg
+	if !want {
+		cfg = withoutBFD(cfg)
 	}
 	if _, err := r.server.UpdatePeer(r.ctx, &api.UpdatePeerRequest{Peer: peerToAPI(cfg)}); err != nil {
 		if r.ctx.Err() == nil {
-			r.opts.Logger.Error(err, "Enabling BFD failed", "peer", name, "address", cfg.Address)
+			r.opts.Logger.Error(err, "Turning BFD on or off failed", "peer", name, "address", p.cfg.Address, "bfd", want)
 		}
 		return
 	}
-	p.bfdOn = true
+	p.bfdOn = want
 }
 
 // UpdatePeer implements bgp.Router: the session is closed and opened again
