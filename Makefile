@@ -8,8 +8,10 @@ GO ?= go
 GOLANGCI_LINT := $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 # Debian packages the tests and the lab need (procps: sysctl inside the
 # network tier's namespaces; conntrack: `make bench` compares herald-agent's
-# netlink deletion of stale UDP flows with this tool, which it replaced).
-APT_PACKAGES := nftables iproute2 procps conntrack iperf3
+# netlink deletion of stale UDP flows with this tool, which it replaced;
+# bird2 and frr: the real BGP routers of the BGP tier, run in the lab's
+# namespaces by e2e/routers, never as the host's services).
+APT_PACKAGES := nftables iproute2 procps conntrack iperf3 bird2 frr
 # Packages of the unit tier: everything but the end-to-end tests.
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 # Prints the folder with kube-apiserver, etcd and kubectl, building them

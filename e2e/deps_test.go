@@ -15,6 +15,8 @@ var pure = []string{
 	"provider/service",
 	"bare-metal/ipam",
 	"bare-metal/election",
+	"bare-metal/bgp",
+	"bare-metal/api/v1alpha1",
 	"aws/model",
 	"aws/build",
 	"internal/netipx",
@@ -100,7 +102,7 @@ func TestDependencyRule(t *testing.T) {
 			}
 		}
 	}
-	for _, p := range []string{"provider/service", "bare-metal/ipam", "aws/model", "aws/build"} {
+	for _, p := range []string{"provider/service", "bare-metal/ipam", "bare-metal/bgp", "aws/model", "aws/build"} {
 		if _, ok := direct[p]; !ok {
 			t.Errorf("pure package %s not found by go list: is the list in this test stale?", p)
 		}

@@ -74,6 +74,10 @@ type CandidateInput struct {
 	Selected func(*v1.Node) bool
 	// Members are the herald-agents by node name.
 	Members map[string]Member
+	// IgnoreMembers skips the membership checks (alive, draining): BGP
+	// leaves liveness to the routers, which hold a session with every node
+	// (see package bgp).
+	IgnoreMembers bool
 	// LocalEndpoints, for externalTrafficPolicy Local, holds the nodes with
 	// a ready endpoint of the Service; nil means any node will do.
 	LocalEndpoints map[string]bool
@@ -98,11 +102,13 @@ func ineligible(in CandidateInput, node *v1.Node) Reason {
 	}
 	member := in.Members[node.Name]
 	switch {
+	case in.IgnoreMembers:
 	case !member.Alive():
 		return ReasonAgentNotAlive
 	case member.Draining:
 		return ReasonDraining
-	case in.LocalEndpoints != nil && !in.LocalEndpoints[node.Name]:
+	}
+	if in.LocalEndpoints != nil && !in.LocalEndpoints[node.Name] {
 		return ReasonNoLocalEndpoints
 	}
 	return ""

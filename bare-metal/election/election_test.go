@@ -232,3 +232,16 @@ func ExampleDecide() {
 	// n2 false Cordoned
 	// n3 false NotOwner
 }
+
+// BGP asks for the candidates without the membership: every node the
+// Kubernetes state and the endpoints allow, whatever its agent's liveness.
+func TestCandidatesIgnoringMembers(t *testing.T) {
+	nodes := []*v1.Node{node("n1"), node("n2", cordoned), node("n3"), node("n4")}
+	got := Candidates(CandidateInput{Nodes: nodes, Selected: everyNode, IgnoreMembers: true,
+		Members:        map[string]Member{"n3": {State: MemberDead}, "n4": {State: MemberAlive, Draining: true}},
+		LocalEndpoints: map[string]bool{"n1": true, "n2": true, "n3": true}})
+	want := []Candidate{{Node: "n1"}, {Node: "n2", Ineligible: ReasonCordoned}, {Node: "n3"}, {Node: "n4", Ineligible: ReasonNoLocalEndpoints}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Candidates = %v, want %v", got, want)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -20,9 +21,16 @@ import (
 )
 
 var (
-	poolResource = v1alpha1.SchemeGroupVersion.WithResource("ipaddresspools")
-	adResource   = v1alpha1.SchemeGroupVersion.WithResource("l2advertisements")
+	poolResource    = v1alpha1.SchemeGroupVersion.WithResource("ipaddresspools")
+	adResource      = v1alpha1.SchemeGroupVersion.WithResource("l2advertisements")
+	bgpPeerResource = v1alpha1.SchemeGroupVersion.WithResource("bgppeers")
+	bgpAdResource   = v1alpha1.SchemeGroupVersion.WithResource("bgpadvertisements")
 )
+
+// cacheOptions say which protocols' objects to watch.
+type cacheOptions struct {
+	layer2, bgp bool
+}
 
 // cache holds the informers the speaker decides from.
 type cache struct {
@@ -33,11 +41,14 @@ type cache struct {
 	slices   discoverylisters.EndpointSliceLister
 	nodes    corelisters.NodeLister
 	pools    toolscache.GenericLister
-	ads      toolscache.GenericLister
+	ads      toolscache.GenericLister // nil without Layer 2
+	bgpPeers toolscache.GenericLister // nil without BGP
+	bgpAds   toolscache.GenericLister // nil without BGP
+	watched  []schema.GroupVersionResource
 	synced   []toolscache.InformerSynced
 }
 
-func newCache(deps Deps, changed func()) (*cache, error) {
+func newCache(deps Deps, opts cacheOptions, changed func()) (*cache, error) {
 	c := &cache{
 		shared: deps.Informers,
 		own:    informers.NewSharedInformerFactory(deps.Client, 0),
@@ -46,10 +57,7 @@ func newCache(deps Deps, changed func()) (*cache, error) {
 	svc := c.shared.Core().V1().Services()
 	sl := c.shared.Discovery().V1().EndpointSlices()
 	nodes := c.own.Core().V1().Nodes()
-	pools := c.crds.ForResource(poolResource)
-	ads := c.crds.ForResource(adResource)
 	c.services, c.slices, c.nodes = svc.Lister(), sl.Lister(), nodes.Lister()
-	c.pools, c.ads = pools.Lister(), ads.Lister()
 
 	always := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { changed() },
@@ -66,11 +74,25 @@ func newCache(deps Deps, changed func()) (*cache, error) {
 			changed()
 		}
 	}
-	for _, reg := range []struct {
+	type registration struct {
 		inf toolscache.SharedIndexInformer
 		h   toolscache.ResourceEventHandler
-	}{{svc.Informer(), always}, {sl.Informer(), always}, {nodes.Informer(), nodeHandler},
-		{pools.Informer(), always}, {ads.Informer(), always}} {
+	}
+	regs := []registration{{svc.Informer(), always}, {sl.Informer(), always}, {nodes.Informer(), nodeHandler}}
+	crd := func(r schema.GroupVersionResource) toolscache.GenericLister {
+		inf := c.crds.ForResource(r)
+		c.watched = append(c.watched, r)
+		regs = append(regs, registration{inf.Informer(), always})
+		return inf.Lister()
+	}
+	c.pools = crd(poolResource)
+	if opts.layer2 {
+		c.ads = crd(adResource)
+	}
+	if opts.bgp {
+		c.bgpPeers, c.bgpAds = crd(bgpPeerResource), crd(bgpAdResource)
+	}
+	for _, reg := range regs {
 		r, err := reg.inf.AddEventHandler(reg.h)
 		if err != nil {
 			return nil, fmt.Errorf("event handler: %w", err)
@@ -98,6 +120,9 @@ func nodeMatters(n *v1.Node) nodeView {
 	return v
 }
 
+// resources are the CRDs the cache watches.
+func (c *cache) resources() []schema.GroupVersionResource { return c.watched }
+
 func (c *cache) start(ctx context.Context) {
 	c.shared.Start(ctx.Done())
 	c.own.Start(ctx.Done())
@@ -121,8 +146,18 @@ func (c *cache) world(self string, classOnly bool) (world, error) {
 	if w.pools, err = listTyped[v1alpha1.IPAddressPool](c.pools); err != nil {
 		return world{}, err
 	}
-	if w.ads, err = listTyped[v1alpha1.L2Advertisement](c.ads); err != nil {
-		return world{}, err
+	if c.ads != nil {
+		if w.ads, err = listTyped[v1alpha1.L2Advertisement](c.ads); err != nil {
+			return world{}, err
+		}
+	}
+	if c.bgpPeers != nil {
+		if w.bgpPeers, err = listTyped[v1alpha1.BGPPeer](c.bgpPeers); err != nil {
+			return world{}, err
+		}
+		if w.bgpAds, err = listTyped[v1alpha1.BGPAdvertisement](c.bgpAds); err != nil {
+			return world{}, err
+		}
 	}
 	w.slices = func(svc *v1.Service) []*discoveryv1.EndpointSlice {
 		sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
@@ -154,4 +189,33 @@ func listTyped[T any, PT interface {
 		}
 	}
 	return out, nil
+}
+
+// bgpPeer returns the cached BGPPeer name, nil if there is none.
+func (c *cache) bgpPeer(name string) *v1alpha1.BGPPeer {
+	return getTyped[v1alpha1.BGPPeer](c.bgpPeers, name)
+}
+
+// bgpAd returns the cached BGPAdvertisement name, nil if there is none.
+func (c *cache) bgpAd(name string) *v1alpha1.BGPAdvertisement {
+	return getTyped[v1alpha1.BGPAdvertisement](c.bgpAds, name)
+}
+
+func getTyped[T any](lister toolscache.GenericLister, name string) *T {
+	if lister == nil {
+		return nil
+	}
+	o, err := lister.Get(name)
+	if err != nil {
+		return nil
+	}
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return nil
+	}
+	var typed T
+	if runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &typed) != nil {
+		return nil
+	}
+	return &typed
 }

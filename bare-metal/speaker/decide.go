@@ -1,14 +1,12 @@
 package speaker
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
@@ -30,6 +28,9 @@ type world struct {
 	pools   []*v1alpha1.IPAddressPool
 	ads     []*v1alpha1.L2Advertisement
 	members map[string]election.Member
+	// BGP's objects.
+	bgpPeers []*v1alpha1.BGPPeer
+	bgpAds   []*v1alpha1.BGPAdvertisement
 }
 
 // group is what is announced as one unit: the addresses of the Services
@@ -172,8 +173,8 @@ type compiledAd struct {
 // broken selector must not widen what is announced.
 func compileAds(objs []*v1alpha1.L2Advertisement) (ads []compiledAd, invalid []string) {
 	for _, obj := range objs {
-		pools, errP := selectors(obj.Spec.IPAddressPoolSelectors)
-		nodes, errN := selectors(obj.Spec.NodeSelectors)
+		pools, errP := election.Selectors(obj.Spec.IPAddressPoolSelectors)
+		nodes, errN := election.Selectors(obj.Spec.NodeSelectors)
 		if errP != nil || errN != nil {
 			invalid = append(invalid, obj.Name)
 			continue
@@ -181,18 +182,6 @@ func compileAds(objs []*v1alpha1.L2Advertisement) (ads []compiledAd, invalid []s
 		ads = append(ads, compiledAd{obj: obj, pools: pools, nodes: nodes})
 	}
 	return ads, invalid
-}
-
-func selectors(in []metav1.LabelSelector) ([]labels.Selector, error) {
-	out := make([]labels.Selector, 0, len(in))
-	for i := range in {
-		s, err := metav1.LabelSelectorAsSelector(&in[i])
-		if err != nil {
-			return nil, fmt.Errorf("selector %d: %w", i, err)
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }
 
 // coveringAds are the advertisements that announce pool: those naming
@@ -207,7 +196,7 @@ func coveringAds(ads []compiledAd, pool string, obj *v1alpha1.IPAddressPool) []c
 		spec := a.obj.Spec
 		matches := len(spec.IPAddressPools) == 0 && len(spec.IPAddressPoolSelectors) == 0 ||
 			slices.Contains(spec.IPAddressPools, pool) ||
-			obj != nil && anySelects(a.pools, obj.Labels)
+			obj != nil && election.AnySelects(a.pools, obj.Labels)
 		if matches {
 			out = append(out, a)
 		}
@@ -217,16 +206,7 @@ func coveringAds(ads []compiledAd, pool string, obj *v1alpha1.IPAddressPool) []c
 
 func selectsNode(ads []compiledAd, n *v1.Node) bool {
 	for _, a := range ads {
-		if len(a.nodes) == 0 || anySelects(a.nodes, n.Labels) {
-			return true
-		}
-	}
-	return false
-}
-
-func anySelects(sels []labels.Selector, l map[string]string) bool {
-	for _, s := range sels {
-		if s.Matches(labels.Set(l)) {
+		if len(a.nodes) == 0 || election.AnySelects(a.nodes, n.Labels) {
 			return true
 		}
 	}

@@ -16,8 +16,9 @@ import (
 // speaker cannot know what to announce.
 var ErrCRDMissing = errors.New("herald's CRDs are not installed (apply charts/herald/crds)")
 
-// Run announces until ctx ends, then hands every address over (drains)
-// within DrainTimeout and leaves the membership.
+// Run announces until ctx ends, then stops every protocol gracefully
+// (Layer 2 hands its addresses over, BGP withdraws them) within
+// DrainTimeout.
 func (s *Speaker) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("node", s.cfg.NodeName)
 	ctx = klog.NewContext(ctx, logger)
@@ -32,25 +33,25 @@ func (s *Speaker) Run(ctx context.Context) error {
 	if !s.cache.waitForSync(ctx) {
 		return ctx.Err()
 	}
-	var err error
-	if s.membership, err = s.deps.StartMembership(s.requestSync, s.onMessage); err != nil {
-		return fmt.Errorf("speaker: %w", err)
+	for i, a := range s.announcers {
+		if err := a.start(cacheCtx); err != nil {
+			for _, started := range s.announcers[:i] {
+				started.close(cacheCtx)
+			}
+			return fmt.Errorf("speaker: %w", err)
+		}
 	}
-	if s.l2, err = s.deps.NewL2(s.gate); err != nil {
-		_ = s.membership.Leave(time.Second)
-		return fmt.Errorf("speaker: %w", err)
-	}
-	go s.writer.run(cacheCtx)
 	s.ready.Store(true)
-	logger.Info("Announcing", "fenceSilenceTimeout", s.cfg.Fence.SilenceTimeout, "settle", s.cfg.Fence.Settle)
+	logger.Info("Announcing", "protocols", len(s.announcers))
 	s.loop(ctx, func() bool { return ctx.Err() != nil })
 
 	s.drain(klog.NewContext(cacheCtx, logger))
 	return nil
 }
 
-// checkCRDs fails fast, with the fix in the message, when the CRDs are
-// absent: otherwise the informers would retry forever, silently.
+// checkCRDs fails fast, with the fix in the message, when the CRDs the
+// enabled protocols watch are absent: otherwise the informers would retry
+// forever, silently.
 func (s *Speaker) checkCRDs() error {
 	gv := v1alpha1.SchemeGroupVersion.String()
 	resources, err := s.deps.Client.Discovery().ServerResourcesForGroupVersion(gv)
@@ -63,18 +64,19 @@ func (s *Speaker) checkCRDs() error {
 			served[r.Name] = true
 		}
 	}
-	for _, r := range []string{adResource.Resource, poolResource.Resource} {
-		if !served[r] {
-			return fmt.Errorf("speaker: %w: %s.%s is not served", ErrCRDMissing, r, v1alpha1.GroupName)
+	for _, r := range s.cache.resources() {
+		if !served[r.Resource] {
+			return fmt.Errorf("speaker: %w: %s.%s is not served", ErrCRDMissing, r.Resource, v1alpha1.GroupName)
 		}
 	}
 	return nil
 }
 
-// loop syncs on every change, notice and deadline until done says stop.
+// loop syncs on every change, poll request and deadline until done says
+// stop.
 func (s *Speaker) loop(ctx context.Context, done func() bool) {
-	fence := s.clock.NewTicker(fenceTick)
-	defer fence.Stop()
+	poll := s.clock.NewTicker(pollInterval)
+	defer poll.Stop()
 	wake := s.clock.NewTimer(time.Hour)
 	defer wake.Stop()
 	next := s.sync(ctx)
@@ -85,18 +87,36 @@ func (s *Speaker) loop(ctx context.Context, done func() bool) {
 		select {
 		case <-ctx.Done():
 		case <-s.trigger:
-		case n := <-s.notices:
-			for _, a := range n.addrs {
-				s.planner.TookOver(a, n.from, n.at)
-			}
 		case <-wake.C():
-		case <-fence.C():
-			if !s.fenceChanged(ctx) {
+		case <-poll.C():
+			if !s.pollAll(ctx) {
 				continue
 			}
 		}
 		next = s.sync(ctx)
 	}
+}
+
+func (s *Speaker) pollAll(ctx context.Context) bool {
+	want := false
+	for _, a := range s.announcers {
+		want = a.poll(ctx) || want // every announcer gets polled
+	}
+	return want
+}
+
+// sync reads the caches once and syncs every announcer from that view.
+func (s *Speaker) sync(ctx context.Context) time.Time {
+	w, err := s.cache.world(s.cfg.NodeName, s.cfg.ClassOnly)
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Reading the informer caches failed")
+		return s.clock.Now().Add(time.Second)
+	}
+	var next time.Time
+	for _, a := range s.announcers {
+		next = earliest(next, a.sync(ctx, w))
+	}
+	return next
 }
 
 func resetTimer(t interface {
@@ -113,24 +133,39 @@ func resetTimer(t interface {
 	t.Reset(max(d, 0))
 }
 
-// drain hands every address over: the agent says it is draining, the
-// other agents elect new owners, each new owner announces and sends its
-// takeover notice, and this node stops answering each address as its
-// notice arrives. Then it leaves the membership.
+// drain stops every protocol gracefully, together, within DrainTimeout:
+// the loop keeps syncing while they hand over or withdraw, then each is
+// closed.
 func (s *Speaker) drain(ctx context.Context) {
 	logger := klog.FromContext(ctx)
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
 	defer cancel()
-	if err := s.membership.SetDraining(true, time.Second); err != nil {
-		logger.Error(err, "Announcing the drain failed; addresses move when this agent leaves")
+	for _, a := range s.announcers {
+		a.startDrain(ctx)
 	}
 	start := s.clock.Now()
-	s.loop(ctx, func() bool { return ctx.Err() != nil || !s.planner.Holds() })
-	logger.Info("Handed over", "took", s.clock.Since(start), "complete", !s.planner.Holds())
-	if err := s.l2.Close(); err != nil {
-		logger.Error(err, "Closing the Layer 2 responders")
+	s.loop(ctx, func() bool { return ctx.Err() != nil || s.allDrained() })
+	logger.Info("Drained", "took", s.clock.Since(start), "complete", s.allDrained())
+	for _, a := range s.announcers {
+		a.close(context.WithoutCancel(ctx))
 	}
-	if err := s.membership.Leave(time.Second); err != nil {
-		logger.Error(err, "Leaving the membership")
+}
+
+func (s *Speaker) allDrained() bool {
+	for _, a := range s.announcers {
+		if !a.drained() {
+			return false
+		}
 	}
+	return true
+}
+
+func earliest(a, b time.Time) time.Time {
+	switch {
+	case a.IsZero():
+		return b
+	case b.IsZero() || a.Before(b):
+		return a
+	}
+	return b
 }

@@ -1,11 +1,15 @@
 // Package speaker is the announcing half of herald-agent on bare metal: it
-// watches Services, their EndpointSlices, Nodes, IPAddressPools and
-// L2Advertisements, elects (package election) which node announces each
-// Service's addresses, and drives the protocol that announces them (Layer 2
-// today: ARP and NDP). It reports the outcome on the Services (condition
-// herald.dev/Announced, events) and in metrics. Forwarding the traffic is
-// the data plane's job (provider/agent), or kube-proxy's: the two are
-// enabled separately.
+// watches Services, their EndpointSlices, Nodes, IPAddressPools and the
+// advertisements, decides which of the Services' addresses this node
+// announces, and drives the protocols that announce them: Layer 2 (ARP and
+// NDP, one node per address, elected by package election) and BGP (every
+// eligible node, package bgp). Each protocol is an announcer behind one
+// interface, as MetalLB's speaker has its Protocol; one loop syncs them all
+// from one view of the cluster. It reports the outcome on the Services
+// (conditions herald.dev/Announced and herald.dev/BGPAdvertised), on the
+// BGPPeers (per-node session status), in events and in metrics. Forwarding
+// the traffic is the data plane's job (provider/agent), or kube-proxy's:
+// the two are enabled separately.
 package speaker
 
 import (
@@ -24,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
+	"github.com/heraldlb/herald/bare-metal/bgp"
 	"github.com/heraldlb/herald/bare-metal/election"
 )
 
@@ -32,10 +37,18 @@ const (
 	DefaultReleaseTimeout = 2 * time.Second
 	DefaultDrainTimeout   = 5 * time.Second
 	DefaultJoinInterval   = 2 * time.Second
-	// fenceTick is how often the fence is re-evaluated between events:
-	// frames are checked when sent, but reopening after a closure (and
-	// reporting it) needs someone to look.
-	fenceTick = 50 * time.Millisecond
+	// DefaultConvergeWait is how long a draining node keeps its sessions
+	// after withdrawing: FRR acts on a withdrawal in under 100 ms, BIRD in
+	// under 10 ms (measured; docs/benchmarks.md), and a loaded router
+	// more slowly.
+	DefaultConvergeWait = time.Second
+	// DefaultSecretRefresh is how often password Secrets are read again.
+	DefaultSecretRefresh = 10 * time.Second
+	// pollInterval is how often the announcers are asked whether they need
+	// a sync between events (Layer 2's fence: frames are checked when
+	// sent, but reopening after a closure, and reporting it, needs someone
+	// to look).
+	pollInterval = 50 * time.Millisecond
 )
 
 // Config is what herald-agent's flags set.
@@ -45,15 +58,23 @@ type Config struct {
 	// ClassOnly: Services without a loadBalancerClass are not herald's
 	// (as herald-ccm's --load-balancer-class-only).
 	ClassOnly bool
-	// Fence bounds when this node may announce at all.
+	// Fence bounds when this node may announce with Layer 2 at all.
 	Fence election.FenceConfig
-	// ReleaseTimeout bounds a make-before-break handover.
+	// ReleaseTimeout bounds a Layer 2 make-before-break handover.
 	ReleaseTimeout time.Duration
-	// DrainTimeout bounds the handover at shutdown.
+	// DrainTimeout bounds the graceful stop at shutdown, every protocol's.
 	DrainTimeout time.Duration
 	// JoinInterval is how often agents of selected nodes that are not
 	// members are asked to join (after a partition heals, say).
 	JoinInterval time.Duration
+	// ConvergeWait is, for BGP, how long the node keeps its sessions (and
+	// forwards) after withdrawing its routes at shutdown.
+	ConvergeWait time.Duration
+	// SecretNamespace is where BGPPeer password Secrets are read (the
+	// agent's namespace).
+	SecretNamespace string
+	// SecretRefresh is how often referenced password Secrets are read.
+	SecretRefresh time.Duration
 }
 
 // Membership is the liveness of the agents (membership.Membership).
@@ -78,7 +99,9 @@ type Announcer interface {
 	Close() error
 }
 
-// Deps are the speaker's connections to the outside world.
+// Deps are the speaker's connections to the outside world. The Layer 2
+// ones (StartMembership, NewL2, Interfaces) and the BGP ones (NewBGP,
+// Host) are set for the protocols that are on; at least one must be.
 type Deps struct {
 	Client  kubernetes.Interface
 	Dynamic dynamic.Interface
@@ -92,42 +115,43 @@ type Deps struct {
 	// before every frame.
 	NewL2      func(gate func() bool) (Announcer, error)
 	Interfaces Interfaces
+	// NewBGP starts the BGP speaker, calling onEvent on every session
+	// state change.
+	NewBGP func(onEvent func(bgp.PeerEvent)) (bgp.Router, error)
+	// Host answers BGP's questions about this node's addresses.
+	Host       Host
 	Recorder   record.EventRecorder
 	Registerer prometheus.Registerer
 	Clock      clock.WithTickerAndDelayedExecution
 }
 
-// Speaker runs the announcements of one node.
-type Speaker struct {
-	cfg     Config
-	deps    Deps
-	clock   clock.WithTickerAndDelayedExecution
-	fence   *election.Fence
-	planner *election.Planner
-	metrics *metrics
-	cache   *cache
-	writer  *conditionWriter
-
-	membership Membership
-	l2         Announcer
-	trigger    chan struct{}
-	notices    chan notice
-	// announcedOn remembers the interfaces of each announced address, so a
-	// handover keeps using them after the election moved the address away.
-	announcedOn map[netip.Addr][]string
-	// expected and fenceWasOpen are the last sync's quorum set and fence
-	// state, for the fence checks between syncs.
-	expected     []string
-	fenceWasOpen bool
-	lastJoin     time.Time
-	joining      chan struct{}
-	ready        atomic.Bool
+// announcer is one protocol: Layer 2 or BGP. The speaker's loop syncs
+// every announcer from the same view of the cluster.
+type announcer interface {
+	// start brings the protocol up; ctx lasts until the end of the drain.
+	start(ctx context.Context) error
+	// sync announces what w says and returns when it must run again if
+	// nothing happens before (zero: only on events).
+	sync(ctx context.Context, w world) time.Time
+	// poll, called every pollInterval between syncs, asks for a sync.
+	poll(ctx context.Context) bool
+	// startDrain begins a graceful stop: hand addresses over (Layer 2) or
+	// withdraw them (BGP); drained reports when that is complete.
+	startDrain(ctx context.Context)
+	drained() bool
+	// close stops the protocol.
+	close(ctx context.Context)
 }
 
-type notice struct {
-	from  string
-	addrs []netip.Addr
-	at    time.Time
+// Speaker runs the announcements of one node.
+type Speaker struct {
+	cfg        Config
+	deps       Deps
+	clock      clock.WithTickerAndDelayedExecution
+	cache      *cache
+	announcers []announcer
+	trigger    chan struct{}
+	ready      atomic.Bool
 }
 
 // New validates cfg and wires a Speaker; nothing runs until Run.
@@ -135,9 +159,18 @@ func New(cfg Config, deps Deps) (*Speaker, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("speaker: node name is required")
 	}
-	if deps.Client == nil || deps.Dynamic == nil || deps.Informers == nil || deps.StartMembership == nil ||
-		deps.NewL2 == nil || deps.Interfaces == nil || deps.Registerer == nil || deps.Recorder == nil {
-		return nil, errors.New("speaker: Client, Dynamic, Informers, StartMembership, NewL2, Interfaces, Recorder and Registerer are required")
+	if deps.Client == nil || deps.Dynamic == nil || deps.Informers == nil || deps.Registerer == nil || deps.Recorder == nil {
+		return nil, errors.New("speaker: Client, Dynamic, Informers, Recorder and Registerer are required")
+	}
+	layer2 := deps.NewL2 != nil
+	if layer2 && (deps.StartMembership == nil || deps.Interfaces == nil) {
+		return nil, errors.New("speaker: Layer 2 needs StartMembership and Interfaces")
+	}
+	if deps.NewBGP != nil && deps.Host == nil {
+		return nil, errors.New("speaker: BGP needs Host")
+	}
+	if !layer2 && deps.NewBGP == nil {
+		return nil, errors.New("speaker: no protocol: set NewL2, NewBGP or both")
 	}
 	if deps.Clock == nil {
 		deps.Clock = clock.RealClock{}
@@ -145,31 +178,31 @@ func New(cfg Config, deps Deps) (*Speaker, error) {
 	for _, d := range []struct {
 		v   *time.Duration
 		def time.Duration
-	}{{&cfg.ReleaseTimeout, DefaultReleaseTimeout}, {&cfg.DrainTimeout, DefaultDrainTimeout}, {&cfg.JoinInterval, DefaultJoinInterval}} {
+	}{{&cfg.ReleaseTimeout, DefaultReleaseTimeout}, {&cfg.DrainTimeout, DefaultDrainTimeout}, {&cfg.JoinInterval, DefaultJoinInterval},
+		{&cfg.ConvergeWait, DefaultConvergeWait}, {&cfg.SecretRefresh, DefaultSecretRefresh}} {
 		if *d.v == 0 {
 			*d.v = d.def
 		}
 	}
-	s := &Speaker{cfg: cfg, deps: deps, clock: deps.Clock,
-		fence:   election.NewFence(cfg.Fence),
-		planner: election.NewPlanner(cfg.NodeName, cfg.ReleaseTimeout),
-		trigger: make(chan struct{}, 1), notices: make(chan notice, 256), joining: make(chan struct{}, 1),
-		announcedOn: map[netip.Addr][]string{},
+	s := &Speaker{cfg: cfg, deps: deps, clock: deps.Clock, trigger: make(chan struct{}, 1)}
+	var err error
+	if s.cache, err = newCache(deps, cacheOptions{layer2: layer2, bgp: deps.NewBGP != nil}, s.requestSync); err != nil {
+		return nil, fmt.Errorf("speaker: %w", err)
 	}
-	m, err := newMetrics(deps.Registerer, func() float64 {
-		if s.membership == nil {
-			return 0
+	if layer2 {
+		l2, err := newLayer2(s)
+		if err != nil {
+			return nil, fmt.Errorf("speaker: %w", err)
 		}
-		return float64(s.membership.HealthScore())
-	})
-	if err != nil {
-		return nil, fmt.Errorf("speaker: %w", err)
+		s.announcers = append(s.announcers, l2)
 	}
-	s.metrics = m
-	if s.cache, err = newCache(deps, s.requestSync); err != nil {
-		return nil, fmt.Errorf("speaker: %w", err)
+	if deps.NewBGP != nil {
+		b, err := newBGPAnnouncer(s)
+		if err != nil {
+			return nil, fmt.Errorf("speaker: %w", err)
+		}
+		s.announcers = append(s.announcers, b)
 	}
-	s.writer = newConditionWriter(deps.Client, s.cache.services)
 	return s, nil
 }
 
@@ -181,29 +214,13 @@ func (s *Speaker) requestSync() {
 	}
 }
 
-// gate is the fence as the responders see it.
-func (s *Speaker) gate() bool {
-	return s.fence.Open(s.clock.Now(), s.membership.LastHeard())
-}
-
-func (s *Speaker) onMessage(from string, payload []byte) {
-	addrs, err := decodeTakeover(payload)
-	if err != nil {
-		return // from a newer agent speaking a format this one ignores
-	}
-	select {
-	case s.notices <- notice{from: from, addrs: addrs, at: s.clock.Now()}:
-	default:
-		// Full only if the loop is stuck; the handover then ends by timeout.
-	}
-}
-
-// HealthHandler serves /readyz (200 once the caches are synced and the
-// node is in the membership) and /livez (200 while the process serves).
+// HealthHandler serves /readyz (200 once the caches are synced and every
+// protocol started: joined the membership, started the BGP speaker) and
+// /livez (200 while the process serves).
 func (s *Speaker) HealthHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/readyz" && !s.ready.Load() {
-			http.Error(w, "not ready: waiting for caches or the membership", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: waiting for caches or the protocols to start", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -6,21 +6,16 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/util/workqueue"
-	"k8s.io/klog/v2"
 
 	"github.com/heraldlb/herald/bare-metal/election"
 )
@@ -37,7 +32,7 @@ const (
 	ReasonAnnounced = "Announced"
 )
 
-// FieldManager owns the condition the agents write.
+// FieldManager owns the Layer 2 condition the agents write.
 const FieldManager = "herald-agent"
 
 // maxListedNodes bounds the per-node reasons a condition message lists.
@@ -86,71 +81,38 @@ func joinAddrs(addrs []netip.Addr) string {
 	return strings.Join(s, ", ")
 }
 
-// conditionWriter applies the Announced condition with server-side apply,
-// off the sync loop: a slow or failing apiserver must never delay an
-// announcement.
+// conditionWriter applies one condition type on Services with server-side
+// apply, through a writeQueue. Each protocol has its own writer and field
+// manager: with one manager, applying one condition would remove the other.
 type conditionWriter struct {
 	client   kubernetes.Interface
 	services corelisters.ServiceLister
-	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
-
-	mu      sync.Mutex
-	desired map[types.NamespacedName]*metav1.Condition // nil value: remove ours
+	condType string
+	manager  string
+	queue    *writeQueue[types.NamespacedName, *metav1.Condition] // nil value: remove ours
 }
 
-func newConditionWriter(client kubernetes.Interface, services corelisters.ServiceLister) *conditionWriter {
-	return &conditionWriter{client: client, services: services, desired: map[types.NamespacedName]*metav1.Condition{},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.NewTypedItemExponentialFailureRateLimiter[types.NamespacedName](100*time.Millisecond, 30*time.Second),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "herald-l2-conditions"})}
+func newConditionWriter(client kubernetes.Interface, services corelisters.ServiceLister, condType, manager string) *conditionWriter {
+	w := &conditionWriter{client: client, services: services, condType: condType, manager: manager}
+	w.queue = newWriteQueue(manager+"-conditions", w.apply)
+	return w
 }
 
-// set asks for cond on svc (nil: remove herald-agent's condition) unless
+// set asks for cond on svc (nil: remove this writer's condition) unless
 // the Service shows it already.
 func (w *conditionWriter) set(svc *v1.Service, cond *metav1.Condition) {
-	existing := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced)
+	existing := meta.FindStatusCondition(svc.Status.Conditions, w.condType)
 	if cond == nil && existing == nil || cond != nil && existing != nil && sameCondition(*existing, *cond, svc.Generation) {
 		return
 	}
-	key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
-	w.mu.Lock()
-	w.desired[key] = cond
-	w.mu.Unlock()
-	w.queue.Add(key)
+	w.queue.set(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}, cond, 0)
 }
 
 func sameCondition(a, b metav1.Condition, generation int64) bool {
 	return a.Status == b.Status && a.Reason == b.Reason && a.Message == b.Message && a.ObservedGeneration == generation
 }
 
-func (w *conditionWriter) run(ctx context.Context) {
-	go func() {
-		<-ctx.Done()
-		w.queue.ShutDown()
-	}()
-	wait.UntilWithContext(ctx, func(ctx context.Context) {
-		for w.next(ctx) {
-		}
-	}, time.Second)
-}
-
-func (w *conditionWriter) next(ctx context.Context) bool {
-	key, quit := w.queue.Get()
-	if quit {
-		return false
-	}
-	defer w.queue.Done(key)
-	w.mu.Lock()
-	cond := w.desired[key]
-	w.mu.Unlock()
-	if err := w.apply(ctx, key, cond); err != nil {
-		klog.FromContext(ctx).V(2).Info("Writing the Announced condition failed; retrying", "service", key, "err", err)
-		w.queue.AddRateLimited(key)
-		return true
-	}
-	w.queue.Forget(key)
-	return true
-}
+func (w *conditionWriter) run(ctx context.Context) { w.queue.run(ctx) }
 
 func (w *conditionWriter) apply(ctx context.Context, key types.NamespacedName, cond *metav1.Condition) error {
 	svc, err := w.services.Services(key.Namespace).Get(key.Name)
@@ -163,14 +125,14 @@ func (w *conditionWriter) apply(ctx context.Context, key types.NamespacedName, c
 	status := corev1ac.ServiceStatus()
 	if cond != nil {
 		transition := metav1.Now()
-		if old := meta.FindStatusCondition(svc.Status.Conditions, ConditionAnnounced); old != nil && old.Status == cond.Status {
+		if old := meta.FindStatusCondition(svc.Status.Conditions, w.condType); old != nil && old.Status == cond.Status {
 			transition = old.LastTransitionTime
 		}
 		status.WithConditions(metav1ac.Condition().WithType(cond.Type).WithStatus(cond.Status).WithReason(cond.Reason).
 			WithMessage(cond.Message).WithObservedGeneration(svc.Generation).WithLastTransitionTime(transition))
 	}
 	_, err = w.client.CoreV1().Services(key.Namespace).ApplyStatus(ctx, corev1ac.Service(key.Name, key.Namespace).WithStatus(status),
-		metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		metav1.ApplyOptions{FieldManager: w.manager, Force: true})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

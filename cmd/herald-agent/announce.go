@@ -16,8 +16,11 @@ import (
 	"github.com/heraldlb/herald/bare-metal/speaker"
 )
 
-// protocolLayer2 is the --announce value for ARP/NDP.
-const protocolLayer2 = "layer2"
+// The --announce values.
+const (
+	protocolLayer2 = "layer2"
+	protocolBGP    = "bgp"
+)
 
 // announceOptions are the flags of the announcing half of the agent.
 type announceOptions struct {
@@ -34,13 +37,25 @@ type announceOptions struct {
 	fenceSettle    time.Duration
 	releaseTimeout time.Duration
 	drainTimeout   time.Duration
+	bgp            bgpOptions
+}
+
+// bgpOptions are the flags of BGP announcing; sessions and routes come from
+// BGPPeer and BGPAdvertisement objects.
+type bgpOptions struct {
+	routerID        string
+	listenPort      int
+	convergeWait    time.Duration
+	secretNamespace string
+	secretRefresh   time.Duration
 }
 
 func (a *announceOptions) addFlags(fs *pflag.FlagSet) {
 	def := membership.DefaultConfig()
 	fs.StringSliceVar(&a.protocols, "announce", nil,
 		"Announce the LoadBalancer addresses of herald's pools: \"layer2\" answers ARP/NDP for them from one node at a time "+
-			"(L2Advertisement objects say which pools, nodes and interfaces). Empty: announce nothing.")
+			"(L2Advertisement objects say which pools, nodes and interfaces); \"bgp\" advertises them to routers from every "+
+			"eligible node (BGPPeer and BGPAdvertisement objects). Both may be on (--announce=layer2,bgp). Empty: announce nothing.")
 	fs.BoolVar(&a.classOnly, "load-balancer-class-only", false,
 		"Announce only Services with spec.loadBalancerClass herald.dev/bare-metal (as herald-ccm's flag of the same name).")
 	fs.IntVar(&a.memberPort, "memberlist-port", membership.DefaultPort, "UDP and TCP port the agents probe each other on, the same on every node.")
@@ -62,17 +77,37 @@ func (a *announceOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&a.releaseTimeout, "l2-release-timeout", speaker.DefaultReleaseTimeout,
 		"How long a node that hands an address over keeps answering while it waits for the new owner's takeover notice.")
 	fs.DurationVar(&a.drainTimeout, "drain-timeout", speaker.DefaultDrainTimeout,
-		"On SIGTERM, how long to wait for other nodes to take every announced address over before exiting.")
+		"On SIGTERM, how long to wait for other nodes to take every announced address over (Layer 2) and for the routers "+
+			"to act on the withdrawals (BGP) before exiting.")
+	fs.StringVar(&a.bgp.routerID, "bgp-router-id", "", "BGP identifier (an IPv4 address); empty: the Node's first IPv4 InternalIP.")
+	fs.IntVar(&a.bgp.listenPort, "bgp-listen-port", 0,
+		"Accept BGP sessions on this TCP port (179 for routers that only wait for connections); 0: listen nowhere, "+
+			"every session is opened by the node.")
+	fs.DurationVar(&a.bgp.convergeWait, "bgp-converge-wait", speaker.DefaultConvergeWait,
+		"On SIGTERM, how long the node keeps its BGP sessions (and forwards) after withdrawing its routes, so that the routers "+
+			"move the traffic to other nodes first. Must be shorter than --drain-timeout.")
+	fs.StringVar(&a.bgp.secretNamespace, "bgp-secret-namespace", "kube-system",
+		"Namespace of the Secrets holding BGPPeer passwords (herald-agent's own).")
+	fs.DurationVar(&a.bgp.secretRefresh, "bgp-secret-refresh", speaker.DefaultSecretRefresh,
+		"How often BGPPeer password Secrets are read again (herald-agent may get them, not watch them).")
 }
 
 func (a *announceOptions) layer2() bool { return slices.Contains(a.protocols, protocolLayer2) }
+func (a *announceOptions) bgpOn() bool  { return slices.Contains(a.protocols, protocolBGP) }
+func (a *announceOptions) any() bool    { return a.layer2() || a.bgpOn() }
 
 func (a *announceOptions) validate() []error {
 	var errs []error
 	for _, p := range a.protocols {
-		if p != protocolLayer2 {
-			errs = append(errs, fmt.Errorf("--announce=%q: want %q", p, protocolLayer2))
+		if p != protocolLayer2 && p != protocolBGP {
+			errs = append(errs, fmt.Errorf("--announce=%q: want %q or %q", p, protocolLayer2, protocolBGP))
 		}
+	}
+	if a.any() && a.drainTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--drain-timeout=%v must be positive", a.drainTimeout))
+	}
+	if a.bgpOn() {
+		errs = append(errs, a.bgp.validate(a.drainTimeout)...)
 	}
 	if !a.layer2() {
 		return errs
@@ -97,13 +132,30 @@ func (a *announceOptions) validate() []error {
 	if err := a.fenceConfig().Validate(a.probeInterval, cfg.DeadAfter()); err != nil {
 		errs = append(errs, fmt.Errorf("--l2-fence-silence-timeout: %w", err))
 	}
-	for _, d := range []struct {
-		flag string
-		v    time.Duration
-	}{{"--l2-release-timeout", a.releaseTimeout}, {"--drain-timeout", a.drainTimeout}} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s=%v must be positive", d.flag, d.v))
+	if a.releaseTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--l2-release-timeout=%v must be positive", a.releaseTimeout))
+	}
+	return errs
+}
+
+func (b *bgpOptions) validate(drainTimeout time.Duration) []error {
+	var errs []error
+	if b.routerID != "" {
+		if id, err := netip.ParseAddr(b.routerID); err != nil || !id.Is4() {
+			errs = append(errs, fmt.Errorf("--bgp-router-id=%q is not an IPv4 address", b.routerID))
 		}
+	}
+	if b.listenPort < 0 || b.listenPort > 65535 {
+		errs = append(errs, fmt.Errorf("--bgp-listen-port=%d must be in 0-65535", b.listenPort))
+	}
+	if b.convergeWait <= 0 || b.convergeWait >= drainTimeout {
+		errs = append(errs, fmt.Errorf("--bgp-converge-wait=%v must be positive and shorter than --drain-timeout=%v", b.convergeWait, drainTimeout))
+	}
+	if b.secretNamespace == "" {
+		errs = append(errs, errors.New("--bgp-secret-namespace must not be empty"))
+	}
+	if b.secretRefresh <= 0 {
+		errs = append(errs, fmt.Errorf("--bgp-secret-refresh=%v must be positive", b.secretRefresh))
 	}
 	return errs
 }
@@ -143,7 +195,8 @@ func (a *announceOptions) fenceConfig() election.FenceConfig {
 
 func (a *announceOptions) speakerConfig(node string) speaker.Config {
 	return speaker.Config{NodeName: node, ClassOnly: a.classOnly, Fence: a.fenceConfig(),
-		ReleaseTimeout: a.releaseTimeout, DrainTimeout: a.drainTimeout}
+		ReleaseTimeout: a.releaseTimeout, DrainTimeout: a.drainTimeout,
+		ConvergeWait: a.bgp.convergeWait, SecretNamespace: a.bgp.secretNamespace, SecretRefresh: a.bgp.secretRefresh}
 }
 
 var errNoNodeAddress = errors.New("the Node has no InternalIP; set --memberlist-advertise-address")

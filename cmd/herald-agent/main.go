@@ -113,7 +113,7 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 		}
 		parts, health = append(parts, a.Run), a.HealthHandler()
 	}
-	if o.announce.layer2() {
+	if o.announce.any() {
 		sp, err := newSpeaker(ctx, o, cfg, client, informers, reg)
 		if err != nil {
 			return err

@@ -39,6 +39,17 @@ func TestFlagValidation(t *testing.T) {
 		{"health address without port", []string{"--node-name=n1", "--health-bind-address=0.0.0.0"}, `--health-bind-address="0.0.0.0": want host:port`},
 		{"metrics host not an IP", []string{"--node-name=n1", "--metrics-bind-address=localhost:1"}, `--metrics-bind-address="localhost:1": host "localhost" is not an IP address`},
 		{"metrics port out of range", []string{"--node-name=n1", "--metrics-bind-address=:70000"}, `--metrics-bind-address=":70000": port "70000" must be in 1-65535`},
+		{"BGP only, without forwarding", []string{"--node-name=n1", "--forwarding=false", "--announce=bgp"}, ""},
+		{"both protocols", []string{"--node-name=n1", "--announce=layer2,bgp", "--bgp-router-id=192.0.2.11", "--bgp-listen-port=179",
+			"--bgp-converge-wait=500ms", "--bgp-secret-namespace=herald", "--bgp-secret-refresh=1m"}, ""},
+		{"nothing to do", []string{"--node-name=n1", "--forwarding=false"}, "--forwarding=false and no --announce: nothing to do"},
+		{"unknown protocol", []string{"--node-name=n1", "--announce=ospf"}, `--announce="ospf": want "layer2" or "bgp"`},
+		{"IPv6 router ID", []string{"--node-name=n1", "--announce=bgp", "--bgp-router-id=2001:db8::1"}, `--bgp-router-id="2001:db8::1" is not an IPv4 address`},
+		{"listen port out of range", []string{"--node-name=n1", "--announce=bgp", "--bgp-listen-port=65536"}, "--bgp-listen-port=65536 must be in 0-65535"},
+		{"converge wait beyond the drain", []string{"--node-name=n1", "--announce=bgp", "--bgp-converge-wait=5s"},
+			"--bgp-converge-wait=5s must be positive and shorter than --drain-timeout=5s"},
+		{"no secret namespace", []string{"--node-name=n1", "--announce=bgp", "--bgp-secret-namespace="}, "--bgp-secret-namespace must not be empty"},
+		{"BGP flags unchecked without BGP", []string{"--node-name=n1", "--bgp-router-id=x"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var o options

@@ -77,7 +77,7 @@ func (o *options) validate() error {
 		return nil // --cleanup needs nothing else
 	}
 	var errs []error
-	if !o.forwarding && !o.announce.layer2() {
+	if !o.forwarding && !o.announce.any() {
 		errs = append(errs, errors.New("--forwarding=false and no --announce: nothing to do"))
 	}
 	errs = append(errs, o.announce.validate()...)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -17,32 +18,23 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
+	"github.com/heraldlb/herald/bare-metal/bgp"
+	"github.com/heraldlb/herald/bare-metal/bgp/gobgp"
 	"github.com/heraldlb/herald/bare-metal/election/membership"
 	"github.com/heraldlb/herald/bare-metal/layer2"
 	"github.com/heraldlb/herald/bare-metal/speaker"
 )
 
-// newSpeaker wires the Layer 2 speaker: the membership on this node's
-// address, the ARP/NDP announcer gated by the fence, and an event recorder.
+// newSpeaker wires the announcing protocols that are on: for Layer 2 the
+// membership on this node's address and the ARP/NDP announcer gated by the
+// fence; for BGP the embedded GoBGP speaker; and an event recorder.
 func newSpeaker(ctx context.Context, o *options, cfg *rest.Config, client kubernetes.Interface,
 	shared informers.SharedInformerFactory, reg prometheus.Registerer) (*speaker.Speaker, error) {
 	logger := klog.FromContext(ctx)
-	mcfg := o.announce.membershipConfig()
-	mcfg.NodeName = o.nodeName
-	addr, err := advertiseAddress(ctx, client, o)
+	node, err := client.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading Node %s for its addresses: %w", o.nodeName, err)
 	}
-	mcfg.AdvertiseAddr = addr
-	if o.announce.secretFile != "" {
-		if mcfg.SecretKey, err = readSecret(o.announce.secretFile); err != nil {
-			return nil, err
-		}
-	} else {
-		logger.Info("No --memberlist-secret-file: the agents' membership traffic is neither encrypted nor authenticated")
-	}
-	mcfg.LogOutput = &membership.LogWriter{Logger: logger.WithName("memberlist")}
-
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
@@ -51,35 +43,74 @@ func newSpeaker(ctx context.Context, o *options, cfg *rest.Config, client kubern
 	broadcaster.StartStructuredLogging(3)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "herald-agent", Host: o.nodeName})
+	deps := speaker.Deps{Client: client, Dynamic: dyn, Informers: shared, Recorder: recorder, Registerer: reg}
 
-	return speaker.New(o.announce.speakerConfig(o.nodeName), speaker.Deps{
-		Client: client, Dynamic: dyn, Informers: shared,
-		StartMembership: func(onChange func(), onMessage func(string, []byte)) (speaker.Membership, error) {
+	if o.announce.layer2() {
+		mcfg, err := membershipConfig(ctx, o, node)
+		if err != nil {
+			return nil, err
+		}
+		deps.StartMembership = func(onChange func(), onMessage func(string, []byte)) (speaker.Membership, error) {
 			c := mcfg
 			c.OnChange, c.OnMessage = onChange, onMessage
 			return membership.Start(c)
-		},
-		NewL2: func(gate func() bool) (speaker.Announcer, error) {
+		}
+		deps.NewL2 = func(gate func() bool) (speaker.Announcer, error) {
 			return layer2.New(layer2.Options{Gate: gate, Registerer: reg, Logger: logger.WithName("layer2")})
-		},
-		Interfaces: speaker.HostInterfaces{},
-		Recorder:   recorder,
-		Registerer: reg,
-	})
+		}
+		deps.Interfaces = speaker.HostInterfaces{}
+	}
+	if o.announce.bgpOn() {
+		id, err := routerID(o, node)
+		if err != nil {
+			return nil, err
+		}
+		deps.Host = speaker.HostInterfaces{}
+		deps.NewBGP = func(onEvent func(bgp.PeerEvent)) (bgp.Router, error) {
+			return gobgp.New(ctx, gobgp.Options{RouterID: id, ListenPort: int32(o.announce.bgp.listenPort), //nolint:gosec // validated 0-65535
+				Logger: logger.WithName("gobgp"), OnPeerEvent: onEvent})
+		}
+	}
+	return speaker.New(o.announce.speakerConfig(o.nodeName), deps)
 }
 
-// advertiseAddress is --memberlist-advertise-address, else the Node's first
-// InternalIP: the address the other agents know this node by.
-func advertiseAddress(ctx context.Context, client kubernetes.Interface, o *options) (netip.Addr, error) {
+// membershipConfig is the membership on --memberlist-advertise-address, else
+// the Node's first InternalIP: the address the other agents know this node
+// by.
+func membershipConfig(ctx context.Context, o *options, node *v1.Node) (membership.Config, error) {
+	mcfg := o.announce.membershipConfig()
+	mcfg.NodeName = o.nodeName
 	if o.announce.advertise != "" {
-		return netip.ParseAddr(o.announce.advertise) // validated with the flags
+		mcfg.AdvertiseAddr, _ = netip.ParseAddr(o.announce.advertise) // validated with the flags
+	} else if ip, ok := speaker.NodeAddress(node); ok {
+		mcfg.AdvertiseAddr = ip
+	} else {
+		return membership.Config{}, fmt.Errorf("node %s: %w", o.nodeName, errNoNodeAddress)
 	}
-	node, err := client.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("reading Node %s for its address: %w", o.nodeName, err)
+	if o.announce.secretFile != "" {
+		key, err := readSecret(o.announce.secretFile)
+		if err != nil {
+			return membership.Config{}, err
+		}
+		mcfg.SecretKey = key
+	} else {
+		klog.FromContext(ctx).Info("No --memberlist-secret-file: the agents' membership traffic is neither encrypted nor authenticated")
 	}
-	if ip, ok := speaker.NodeAddress(node); ok {
-		return ip, nil
+	mcfg.LogOutput = &membership.LogWriter{Logger: klog.FromContext(ctx).WithName("memberlist")}
+	return mcfg, nil
+}
+
+var errNoRouterID = errors.New("the Node has no IPv4 InternalIP; set --bgp-router-id")
+
+// routerID is --bgp-router-id, else the Node's first IPv4 InternalIP.
+func routerID(o *options, node *v1.Node) (netip.Addr, error) {
+	if o.announce.bgp.routerID != "" {
+		return netip.ParseAddr(o.announce.bgp.routerID) // validated with the flags
 	}
-	return netip.Addr{}, fmt.Errorf("node %s: %w", o.nodeName, errNoNodeAddress)
+	for _, a := range node.Status.Addresses {
+		if ip, err := netip.ParseAddr(a.Address); err == nil && a.Type == v1.NodeInternalIP && ip.Is4() {
+			return ip, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("node %s: %w", o.nodeName, errNoRouterID)
 }

@@ -4,56 +4,33 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
 
-	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
 	"github.com/heraldlb/herald/bare-metal/speaker"
 	"github.com/heraldlb/herald/e2e/cluster"
 	"github.com/heraldlb/herald/e2e/netlab"
 )
 
-// The Layer 2 lab: three nodes and a client on one LAN, the VIPs in the
-// LAN's own subnets, so the client finds them with ARP and NDP as it would
-// on a real network; nothing routes them.
+// The Layer 2 lab: the lab's nodes (NodeLab) and a client on one LAN, the
+// VIPs in the LAN's own subnets, so the client finds them with ARP and NDP
+// as it would on a real network; nothing routes them.
 //
 //	client 192.0.2.100 ──┐ br0 (in its own namespace)
-//	n1 192.0.2.11 ───────┤   pod a1 198.51.100.1
-//	n2 192.0.2.12 ───────┤   pod b1 198.51.100.17
-//	n3 192.0.2.13 ───────┘   pod c1 198.51.100.33
+//	n1, n2, n3 ──────────┘
 //
-// IPv6 alike: client 2001:db8::100, nodes 2001:db8::11-13, pods in
-// 2001:db8:1::/64, :2::/64, :3::/64. Pool "lab": 192.0.2.200-209 and
+// IPv6 alike: client 2001:db8::100. Pool "lab": 192.0.2.200-209 and
 // 2001:db8::200-209, announced by the L2Advertisement "lab".
 var (
-	L2Nodes = []struct {
-		Name, IP, IP6, Pod, PodIP, PodIP6 string
-	}{
-		{"n1", "192.0.2.11", "2001:db8::11", "a1", "198.51.100.1", "2001:db8:1::1"},
-		{"n2", "192.0.2.12", "2001:db8::12", "b1", "198.51.100.17", "2001:db8:2::17"},
-		{"n3", "192.0.2.13", "2001:db8::13", "c1", "198.51.100.33", "2001:db8:3::33"},
-	}
 	L2PoolAddresses = []string{"192.0.2.200-192.0.2.209", "2001:db8::200-2001:db8::209"}
 	L2ClientIP      = netip.MustParseAddr("192.0.2.100")
 	L2ClientIP6     = netip.MustParseAddr("2001:db8::100")
-)
-
-// Resources of herald's CRDs.
-var (
-	PoolGVR = v1alpha1.SchemeGroupVersion.WithResource("ipaddresspools")
-	AdGVR   = v1alpha1.SchemeGroupVersion.WithResource("l2advertisements")
 )
 
 // L2Options configure StartL2.
@@ -70,19 +47,8 @@ type L2Options struct {
 // L2 is the running Layer 2 lab with herald-ccm and one herald-agent per
 // node, forwarding and announcing.
 type L2 struct {
-	t       netlab.T
-	opts    L2Options
-	apiAddr string
-
-	Cluster *cluster.Cluster
-	Kube    kubernetes.Interface
-	Dynamic dynamic.Interface
-	Net     *netlab.Lab
-	Client  *netlab.Host
-	Nodes   map[string]*netlab.Node
-	Pods    map[string]*netlab.Host
-	Agents  map[string]*cluster.Process
-	CCM     *cluster.Process
+	*NodeLab
+	Client *netlab.Host
 	// NodeOfMAC names the node behind each LAN hardware address.
 	NodeOfMAC map[string]string
 }
@@ -91,132 +57,26 @@ type L2 struct {
 // every agent is ready.
 func StartL2(t netlab.T, c *cluster.Cluster, opts L2Options) *L2 {
 	t.Helper()
-	kube, err := kubernetes.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &L2{t: t, opts: opts, apiAddr: strings.TrimPrefix(c.Config.Host, "https://"),
-		Cluster: c, Kube: kube, Dynamic: dynamic.NewForConfigOrDie(c.Config), Net: netlab.New(t),
-		Nodes: map[string]*netlab.Node{}, Pods: map[string]*netlab.Host{}, Agents: map[string]*cluster.Process{},
-		NodeOfMAC: map[string]string{}}
-	InstallCRDs(t, c, opts.CRDDir)
-	l.Client = l.Net.AddClient("client", L2ClientIP)
-	l.Net.AddIPv6(l.Client, L2ClientIP6, false)
-	for _, n := range L2Nodes {
-		node := l.Net.AddNode(n.Name, netip.MustParseAddr(n.IP))
-		l.Net.AddIPv6(&node.Host, netip.MustParseAddr(n.IP6), true)
-		pod := node.AddPod(n.Pod, netip.MustParseAddr(n.PodIP))
-		node.AddPodIPv6(pod, netip.MustParseAddr(n.PodIP6))
-		l.Nodes[n.Name], l.Pods[n.Pod] = node, pod
-		mac, err := node.MAC()
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.NodeOfMAC[mac.String()] = n.Name
-	}
-	// Every node routes the other nodes' pods, as a CNI would.
-	for _, n := range L2Nodes {
-		for _, o := range L2Nodes {
-			if o.Name != n.Name {
-				l.Net.Route(&l.Nodes[n.Name].Host, netip.PrefixFrom(netip.MustParseAddr(o.PodIP), 32), l.Nodes[o.Name].IP)
-				l.Net.Route(&l.Nodes[n.Name].Host, netip.PrefixFrom(netip.MustParseAddr(o.PodIP6), 128), l.Nodes[o.Name].IP6)
-			}
-		}
-	}
-	for _, n := range L2Nodes {
-		StartEcho(t, l.Net, opts.Bin, opts.Dir, l.Pods[n.Pod])
-	}
-	l.createObject(PoolGVR, "IPAddressPool", "lab", map[string]any{"addresses": toAny(L2PoolAddresses)})
-	l.createObject(AdGVR, "L2Advertisement", "lab", map[string]any{"ipAddressPools": []any{"lab"}})
-	l.CCM = StartCCM(t, c, opts.Bin, opts.Dir, "backend: bare-metal\nbareMetal:\n  pools: []\n")
-	for _, n := range L2Nodes {
-		RegisterNode(t, kube, l.Nodes[n.Name])
-		l.Net.Forward(l.Nodes[n.Name].Netns, l.apiAddr)
-		l.StartAgent(n.Name)
-	}
-	for _, n := range L2Nodes {
-		l.WaitAgentReady(n.Name)
-	}
-	return l
-}
-
-func toAny(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
-}
-
-func (l *L2) createObject(gvr schema.GroupVersionResource, kind, name string, spec map[string]any) {
-	l.t.Helper()
-	obj := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": kind,
-		"metadata": map[string]any{"name": name}, "spec": spec,
-	}}
-	if _, err := l.Dynamic.Resource(gvr).Create(context.Background(), obj, metav1.CreateOptions{}); err != nil {
-		l.t.Fatalf("creating %s %s: %v", kind, name, err)
-	}
-}
-
-// StartAgent runs herald-agent on node, forwarding and announcing.
-func (l *L2) StartAgent(node string) *cluster.Process {
-	l.t.Helper()
 	args := append([]string{
-		"--kubeconfig=" + l.Cluster.Kubeconfig,
-		"--node-name=" + node,
 		"--cluster-cidr=198.51.100.0/24,2001:db8:1::/64,2001:db8:2::/64,2001:db8:3::/64",
 		"--min-sync-period=100ms",
 		"--announce=layer2",
 		"--v=2",
-	}, l.opts.AgentArgs...)
-	p := StartAgent(l.t, l.Net, l.opts.Bin, l.opts.Dir, l.Nodes[node], args...)
-	l.Agents[node] = p
-	return p
-}
-
-// WaitAgentReady waits for node's agent's /readyz.
-func (l *L2) WaitAgentReady(node string) {
-	l.t.Helper()
-	WaitAgentReady(l.t, l.Nodes[node], l.Agents[node])
-}
-
-// CreateService creates Service namespace/name of type LoadBalancer with
-// one port, 80, to the echo pods on every node, in the given families, and
-// waits for its addresses.
-func (l *L2) CreateService(namespace, name string, families ...v1.IPFamily) *v1.Service {
-	l.t.Helper()
-	svc := &v1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
-		Spec: v1.ServiceSpec{Type: v1.ServiceTypeLoadBalancer, IPFamilies: families,
-			Ports: []v1.ServicePort{{Name: "http", Protocol: v1.ProtocolTCP, Port: 80}}},
-	}
-	if len(families) > 1 {
-		svc.Spec.IPFamilyPolicy = ptr.To(v1.IPFamilyPolicyRequireDualStack)
-	}
-	if _, err := l.Kube.CoreV1().Services(namespace).Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
-		l.t.Fatal(err)
-	}
-	for _, f := range families {
-		family, eps := discoveryv1.AddressTypeIPv4, []Endpoint(nil)
-		for _, n := range L2Nodes {
-			ip := n.PodIP
-			if f == v1.IPv6Protocol {
-				family, ip = discoveryv1.AddressTypeIPv6, n.PodIP6
-			}
-			eps = append(eps, Endpoint{IP: netip.MustParseAddr(ip), Node: n.Name})
+	}, opts.AgentArgs...)
+	l := &L2{NodeLab: newNodes(t, c, opts.Bin, opts.CRDDir, opts.Dir, args), NodeOfMAC: map[string]string{}}
+	l.Client = l.Net.AddClient("client", L2ClientIP)
+	l.Net.AddIPv6(l.Client, L2ClientIP6, false)
+	for name, node := range l.Nodes {
+		mac, err := node.MAC()
+		if err != nil {
+			t.Fatal(err)
 		}
-		SetEndpoints(l.t, l.Kube, namespace, name, family, eps...)
+		l.NodeOfMAC[mac.String()] = name
 	}
-	return l.WaitService(namespace, name, "has its addresses", func(s *v1.Service) bool {
-		return len(s.Status.LoadBalancer.Ingress) == max(len(families), 1)
-	})
-}
-
-// WaitService polls until cond holds for the Service, and returns it.
-func (l *L2) WaitService(namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
-	l.t.Helper()
-	return WaitService(l.t, l.Kube, namespace, name, what, cond)
+	l.CreateObject(PoolGVR, "IPAddressPool", "lab", map[string]any{"addresses": toAny(L2PoolAddresses)})
+	l.CreateObject(AdGVR, "L2Advertisement", "lab", map[string]any{"ipAddressPools": []any{"lab"}})
+	l.startHerald()
+	return l
 }
 
 // WaitService polls until cond holds for the Service, and returns it.
@@ -357,6 +217,3 @@ func (l *L2) WaitTrafficVia(addr string, ok func(string) bool, timeout time.Dura
 	l.t.Fatalf("no request to %s entered by the expected node within %v (last via %q, last error %v)", addr, timeout, lastVia, last)
 	return "", Answer{}, time.Time{}
 }
-
-// LogDir is where the lab's processes log.
-func (l *L2) LogDir() string { return filepath.Clean(l.opts.Dir) }

@@ -286,6 +286,10 @@ func (l *Lab) Route(h *Host, dst netip.Prefix, gw netip.Addr) {
 // tentative when a test starts.
 var podGateway6 = netip.MustParseAddr("2001:db8:ffff:ffff::1")
 
+// PodGateway6 is the address a node has toward each of its pods in IPv6:
+// the source a pod sees when its own node masquerades traffic to it.
+func PodGateway6() netip.Addr { return podGateway6 }
+
 // AddIPv6 gives a LAN host (client or node) ip/64 on the LAN. On a node it
 // also turns on IPv6 forwarding and a default route out of eth0, as AddNode
 // does for IPv4.

@@ -10,6 +10,10 @@ const (
 	// ConditionConflicting is True when some of the pool's addresses are
 	// also in another pool; the message names the pool and the overlap.
 	ConditionConflicting = "Conflicting"
+	// ConditionValid is True when herald-agent can use a BGPPeer's or a
+	// BGPAdvertisement's spec, False with a reason when it cannot (what
+	// the CRD's own validation cannot catch).
+	ConditionValid = "Valid"
 )
 
 // Reasons used with the condition types above.
@@ -18,6 +22,14 @@ const (
 	ReasonInvalidAddresses = "InvalidAddresses" // e.g. a range that ends before it starts
 	ReasonOverlap          = "Overlap"
 	ReasonNoOverlap        = "NoOverlap"
+	// ReasonInvalidSelector: a label selector does not parse (an unknown
+	// operator, say); the object is ignored as a whole.
+	ReasonInvalidSelector = "InvalidSelector"
+	// ReasonSecretNotFound, ReasonSecretKeyMissing, ReasonSecretForbidden:
+	// a BGPPeer's password cannot be read; its sessions are not opened.
+	ReasonSecretNotFound   = "SecretNotFound"
+	ReasonSecretKeyMissing = "SecretKeyMissing"
+	ReasonSecretForbidden  = "SecretForbidden"
 )
 
 // MaxCount is the value an AddressCounts field saturates at.

@@ -1,6 +1,6 @@
 // Package v1alpha1 holds herald's bare-metal API types in group herald.dev,
-// version v1alpha1: IPAddressPool for now (L2/BGP advertisements and BGP
-// peers come later). The nouns follow MetalLB's so its users recognise them.
+// version v1alpha1: IPAddressPool, L2Advertisement, BGPPeer and
+// BGPAdvertisement. The nouns follow MetalLB's so its users recognise them.
 //
 // The CRD manifests under charts/herald/crds and zz_generated.deepcopy.go
 // are generated from the markers in this package by ../generate.sh; edit the

@@ -27,7 +27,8 @@ func Resource(resource string) schema.GroupResource {
 
 func addKnownTypes(scheme *runtime.Scheme) error {
 	scheme.AddKnownTypes(SchemeGroupVersion, &IPAddressPool{}, &IPAddressPoolList{},
-		&L2Advertisement{}, &L2AdvertisementList{})
+		&L2Advertisement{}, &L2AdvertisementList{},
+		&BGPPeer{}, &BGPPeerList{}, &BGPAdvertisement{}, &BGPAdvertisementList{})
 	metav1.AddToGroupVersion(scheme, SchemeGroupVersion)
 	return nil
 }
