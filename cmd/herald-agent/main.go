@@ -15,6 +15,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -195,7 +196,14 @@ func serve(ctx context.Context, o *options, health, metrics http.Handler) (func(
 		}
 	}
 	if o.metricsBindAddress != "" {
-		muxFor("--metrics-bind-address", o.metricsBindAddress).Handle("/metrics", metrics)
+		m := muxFor("--metrics-bind-address", o.metricsBindAddress)
+		m.Handle("/metrics", metrics)
+		if o.profiling {
+			m.HandleFunc("/debug/pprof/", pprof.Index)
+			m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 	}
 
 	var servers []*http.Server
