@@ -3,6 +3,7 @@ package dataplane
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -77,6 +78,21 @@ func newBaseBuilder(node Node, opts Options) builder {
 		}
 	}
 	return b
+}
+
+// fork starts a Ruleset from this builder's: its own chain and element
+// maps, holding the same chains, node elements and (shared, never written
+// again) set and map definitions. A Builder forks its skeleton for each
+// Ruleset instead of building the skeleton again.
+func (b *builder) fork() *Ruleset {
+	r := &Ruleset{
+		Chains:   maps.Clone(b.r.Chains),
+		Sets:     b.r.Sets,
+		Maps:     b.r.Maps,
+		Elements: maps.Clone(b.r.Elements),
+		Affinity: map[string]map[string]bool{},
+	}
+	return r
 }
 
 type builder struct {

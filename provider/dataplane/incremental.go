@@ -7,25 +7,29 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Builder is Build with a memory: it keeps each Service's share of the
 // ruleset (its elements, the data-dependent chains it uses, its affinity
-// pairs), and the next Build recomputes only the Services whose Service or
-// EndpointSlice objects changed. Its result equals Build's for the same
-// input. Objects are compared by pointer, so they must not be modified in
-// place once passed in (informer caches never are); a changed node or
-// Options starts over.
+// pairs), and recomputes only the Services whose Service or EndpointSlice
+// objects changed. Build takes every object and finds the changed ones by
+// pointer; Update takes the names of the changed Services and looks only
+// those up, so that a sync costs what changed, not what exists. Either
+// result equals the package's Build for the same input. Objects must not be
+// modified in place once passed in (informer caches never are); a changed
+// node or Options starts over, which Update cannot do (it sees only the
+// changed Services): Primed says when Build must run instead.
 //
 // The Ruleset it returns also records which element keys may differ from
 // the one returned before, and their previous values, so that a partial sync
 // of one Service among 10k diffs a handful of keys instead of every element
 // (see partialTransaction). Copying the element maps instead would cost more
 // than the whole rest of such a sync, so a Builder updates them in place: a
-// Ruleset it returned is valid until its next Build, which marks it stale.
-// The Applier knows this: when the Ruleset it applied last is stale, it
-// syncs in full unless that Ruleset is the one the new one was built from.
-// A Builder is not safe for concurrent use.
+// Ruleset it returned is valid until its next Build or Update, which marks
+// it stale. The Applier knows this: when the Ruleset it applied last is
+// stale, it syncs in full unless that Ruleset is the one the new one was
+// built from. A Builder is not safe for concurrent use.
 type Builder struct {
 	node    Node
 	opts    Options
@@ -40,13 +44,35 @@ type Builder struct {
 	// elements are the Services' elements as the last Ruleset holds them:
 	// each Build updates these maps in place.
 	elements map[string]Elements
+	// health holds the healthCheckNodePort answers of the Services that
+	// need one (see HealthChecks).
+	health map[types.NamespacedName]HealthCheck
 	// bySvc groups EndpointSlices by Service; reused across Builds, since
 	// making a 10k-entry map was a quarter of a one-Service Build.
 	bySvc map[svcID][]*discoveryv1.EndpointSlice
+	// skeleton is what no Service changes: the base builder's chains, sets,
+	// maps and node elements, made once per node and Options.
+	skeleton builder
 	// scratch receives one Service at a time; its maps are cleared, not
 	// reallocated, between Services.
 	scratch *Ruleset
 	last    *Ruleset
+	// round is the Build or Update in progress.
+	round round
+}
+
+// round is the bookkeeping of one Build or Update.
+type round struct {
+	dirty      map[string]map[string]prior
+	affChanged bool
+}
+
+// Source looks up a Service and the EndpointSlices labelled with its name,
+// as the agent's informer caches do; Update reads through it.
+type Source interface {
+	// Service returns the Service, or nil if there is none.
+	Service(namespace, name string) *v1.Service
+	EndpointSlices(namespace, service string) []*discoveryv1.EndpointSlice
 }
 
 type svcID struct{ ns, name string }
@@ -64,6 +90,7 @@ type svcShare struct {
 	elements []shareElement
 	chains   []*Chain
 	affinity [][2]string // family, affinityKey
+	health   *HealthCheck
 }
 
 type shareElement struct {
@@ -84,54 +111,96 @@ type chainRef struct {
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder { return &Builder{} }
 
+// Primed reports whether Update can follow: a Build has run for this node
+// and these Options.
+func (b *Builder) Primed(node Node, opts Options) bool {
+	return b.started && reflect.DeepEqual(node, b.node) && reflect.DeepEqual(opts, b.opts)
+}
+
 // Build returns the ruleset for the given state, as Build does.
 func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, node Node, opts Options) *Ruleset {
-	if !b.started || !reflect.DeepEqual(node, b.node) || !reflect.DeepEqual(opts, b.opts) {
+	if !b.Primed(node, opts) {
 		b.reset(node, opts)
 	}
-	b.gen++
-	base := newBaseBuilder(node, opts)
-	r := base.r
-
-	var dirty map[string]map[string]prior
-	if b.last != nil {
-		dirty = map[string]map[string]prior{}
-	}
-	affChanged := false
+	b.begin()
 	bySvc := b.groupSlices(endpointSlices)
 	for _, svc := range services {
 		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
 			continue
 		}
 		id := svcID{svc.Namespace, svc.Name}
-		sl := bySvc[id]
-		old := b.svcs[id]
-		if old != nil && old.svc == svc && sameSlices(old.slices, sl) {
-			old.gen = b.gen
-			continue
-		}
-		if old != nil {
-			affChanged = b.drop(old, dirty) || affChanged
-		}
-		s := b.share(base, id, svc, slices.Clone(sl)) // sl is reused by the next Build
-		b.svcs[id] = s
-		affChanged = b.take(s, dirty) || affChanged
+		b.refresh(id, svc, bySvc[id])
 	}
 	for id, s := range b.svcs {
 		if s.gen != b.gen {
-			affChanged = b.drop(s, dirty) || affChanged
-			delete(b.svcs, id)
+			b.forget(id)
 		}
 	}
+	return b.finish()
+}
 
-	b.assemble(r, dirty, affChanged)
+// Update returns the ruleset after the named Services changed (were added,
+// modified or deleted, or had EndpointSlices added, modified or deleted),
+// reading only those through src. Every Service changed since the previous
+// Build or Update must be named; naming an unchanged one costs a lookup.
+// Primed must hold.
+func (b *Builder) Update(changed []types.NamespacedName, src Source) *Ruleset {
+	b.begin()
+	for _, n := range changed {
+		id := svcID{n.Namespace, n.Name}
+		svc := src.Service(n.Namespace, n.Name)
+		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
+			b.forget(id)
+			continue
+		}
+		b.refresh(id, svc, src.EndpointSlices(n.Namespace, n.Name))
+	}
+	return b.finish()
+}
+
+func (b *Builder) begin() {
+	b.gen++
+	b.round = round{}
+	if b.last != nil {
+		b.round.dirty = map[string]map[string]prior{}
+	}
+}
+
+// refresh recomputes one Service's share unless its objects are the ones
+// it was computed from.
+func (b *Builder) refresh(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) {
+	old := b.svcs[id]
+	if old != nil && old.svc == svc && sameSlices(old.slices, sl) {
+		old.gen = b.gen
+		return
+	}
+	if old != nil {
+		b.round.affChanged = b.drop(old, b.round.dirty) || b.round.affChanged
+	}
+	s := b.share(id, svc, slices.Clone(sl)) // sl may be reused by the caller
+	b.svcs[id] = s
+	b.round.affChanged = b.take(s, b.round.dirty) || b.round.affChanged
+}
+
+func (b *Builder) forget(id svcID) {
+	if s := b.svcs[id]; s != nil {
+		b.round.affChanged = b.drop(s, b.round.dirty) || b.round.affChanged
+		delete(b.svcs, id)
+	}
+}
+
+// finish assembles the round's Ruleset and marks the previous one stale.
+func (b *Builder) finish() *Ruleset {
+	r := b.skeleton.fork()
+	b.assemble(r, b.round.dirty, b.round.affChanged)
 	if b.last != nil {
 		// assemble updated the maps b.last shares
 		b.last.stale = true
 		b.last.base, b.last.dirty = nil, nil // keep no chain of old Rulesets alive
-		r.base, r.dirty = b.last, dirty
+		r.base, r.dirty = b.last, b.round.dirty
 	}
 	b.last = r
+	b.round = round{}
 	return r
 }
 
@@ -143,6 +212,8 @@ func (b *Builder) reset(node Node, opts Options) {
 		chains:   map[string]*chainRef{},
 		affinity: map[string]map[string]int{},
 		elements: map[string]Elements{},
+		health:   map[types.NamespacedName]HealthCheck{},
+		skeleton: newBaseBuilder(node, opts),
 	}
 }
 
@@ -188,7 +259,7 @@ func sameSlices(a, b []*discoveryv1.EndpointSlice) bool {
 
 // share computes one Service's contribution with the same code as Build,
 // into a Ruleset of its own.
-func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
+func (b *Builder) share(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
 	own := b.scratch
 	if own == nil {
 		own = &Ruleset{Chains: map[string]*Chain{}, Elements: map[string]Elements{}, Affinity: map[string]map[string]bool{}}
@@ -201,7 +272,7 @@ func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discovery
 	for _, pairs := range own.Affinity {
 		clear(pairs)
 	}
-	sb := builder{r: own, node: base.node, opts: base.opts, nodePortIPs: base.nodePortIPs}
+	sb := builder{r: own, node: b.skeleton.node, opts: b.skeleton.opts, nodePortIPs: b.skeleton.nodePortIPs}
 	sb.addService(svc, sl)
 	s := &svcShare{id: id, svc: svc, slices: sl, gen: b.gen}
 	n := 0
@@ -222,11 +293,26 @@ func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discovery
 			s.affinity = append(s.affinity, [2]string{fam, k})
 		}
 	}
+	if needsHealthCheck(svc) {
+		hc := healthCheck(svc, sl, b.node.Name)
+		s.health = &hc
+	}
 	return s
 }
 
+// HealthChecks is the package's HealthChecks for the Services of the last
+// Build or Update, kept up to date with them. The map is the Builder's: the
+// caller must not modify it, and it changes with the next Build or Update.
+func (b *Builder) HealthChecks() map[types.NamespacedName]HealthCheck { return b.health }
+
+// Services counts the Services that have rules.
+func (b *Builder) Services() int { return len(b.svcs) }
+
 // take adds a Service's share; it reports whether affinity pairs changed.
 func (b *Builder) take(s *svcShare, dirty map[string]map[string]prior) bool {
+	if s.health != nil {
+		b.health[types.NamespacedName{Namespace: s.id.ns, Name: s.id.name}] = *s.health
+	}
 	for _, se := range s.elements {
 		b.markDirty(dirty, se.container, se.key)
 		byKey := b.owners[se.container]
@@ -259,6 +345,7 @@ func (b *Builder) take(s *svcShare, dirty map[string]map[string]prior) bool {
 
 // drop removes a Service's share; it reports whether affinity pairs changed.
 func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
+	delete(b.health, types.NamespacedName{Namespace: s.id.ns, Name: s.id.name})
 	for _, se := range s.elements {
 		b.markDirty(dirty, se.container, se.key)
 		byKey := b.owners[se.container]
