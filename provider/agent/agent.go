@@ -100,6 +100,8 @@ type Agent struct {
 	health    *healthState
 	hc        *healthCheckServers
 	lastFull  time.Time // of the last successful full sync; only the sync goroutine uses it
+	changes   *changeTracker
+	source    cacheSource
 	conntrack Conntrack
 	// lastApplied is the ruleset of the last successful sync, to find the
 	// UDP flows the next one makes stale; only the sync goroutine uses it.
@@ -137,6 +139,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		clock:     deps.Clock,
 		applier:   newApplier(deps),
 		builder:   dataplane.NewBuilder(),
+		changes:   newChangeTracker(deps.Clock),
 		conntrack: deps.Conntrack,
 		metrics:   m,
 		health: &healthState{clock: deps.Clock, syncPeriod: cfg.SyncPeriod,
@@ -194,11 +197,27 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 	sliceInf := a.factory.Discovery().V1().EndpointSlices()
 	nodeInf := a.nodeInf.Core().V1().Nodes()
 	a.services, a.slices, a.nodes = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister()
+	if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceKey}); err != nil {
+		return fmt.Errorf("endpointslice index: %w", err)
+	}
+	a.source = cacheSource{services: a.services, slices: sliceInf.Informer().GetIndexer()}
 
-	always := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.requestSync() },
-		UpdateFunc: func(_, _ any) { a.requestSync() },
-		DeleteFunc: func(any) { a.requestSync() },
+	// Each event names the Service it concerns, so that the sync rebuilds
+	// that Service alone.
+	services := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { a.changes.service(obj); a.requestSync() },
+		UpdateFunc: func(_, obj any) { a.changes.service(obj); a.requestSync() },
+		DeleteFunc: func(obj any) { a.changes.service(obj); a.requestSync() },
+	}
+	slices := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { a.changes.slice(obj, false); a.requestSync() },
+		UpdateFunc: func(old, obj any) {
+			// A slice relabelled to another Service changes both.
+			a.changes.slice(old, true)
+			a.changes.slice(obj, false)
+			a.requestSync()
+		},
+		DeleteFunc: func(obj any) { a.changes.slice(obj, true); a.requestSync() },
 	}
 	// Nodes update their status often; only address changes matter here.
 	node := cache.ResourceEventHandlerFuncs{
@@ -215,7 +234,7 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
-	}{{svcInf.Informer(), always}, {sliceInf.Informer(), always}, {nodeInf.Informer(), node}} {
+	}{{svcInf.Informer(), services}, {sliceInf.Informer(), slices}, {nodeInf.Informer(), node}} {
 		r, err := reg.inf.AddEventHandler(reg.h)
 		if err != nil {
 			return fmt.Errorf("event handler: %w", err)
