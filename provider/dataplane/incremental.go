@@ -87,16 +87,16 @@ type svcShare struct {
 	svc      *v1.Service
 	slices   []*discoveryv1.EndpointSlice
 	gen      uint64
+	// elements and chains name what the Service contributes; the values
+	// live in the Builder's owners and chains alone, since at 10k Services
+	// a copy per share was a quarter of the Builder's memory.
 	elements []shareElement
-	chains   []*Chain
+	chains   []string
 	affinity [][2]string // family, affinityKey
 	health   *HealthCheck
 }
 
-type shareElement struct {
-	container, key string
-	el             Element
-}
+type shareElement struct{ container, key string }
 
 type owner struct {
 	id svcID
@@ -179,7 +179,7 @@ func (b *Builder) refresh(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointS
 	}
 	s := b.share(id, svc, slices.Clone(sl)) // sl may be reused by the caller
 	b.svcs[id] = s
-	b.round.affChanged = b.take(s, b.round.dirty) || b.round.affChanged
+	b.round.affChanged = b.take(s, b.scratch, b.round.dirty) || b.round.affChanged
 }
 
 func (b *Builder) forget(id svcID) {
@@ -258,7 +258,7 @@ func sameSlices(a, b []*discoveryv1.EndpointSlice) bool {
 }
 
 // share computes one Service's contribution with the same code as Build,
-// into a Ruleset of its own.
+// into the scratch Ruleset, where take finds the values the share names.
 func (b *Builder) share(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
 	own := b.scratch
 	if own == nil {
@@ -281,12 +281,12 @@ func (b *Builder) share(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSli
 	}
 	s.elements = make([]shareElement, 0, n)
 	for c, els := range own.Elements {
-		for k, e := range els {
-			s.elements = append(s.elements, shareElement{container: c, key: k, el: e})
+		for k := range els {
+			s.elements = append(s.elements, shareElement{container: c, key: k})
 		}
 	}
-	for _, c := range own.Chains {
-		s.chains = append(s.chains, c)
+	for name := range own.Chains {
+		s.chains = append(s.chains, name)
 	}
 	for fam, pairs := range own.Affinity {
 		for k := range pairs {
@@ -308,8 +308,9 @@ func (b *Builder) HealthChecks() map[types.NamespacedName]HealthCheck { return b
 // Services counts the Services that have rules.
 func (b *Builder) Services() int { return len(b.svcs) }
 
-// take adds a Service's share; it reports whether affinity pairs changed.
-func (b *Builder) take(s *svcShare, dirty map[string]map[string]prior) bool {
+// take adds a Service's share, whose values own (the scratch Ruleset share
+// filled) holds; it reports whether affinity pairs changed.
+func (b *Builder) take(s *svcShare, own *Ruleset, dirty map[string]map[string]prior) bool {
 	if s.health != nil {
 		b.health[types.NamespacedName{Namespace: s.id.ns, Name: s.id.name}] = *s.health
 	}
@@ -322,13 +323,13 @@ func (b *Builder) take(s *svcShare, dirty map[string]map[string]prior) bool {
 		}
 		list := byKey[se.key]
 		i, _ := slices.BinarySearchFunc(list, s.id, func(o owner, id svcID) int { return o.id.compare(id) })
-		byKey[se.key] = slices.Insert(list, i, owner{id: s.id, el: se.el})
+		byKey[se.key] = slices.Insert(list, i, owner{id: s.id, el: own.Elements[se.container][se.key]})
 	}
-	for _, c := range s.chains {
-		ref := b.chains[c.Name]
+	for _, name := range s.chains {
+		ref := b.chains[name]
 		if ref == nil {
-			ref = &chainRef{chain: c}
-			b.chains[c.Name] = ref
+			ref = &chainRef{chain: own.Chains[name]}
+			b.chains[name] = ref
 		}
 		ref.users++
 	}
@@ -356,10 +357,10 @@ func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
 			byKey[se.key] = list
 		}
 	}
-	for _, c := range s.chains {
-		if ref := b.chains[c.Name]; ref != nil {
+	for _, name := range s.chains {
+		if ref := b.chains[name]; ref != nil {
 			if ref.users--; ref.users == 0 {
-				delete(b.chains, c.Name)
+				delete(b.chains, name)
 			}
 		}
 	}
