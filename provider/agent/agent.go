@@ -174,11 +174,13 @@ func (c *Config) complete() error {
 // NewInformerFactory returns the factory the agent watches Services and
 // EndpointSlices through. Like kube-proxy, it skips what another proxy
 // handles and the EndpointSlices of headless Services, which have no rules:
-// at scale that is most of the watch traffic saved.
+// at scale that is most of the watch traffic saved. Its caches hold slimmed
+// objects (see slimObject).
 func NewInformerFactory(client kubernetes.Interface) informers.SharedInformerFactory {
 	selector := "!" + labelServiceProxyName + ",!" + v1.IsHeadlessService
 	return informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
+		informers.WithTransform(slimObject))
 }
 
 // setupInformers watches Services and EndpointSlices cluster-wide (through
