@@ -10,8 +10,9 @@ import (
 // EndpointSlices: it drops, before an object enters the cache, what no part
 // of the agent reads and what makes up much of a cached object at scale:
 // managedFields (every writer's field ownership), kubectl's
-// last-applied-configuration (a copy of the whole object as applied), and
-// each endpoint's targetRef and deprecatedTopology. Objects handed to a
+// last-applied-configuration (a copy of the whole object as applied), a
+// Service's selector (the EndpointSlice controller's business, not a
+// proxy's), and each endpoint's targetRef and deprecatedTopology. Objects handed to a
 // transform are the informer's own, so editing them in place is allowed.
 //
 // Every consumer of the factory (the data plane and the Layer 2 speaker)
@@ -22,6 +23,9 @@ func slimObject(obj any) (any, error) {
 		if a := m.GetAnnotations(); a[v1.LastAppliedConfigAnnotation] != "" {
 			delete(a, v1.LastAppliedConfigAnnotation)
 		}
+	}
+	if svc, ok := obj.(*v1.Service); ok {
+		svc.Spec.Selector = nil
 	}
 	if s, ok := obj.(*discoveryv1.EndpointSlice); ok {
 		for i := range s.Endpoints {

@@ -16,6 +16,7 @@ func TestCachedObjectsAreSlim(t *testing.T) {
 		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}}}
 	svc := webService()
 	svc.ManagedFields = managed
+	svc.Spec.Selector = map[string]string{"app": "web"}
 	svc.Annotations = map[string]string{v1.LastAppliedConfigAnnotation: `{"kind":"Service"}`, "herald.dev/keep": "yes"}
 	sl := webSlice("192.0.2.101", "node-b")
 	sl.ManagedFields = managed
@@ -33,6 +34,9 @@ func TestCachedObjectsAreSlim(t *testing.T) {
 	gotSlice := gotSlices[0]
 	if gotSvc.ManagedFields != nil || gotSlice.ManagedFields != nil {
 		t.Error("managedFields kept")
+	}
+	if gotSvc.Spec.Selector != nil {
+		t.Error("selector kept")
 	}
 	if _, ok := gotSvc.Annotations[v1.LastAppliedConfigAnnotation]; ok {
 		t.Error("last-applied-configuration kept")

@@ -36,13 +36,13 @@ type Builder struct {
 	started bool
 	gen     uint64
 	svcs    map[svcID]*svcShare
-	// owners lists, per container and key, every Service that writes that
-	// element, ordered as Build processes Services: the last one wins.
-	owners   map[string]map[string][]owner
+	// claims records, per container and key, which Services write that
+	// element (see claim).
+	claims   map[string]map[string]claim
 	chains   map[string]*chainRef
 	affinity map[string]map[string]int // family → pair → Services holding it
 	// elements are the Services' elements as the last Ruleset holds them:
-	// each Build updates these maps in place.
+	// take and drop update these maps in place.
 	elements map[string]Elements
 	// health holds the healthCheckNodePort answers of the Services that
 	// need one (see HealthChecks).
@@ -97,6 +97,17 @@ type svcShare struct {
 }
 
 type shareElement struct{ container, key string }
+
+// claim says who writes one element key. Nearly every key has one writer,
+// whose element is the Builder's elements' own: a claim is then the writer
+// alone, and costs no allocation (at 10k Services a list per key was a
+// quarter of the Builder's memory). Keys that several Services write (one
+// external IP and port on two Services) keep every writer's element,
+// ordered as Build processes Services: the last one wins.
+type claim struct {
+	id        svcID
+	contested []owner // nil, or every writer when there are two or more
+}
 
 type owner struct {
 	id svcID
@@ -192,9 +203,9 @@ func (b *Builder) forget(id svcID) {
 // finish assembles the round's Ruleset and marks the previous one stale.
 func (b *Builder) finish() *Ruleset {
 	r := b.skeleton.fork()
-	b.assemble(r, b.round.dirty, b.round.affChanged)
+	b.assemble(r, b.round.affChanged)
 	if b.last != nil {
-		// assemble updated the maps b.last shares
+		// take and drop updated the element maps b.last shares
 		b.last.stale = true
 		b.last.base, b.last.dirty = nil, nil // keep no chain of old Rulesets alive
 		r.base, r.dirty = b.last, b.round.dirty
@@ -208,7 +219,7 @@ func (b *Builder) reset(node Node, opts Options) {
 	*b = Builder{
 		node: node, opts: opts, started: true,
 		svcs:     map[svcID]*svcShare{},
-		owners:   map[string]map[string][]owner{},
+		claims:   map[string]map[string]claim{},
 		chains:   map[string]*chainRef{},
 		affinity: map[string]map[string]int{},
 		elements: map[string]Elements{},
@@ -316,14 +327,7 @@ func (b *Builder) take(s *svcShare, own *Ruleset, dirty map[string]map[string]pr
 	}
 	for _, se := range s.elements {
 		b.markDirty(dirty, se.container, se.key)
-		byKey := b.owners[se.container]
-		if byKey == nil {
-			byKey = map[string][]owner{}
-			b.owners[se.container] = byKey
-		}
-		list := byKey[se.key]
-		i, _ := slices.BinarySearchFunc(list, s.id, func(o owner, id svcID) int { return o.id.compare(id) })
-		byKey[se.key] = slices.Insert(list, i, owner{id: s.id, el: own.Elements[se.container][se.key]})
+		b.claim(se.container, se.key, owner{id: s.id, el: own.Elements[se.container][se.key]})
 	}
 	for _, name := range s.chains {
 		ref := b.chains[name]
@@ -349,13 +353,7 @@ func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
 	delete(b.health, types.NamespacedName{Namespace: s.id.ns, Name: s.id.name})
 	for _, se := range s.elements {
 		b.markDirty(dirty, se.container, se.key)
-		byKey := b.owners[se.container]
-		list := slices.DeleteFunc(byKey[se.key], func(o owner) bool { return o.id == s.id })
-		if len(list) == 0 {
-			delete(byKey, se.key)
-		} else {
-			byKey[se.key] = list
-		}
+		b.unclaim(se.container, se.key, s.id)
 	}
 	for _, name := range s.chains {
 		if ref := b.chains[name]; ref != nil {
@@ -372,6 +370,52 @@ func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
 		}
 	}
 	return len(s.affinity) > 0
+}
+
+// claim records that o writes an element key, and updates the element.
+func (b *Builder) claim(container, key string, o owner) {
+	byKey, els := b.claims[container], b.elements[container]
+	if byKey == nil {
+		byKey, els = map[string]claim{}, Elements{}
+		b.claims[container], b.elements[container] = byKey, els
+	}
+	c, ok := byKey[key]
+	switch {
+	case !ok:
+		byKey[key] = claim{id: o.id}
+		els[key] = o.el
+		return
+	case c.contested == nil:
+		c.contested = []owner{{id: c.id, el: els[key]}}
+	}
+	i, _ := slices.BinarySearchFunc(c.contested, o.id, func(x owner, id svcID) int { return x.id.compare(id) })
+	c.contested = slices.Insert(c.contested, i, o)
+	b.settle(container, key, c)
+}
+
+// unclaim records that Service id no longer writes an element key.
+func (b *Builder) unclaim(container, key string, id svcID) {
+	byKey := b.claims[container]
+	c := byKey[key]
+	if c.contested == nil {
+		delete(byKey, key)
+		delete(b.elements[container], key)
+		return
+	}
+	c.contested = slices.DeleteFunc(c.contested, func(o owner) bool { return o.id == id })
+	b.settle(container, key, c)
+}
+
+// settle stores a contested claim and its winner's element; a claim left
+// with one writer is no longer contested.
+func (b *Builder) settle(container, key string, c claim) {
+	last := c.contested[len(c.contested)-1]
+	c.id = last.id
+	if len(c.contested) == 1 {
+		c.contested = nil
+	}
+	b.claims[container][key] = c
+	b.elements[container][key] = last.el
 }
 
 // prior is an element as the previous Ruleset held it.
@@ -398,33 +442,10 @@ func (b *Builder) markDirty(dirty map[string]map[string]prior, container, key st
 
 // assemble completes r (skeleton and node addresses already in it) with the
 // Services' elements, chains and affinity pairs.
-func (b *Builder) assemble(r *Ruleset, dirty map[string]map[string]prior, affChanged bool) {
+func (b *Builder) assemble(r *Ruleset, affChanged bool) {
 	for name, ref := range b.chains {
 		if r.Chains[name] == nil {
 			r.Chains[name] = ref.chain
-		}
-	}
-	if b.last == nil {
-		for c, byKey := range b.owners {
-			els := make(Elements, len(byKey))
-			for k, list := range byKey {
-				els[k] = list[len(list)-1].el
-			}
-			b.elements[c] = els
-		}
-	}
-	for c, keys := range dirty {
-		els := b.elements[c]
-		if els == nil {
-			els = Elements{}
-			b.elements[c] = els
-		}
-		for k := range keys {
-			if list := b.owners[c][k]; len(list) > 0 {
-				els[k] = list[len(list)-1].el
-			} else {
-				delete(els, k)
-			}
 		}
 	}
 	for c, els := range b.elements {
