@@ -97,7 +97,9 @@ func (c *changeTracker) take() ([]types.NamespacedName, []trigger) {
 	for n := range c.services {
 		out = append(out, n)
 	}
-	clear(c.services)
+	// A new map, not clear: the first sync takes every Service, and a
+	// cleared map would keep room for them all.
+	c.services = map[types.NamespacedName]struct{}{}
 	triggers := c.triggers
 	c.triggers = nil
 	return out, triggers

@@ -47,9 +47,6 @@ type Builder struct {
 	// health holds the healthCheckNodePort answers of the Services that
 	// need one (see HealthChecks).
 	health map[types.NamespacedName]HealthCheck
-	// bySvc groups EndpointSlices by Service; reused across Builds, since
-	// making a 10k-entry map was a quarter of a one-Service Build.
-	bySvc map[svcID][]*discoveryv1.EndpointSlice
 	// skeleton is what no Service changes: the base builder's chains, sets,
 	// maps and node elements, made once per node and Options.
 	skeleton builder
@@ -134,7 +131,7 @@ func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.En
 		b.reset(node, opts)
 	}
 	b.begin()
-	bySvc := b.groupSlices(endpointSlices)
+	bySvc := groupSlices(endpointSlices)
 	for _, svc := range services {
 		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
 			continue
@@ -228,30 +225,21 @@ func (b *Builder) reset(node Node, opts Options) {
 	}
 }
 
-// groupSlices is slicesByService keyed without building strings, into the
-// Builder's map: lists are truncated and refilled, and the empty ones (their
-// Service lost its last slice) dropped.
-func (b *Builder) groupSlices(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.EndpointSlice {
-	if b.bySvc == nil {
-		b.bySvc = make(map[svcID][]*discoveryv1.EndpointSlice, len(all))
-	}
-	for id, l := range b.bySvc {
-		if len(l) == 0 {
-			delete(b.bySvc, id)
-		} else {
-			b.bySvc[id] = l[:0]
-		}
-	}
+// groupSlices is slicesByService keyed without building strings. The map
+// is Build's alone: a Builder keeping it between Builds also kept every
+// replaced EndpointSlice its lists' spare capacity still pointed at.
+func groupSlices(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.EndpointSlice {
+	bySvc := make(map[svcID][]*discoveryv1.EndpointSlice, len(all))
 	for _, s := range all {
 		if s == nil {
 			continue
 		}
 		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
 			id := svcID{s.Namespace, name}
-			b.bySvc[id] = append(b.bySvc[id], s)
+			bySvc[id] = append(bySvc[id], s)
 		}
 	}
-	return b.bySvc
+	return bySvc
 }
 
 // sameSlices compares two lists of EndpointSlices as sets: listers return
