@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/heraldlb/herald/e2e/netlab"
+)
+
+// TestNetnsEndpointSemantics proves with traffic what kube-proxy does with
+// endpoints and that the packet tracer alone showed for herald before:
+// internalTrafficPolicy Local, externalIPs, terminating endpoints used when
+// no ready one remains, and a named targetPort that resolves to a
+// different port on each endpoint.
+func TestNetnsEndpointSemantics(t *testing.T) {
+	e := newNetEnv(t)
+	n1, n2, cl := e.nodes["n1"].Netns, e.nodes["n2"].Netns, e.client4()
+	from := func(ns *netlab.Netns, addr string) func() (answer, error) {
+		return func() (answer, error) { return get(ns, addr) }
+	}
+	only := func(pods ...string) func(answer) error {
+		return func(a answer) error {
+			for _, p := range pods {
+				if a.Pod == p {
+					return nil
+				}
+			}
+			return fmt.Errorf("answer from %s, want one of %v", a.Pod, pods)
+		}
+	}
+
+	t.Run("internalTrafficPolicy Local stays on the node", func(t *testing.T) {
+		svc := echoService("itp-local", v1.ServiceTypeClusterIP)
+		svc.Spec.InternalTrafficPolicy = ptr.To(v1.ServiceInternalTrafficPolicyLocal)
+		itp := e.createService(t, svc)
+		e.setEndpoints(t, "itp-local", "a1", "a2", "b1")
+		addr := hostPort(itp.Spec.ClusterIP, 80)
+		for ns, pods := range map[*netlab.Netns][]string{n1: {"a1", "a2"}, n2: {"b1"}} {
+			eventually(t, "ClusterIP from "+ns.Name, from(ns, addr), anyAnswer)
+			seen := podsOf(t, 20, from(ns, addr), only(pods...))
+			if len(seen) != len(pods) {
+				t.Errorf("20 connections from %s reached %v, want each of %v", ns.Name, seen, pods)
+			}
+		}
+	})
+
+	t.Run("externalIPs forward from outside, masqueraded", func(t *testing.T) {
+		svc := echoService("ext-ip", v1.ServiceTypeClusterIP)
+		svc.Spec.ExternalIPs = []string{vip.String()} // the client routes it via n1
+		e.createService(t, svc)
+		e.setEndpoints(t, "ext-ip", "a1", "b1")
+		addr := hostPort(vip.String(), 80)
+		eventually(t, "external IP from the client", from(cl, addr), anyAnswer)
+		seen := podsOf(t, 20, from(cl, addr), func(a answer) error {
+			if err := only("a1", "b1")(a); err != nil {
+				return err
+			}
+			// externalTrafficPolicy Cluster: b1 is on n2 and must answer
+			// through n1, so n1 hides the client behind its own address.
+			if a.From.Addr() == clientIP {
+				return fmt.Errorf("%s saw the client address %v under externalTrafficPolicy Cluster", a.Pod, a.From)
+			}
+			return nil
+		})
+		if len(seen) != 2 {
+			t.Errorf("20 connections to the external IP reached %v, want a1 and b1", seen)
+		}
+	})
+
+	t.Run("terminating endpoints serve only when no ready one remains", func(t *testing.T) {
+		drain := e.createService(t, echoService("drain", v1.ServiceTypeClusterIP))
+		addr := hostPort(drain.Spec.ClusterIP, 80)
+		// a1 is draining but still serving; b1 is draining and no longer
+		// serving: only a1 may answer.
+		e.writeSlice(t, "drain", "drain-1", echoPort, sliceEndpoint{"a1", terminating(true)}, sliceEndpoint{"b1", terminating(false)})
+		eventually(t, "the serving terminating endpoint", from(n1, addr), func(a answer) bool { return a.Pod == "a1" })
+		podsOf(t, 10, from(n1, addr), only("a1"))
+		// A ready endpoint appears: the draining one gets no new connection.
+		e.writeSlice(t, "drain", "drain-1", echoPort, sliceEndpoint{"a1", terminating(true)}, sliceEndpoint{"a2", readyConditions})
+		eventually(t, "the ready endpoint", from(n1, addr), func(a answer) bool { return a.Pod == "a2" })
+		podsOf(t, 10, from(n1, addr), only("a2"))
+	})
+
+	t.Run("named targetPort resolves per endpoint", func(t *testing.T) {
+		// b1 runs a second echo server on another port, named b1-alt.
+		const altPort = echoPort + 1
+		p, err := e.pods["b1"].Start("echo-b1-alt", filepath.Join(e.dir, "echo-b1-alt.log"),
+			labBinaries(t).Echo, "--name=b1-alt", "--listen=:"+strconv.Itoa(altPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.lab.OnCleanup(func() { p.Stop(5 * time.Second) })
+		svc := echoService("named", v1.ServiceTypeClusterIP)
+		svc.Spec.Ports = svc.Spec.Ports[:1]
+		svc.Spec.Ports[0].TargetPort = intstr.FromString("web")
+		named := e.createService(t, svc)
+		// Two slices, as the EndpointSlice controller writes them when the
+		// pods' container ports named "web" differ.
+		e.writeSlice(t, "named", "named-1", echoPort, sliceEndpoint{"a1", readyConditions})
+		e.writeSlice(t, "named", "named-2", altPort, sliceEndpoint{"b1", readyConditions})
+		addr := hostPort(named.Spec.ClusterIP, 80)
+		eventually(t, "the named port", from(n1, addr), anyAnswer)
+		seen := podsOf(t, 20, from(n1, addr), only("a1", "b1-alt"))
+		if len(seen) != 2 {
+			t.Errorf("20 connections reached %v, want a1 on %d and b1-alt on %d", seen, echoPort, altPort)
+		}
+	})
+}
+
+// sliceEndpoint is one pod in a slice written by writeSlice, with its
+// conditions.
+type sliceEndpoint struct {
+	pod        string
+	conditions discoveryv1.EndpointConditions
+}
+
+var readyConditions = discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)}
+
+// terminating are the conditions of a pod being deleted: never ready,
+// serving while its readiness probe still passes.
+func terminating(serving bool) discoveryv1.EndpointConditions {
+	return discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(serving), Terminating: ptr.To(true)}
+}
+
+// writeSlice creates or replaces one IPv4 EndpointSlice of a Service, for
+// its TCP port "http", with the port its pods listen on and each pod's
+// conditions, as the EndpointSlice controller writes them.
+func (e *netEnv) writeSlice(t testing.TB, svc, name string, port int, eps ...sliceEndpoint) {
+	t.Helper()
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name,
+			Labels: map[string]string{discoveryv1.LabelServiceName: svc, discoveryv1.LabelManagedBy: "herald-e2e"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Protocol: ptr.To(v1.ProtocolTCP), Port: ptr.To(int32(port))}},
+	}
+	for _, ep := range eps {
+		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+			Addresses: []string{e.pods[ep.pod].IP.String()}, Conditions: ep.conditions, NodeName: ptr.To(e.podNode[ep.pod]),
+		})
+	}
+	ctx := context.Background()
+	slices := e.client.DiscoveryV1().EndpointSlices("default")
+	old, err := slices.Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = slices.Create(ctx, slice, metav1.CreateOptions{})
+	case err == nil:
+		slice.ResourceVersion = old.ResourceVersion
+		_, err = slices.Update(ctx, slice, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
