@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldlb/herald/e2e/labkit"
 	"github.com/heraldlb/herald/internal/testenv"
 )
 
@@ -20,12 +21,19 @@ import (
 // Iterations are spaced by trialSpacing, outside the timer, so that the
 // agent's --min-sync-period is never what is measured.
 //
+// It also reports the agent's peak RSS (VmHWM) at the end, and with
+// -dataplane.heap-profile saves its heap profile there.
+//
 //	go test ./e2e/scale -run '^$' -bench EndpointToKernel -benchtime 30x
 func BenchmarkEndpointToKernel(b *testing.B) {
 	testenv.RequireRoot(b, "the data plane benchmark's network namespaces")
 	agentBin := buildAgent(b)
 	l := newDPLab(b, *dpServices, "hn")
-	agent := l.heraldAgent(agentBin, "hn", strings.Fields(*dpAgentArgs)...)
+	args := strings.Fields(*dpAgentArgs)
+	if *dpHeap != "" {
+		args = append(args, "--profiling")
+	}
+	agent := l.heraldAgent(agentBin, "hn", args...)
 	agent.start(b)
 	agent.waitSynced(b, 10*time.Minute)
 	m, err := newNFTMonitor(agent.node.Name)
@@ -60,5 +68,22 @@ func BenchmarkEndpointToKernel(b *testing.B) {
 	slices.Sort(lat)
 	b.ReportMetric(median(lat), "p50-ms")
 	b.ReportMetric(lat[len(lat)*9/10], "p90-ms")
+	// Issue 14's second goal, at the same scale: peak RSS under 100 MiB.
+	mem, err := readMemory(agent.proc.PID())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(mem.PeakMiB, "peak-rss-MiB")
+	// The Go heap in use now (the live objects and what the GC has not
+	// yet swept), from the agent's metrics: what the rest of RSS is not.
+	heap, err := metricValue(labkit.HTTPClient(agent.node.Netns, 10*time.Second),
+		"http://127.0.0.1:10279/metrics", "go_memstats_heap_inuse_bytes")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(heap/(1<<20), "heap-inuse-MiB")
 	b.ReportMetric(loadAverage(), "load1")
+	if *dpHeap != "" {
+		saveAgentHeap(b, agent, "127.0.0.1:10279", *dpHeap)
+	}
 }

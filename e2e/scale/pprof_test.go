@@ -48,7 +48,7 @@ func saveHeapProfile(t *testing.T, port int, token, path string) {
 
 // saveAgentHeap fetches herald-agent's /debug/pprof/heap (served with
 // --profiling on its metrics address) from inside its namespace.
-func saveAgentHeap(t *testing.T, p *proxy, addr, path string) {
+func saveAgentHeap(t testing.TB, p *proxy, addr, path string) {
 	t.Helper()
 	resp, err := labkit.HTTPClient(p.node.Netns, time.Minute).Get("http://" + addr + "/debug/pprof/heap")
 	if err != nil {
