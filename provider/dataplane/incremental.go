@@ -80,12 +80,12 @@ func (a svcID) compare(b svcID) int {
 
 // svcShare is what one Service contributes to the ruleset.
 type svcShare struct {
-	id       svcID
-	svc      *v1.Service
-	slices   []*discoveryv1.EndpointSlice
-	gen      uint64
+	id     svcID
+	svc    *v1.Service
+	slices []*discoveryv1.EndpointSlice
+	gen    uint64
 	// elements and chains name what the Service contributes; the values
-	// live in the Builder's owners and chains alone, since at 10k Services
+	// live in the Builder's claims and chains alone, since at 10k Services
 	// a copy per share was a quarter of the Builder's memory.
 	elements []shareElement
 	chains   []string
