@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -21,8 +22,8 @@ import (
 // TestNetnsEndpointSemantics proves with traffic what kube-proxy does with
 // endpoints and that the packet tracer alone showed for herald before:
 // internalTrafficPolicy Local, externalIPs, terminating endpoints used when
-// no ready one remains, and a named targetPort that resolves to a
-// different port on each endpoint.
+// no ready one remains, a named targetPort that resolves to a different
+// port on each endpoint, and topology hints (trafficDistribution).
 func TestNetnsEndpointSemantics(t *testing.T) {
 	e := newNetEnv(t)
 	n1, n2, cl := e.nodes["n1"].Netns, e.nodes["n2"].Netns, e.client4()
@@ -83,11 +84,11 @@ func TestNetnsEndpointSemantics(t *testing.T) {
 		addr := hostPort(drain.Spec.ClusterIP, 80)
 		// a1 is draining but still serving; b1 is draining and no longer
 		// serving: only a1 may answer.
-		e.writeSlice(t, "drain", "drain-1", echoPort, sliceEndpoint{"a1", terminating(true)}, sliceEndpoint{"b1", terminating(false)})
+		e.writeSlice(t, "drain", "drain-1", echoPort, sliceEndpoint{"a1", terminating(true), ""}, sliceEndpoint{"b1", terminating(false), ""})
 		eventually(t, "the serving terminating endpoint", from(n1, addr), func(a answer) bool { return a.Pod == "a1" })
 		podsOf(t, 10, from(n1, addr), only("a1"))
 		// A ready endpoint appears: the draining one gets no new connection.
-		e.writeSlice(t, "drain", "drain-1", echoPort, sliceEndpoint{"a1", terminating(true)}, sliceEndpoint{"a2", readyConditions})
+		e.writeSlice(t, "drain", "drain-1", echoPort, sliceEndpoint{"a1", terminating(true), ""}, sliceEndpoint{"a2", readyConditions, ""})
 		eventually(t, "the ready endpoint", from(n1, addr), func(a answer) bool { return a.Pod == "a2" })
 		podsOf(t, 10, from(n1, addr), only("a2"))
 	})
@@ -107,22 +108,60 @@ func TestNetnsEndpointSemantics(t *testing.T) {
 		named := e.createService(t, svc)
 		// Two slices, as the EndpointSlice controller writes them when the
 		// pods' container ports named "web" differ.
-		e.writeSlice(t, "named", "named-1", echoPort, sliceEndpoint{"a1", readyConditions})
-		e.writeSlice(t, "named", "named-2", altPort, sliceEndpoint{"b1", readyConditions})
+		e.writeSlice(t, "named", "named-1", echoPort, sliceEndpoint{"a1", readyConditions, ""})
+		e.writeSlice(t, "named", "named-2", altPort, sliceEndpoint{"b1", readyConditions, ""})
 		addr := hostPort(named.Spec.ClusterIP, 80)
-		eventually(t, "the named port", from(n1, addr), anyAnswer)
+		// The slices arrive one by one: wait for the second.
+		eventually(t, "the named port on b1", from(n1, addr), func(a answer) bool { return a.Pod == "b1-alt" })
 		seen := podsOf(t, 20, from(n1, addr), only("a1", "b1-alt"))
 		if len(seen) != 2 {
 			t.Errorf("20 connections reached %v, want a1 on %d and b1-alt on %d", seen, echoPort, altPort)
 		}
 	})
+
+	t.Run("topology hints keep traffic in the zone", func(t *testing.T) {
+		// Restarted agents read their Node's zone before their first sync:
+		// no test traffic can race the label.
+		for node, zone := range map[string]string{"n1": "zone-a", "n2": "zone-b"} {
+			e.labelZone(t, node, zone)
+			e.restartAgent(t, node)
+		}
+		zonal := e.createService(t, echoService("zonal", v1.ServiceTypeClusterIP))
+		addr := hostPort(zonal.Spec.ClusterIP, 80)
+		// As the EndpointSlice controller writes them for
+		// trafficDistribution PreferSameZone.
+		e.writeSlice(t, "zonal", "zonal-1", echoPort, sliceEndpoint{"a1", readyConditions, "zone-a"},
+			sliceEndpoint{"a2", readyConditions, "zone-a"}, sliceEndpoint{"b1", readyConditions, "zone-b"})
+		for ns, pods := range map[*netlab.Netns][]string{n1: {"a1", "a2"}, n2: {"b1"}} {
+			eventually(t, "ClusterIP from "+ns.Name, from(ns, addr), anyAnswer)
+			seen := podsOf(t, 20, from(ns, addr), only(pods...))
+			if len(seen) != len(pods) {
+				t.Errorf("20 connections from %s reached %v, want each of %v", ns.Name, seen, pods)
+			}
+		}
+		// No endpoint hinted for n2's zone: n2 uses them all, as kube-proxy.
+		e.writeSlice(t, "zonal", "zonal-1", echoPort, sliceEndpoint{"a1", readyConditions, "zone-a"},
+			sliceEndpoint{"b1", readyConditions, "zone-a"})
+		eventually(t, "n2 falling back to every endpoint", from(n2, addr), func(a answer) bool { return a.Pod == "a1" })
+	})
+}
+
+// labelZone sets a Node's topology.kubernetes.io/zone label.
+func (e *netEnv) labelZone(t testing.TB, node, zone string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, v1.LabelTopologyZone, zone)
+	if _, err := e.client.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // sliceEndpoint is one pod in a slice written by writeSlice, with its
-// conditions.
+// conditions and, when set, the zone hint the EndpointSlice controller
+// gives it.
 type sliceEndpoint struct {
 	pod        string
 	conditions discoveryv1.EndpointConditions
+	zoneHint   string
 }
 
 var readyConditions = discoveryv1.EndpointConditions{Ready: ptr.To(true), Serving: ptr.To(true), Terminating: ptr.To(false)}
@@ -145,9 +184,13 @@ func (e *netEnv) writeSlice(t testing.TB, svc, name string, port int, eps ...sli
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Protocol: ptr.To(v1.ProtocolTCP), Port: ptr.To(int32(port))}},
 	}
 	for _, ep := range eps {
-		slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+		endpoint := discoveryv1.Endpoint{
 			Addresses: []string{e.pods[ep.pod].IP.String()}, Conditions: ep.conditions, NodeName: ptr.To(e.podNode[ep.pod]),
-		})
+		}
+		if ep.zoneHint != "" {
+			endpoint.Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: ep.zoneHint}}}
+		}
+		slice.Endpoints = append(slice.Endpoints, endpoint)
 	}
 	ctx := context.Background()
 	slices := e.client.DiscoveryV1().EndpointSlices("default")

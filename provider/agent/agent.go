@@ -221,13 +221,15 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 		},
 		DeleteFunc: func(obj any) { a.changes.slice(obj, true); a.requestSync() },
 	}
-	// Nodes update their status often; only address changes matter here.
+	// Nodes update their status often; only the addresses and the zone
+	// (topology hints) matter here.
 	node := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { a.requestSync() },
 		UpdateFunc: func(o, n any) {
 			on, ok1 := o.(*v1.Node)
 			nn, ok2 := n.(*v1.Node)
-			if !ok1 || !ok2 || !reflect.DeepEqual(on.Status.Addresses, nn.Status.Addresses) {
+			if !ok1 || !ok2 || !reflect.DeepEqual(on.Status.Addresses, nn.Status.Addresses) ||
+				on.Labels[v1.LabelTopologyZone] != nn.Labels[v1.LabelTopologyZone] {
 				a.requestSync()
 			}
 		},

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
+	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -125,7 +126,7 @@ func (a *Agent) node(ctx context.Context) dataplane.Node {
 	}
 	// The Node object, not the host's interfaces, is the source, so that
 	// the agent needs no netlink access for this and tests need no network.
-	return dataplane.Node{Name: n.Name, IPs: service.NodeAddresses(n)}
+	return dataplane.Node{Name: n.Name, IPs: service.NodeAddresses(n), Zone: n.Labels[v1.LabelTopologyZone]}
 }
 
 // healthCheckHosts are the addresses healthCheckNodePorts listen on: every

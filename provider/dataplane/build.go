@@ -157,7 +157,7 @@ func (b *builder) addService(svc *v1.Service, sl []*discoveryv1.EndpointSlice) {
 		}
 		plan.name = fmt.Sprintf("%s/%s:%s", svc.Namespace, svc.Name, portName(sp))
 		for _, v6 := range []bool{false, true} {
-			plan.eps = portEndpoints(sl, sp, v6, b.node.Name)
+			plan.eps = portEndpoints(sl, sp, v6, b.node)
 			for _, fe := range frontends(svc, sp, proto, v6) {
 				b.addFrontend(familyOf(v6), fe, plan)
 			}

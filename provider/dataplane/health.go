@@ -50,7 +50,7 @@ func healthCheck(svc *v1.Service, sl []*discoveryv1.EndpointSlice, node string) 
 	local := map[netip.Addr]bool{}
 	for _, sp := range svc.Spec.Ports {
 		for _, v6 := range []bool{false, true} {
-			for _, e := range portEndpoints(sl, sp, v6, node) {
+			for _, e := range portEndpoints(sl, sp, v6, Node{Name: node}) {
 				if e.local && e.ready {
 					local[e.addr] = true
 				}

@@ -22,6 +22,9 @@ type Node struct {
 	// IPs are the node's addresses; NodePorts answer on those that
 	// Options.NodePortCIDRs lets through.
 	IPs []netip.Addr
+	// Zone is the node's topology.kubernetes.io/zone label, matched
+	// against endpoints' zone hints (see usable).
+	Zone string
 }
 
 // Options tune the ruleset. The zero value is usable.
