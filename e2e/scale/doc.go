@@ -2,7 +2,7 @@
 // slow and load the machine, so they run only when asked, and under
 // `go test ./e2e/...` they skip:
 //
-//   - the scale test: 1,000 fake Nodes kept Ready by kwok and 5,000
+//   - the scale test: 1,000 fake Nodes kept Ready by kwok and 10,000
 //     LoadBalancer Services served by herald-ccm (make scale; -args -scale);
 //   - the AWS scale test (make scale-aws);
 //   - the data plane side by side: herald-agent and kube-proxy v1.37.2 in
