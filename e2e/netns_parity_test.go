@@ -10,12 +10,12 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/heraldlb/herald/e2e/labkit"
 	"github.com/heraldlb/herald/e2e/netlab"
 )
 
@@ -192,17 +192,5 @@ func (e *netEnv) writeSlice(t testing.TB, svc, name string, port int, eps ...sli
 		}
 		slice.Endpoints = append(slice.Endpoints, endpoint)
 	}
-	ctx := context.Background()
-	slices := e.client.DiscoveryV1().EndpointSlices("default")
-	old, err := slices.Get(ctx, name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		_, err = slices.Create(ctx, slice, metav1.CreateOptions{})
-	case err == nil:
-		slice.ResourceVersion = old.ResourceVersion
-		_, err = slices.Update(ctx, slice, metav1.UpdateOptions{})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	labkit.WriteSlice(t, e.client, slice)
 }
