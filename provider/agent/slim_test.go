@@ -13,7 +13,7 @@ import (
 // own, endpoint addresses, conditions, node names) and drop the rest.
 func TestCachedObjectsAreSlim(t *testing.T) {
 	managed := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationApply,
-		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}}}
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)}}
 	svc := webService()
 	svc.ManagedFields = managed
 	svc.Spec.Selector = map[string]string{"app": "web"}
