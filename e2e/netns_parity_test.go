@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 
 	"github.com/heraldlb/herald/e2e/labkit"
@@ -119,6 +123,22 @@ func TestNetnsEndpointSemantics(t *testing.T) {
 		}
 	})
 
+	t.Run("an unallocated ClusterIP is refused at once", func(t *testing.T) {
+		free := e.unallocatedClusterIP(t)
+		web := e.createService(t, echoService("allocated", v1.ServiceTypeClusterIP))
+		e.setEndpoints(t, "allocated", "a1")
+		for what, target := range map[string]struct {
+			ns   *netlab.Netns
+			addr string
+		}{
+			"unallocated ClusterIP from n1":       {n1, hostPort(free.String(), 80)},
+			"unallocated ClusterIP from pod a1":   {e.pods["a1"].Netns, hostPort(free.String(), 80)},
+			"a port the ClusterIP lacks, from n1": {n1, hostPort(web.Spec.ClusterIP, 81)},
+		} {
+			refusedAtOnce(t, what, target.ns, target.addr)
+		}
+	})
+
 	t.Run("topology hints keep traffic in the zone", func(t *testing.T) {
 		// Restarted agents read their Node's zone before their first sync:
 		// no test traffic can race the label.
@@ -193,4 +213,67 @@ func (e *netEnv) writeSlice(t testing.TB, svc, name string, port int, eps ...sli
 		slice.Endpoints = append(slice.Endpoints, endpoint)
 	}
 	labkit.WriteSlice(t, e.client, slice)
+}
+
+// unallocatedClusterIP is an IPv4 address inside the cluster's ServiceCIDR
+// that no Service holds.
+func (e *netEnv) unallocatedClusterIP(t testing.TB) netip.Addr {
+	t.Helper()
+	ctx := context.Background()
+	cidrs, err := e.client.NetworkingV1().ServiceCIDRs().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs, err := e.client.CoreV1().Services("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := map[string]bool{}
+	for _, s := range svcs.Items {
+		for _, ip := range s.Spec.ClusterIPs {
+			taken[ip] = true
+		}
+	}
+	for _, c := range cidrs.Items {
+		for _, raw := range c.Spec.CIDRs {
+			p := netip.MustParsePrefix(raw)
+			// From the top of the range down: the allocator starts low.
+			for a, n := lastAddr(p).Prev(), 0; p.Contains(a) && n < 64; a, n = a.Prev(), n+1 {
+				if a.Is4() && !taken[a.String()] {
+					return a
+				}
+			}
+		}
+	}
+	t.Fatalf("no free IPv4 ClusterIP in the ServiceCIDRs %+v", cidrs.Items)
+	return netip.Addr{}
+}
+
+// lastAddr is the highest address of p (its broadcast address for IPv4).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// refusedAtOnce waits until a connection to addr from ns is refused, then
+// checks that a fresh one is refused within refusedWithin: a reset from
+// the node, not a SYN lost and retried.
+func refusedAtOnce(t *testing.T, what string, ns *netlab.Netns, addr string) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
+		func(context.Context) (bool, error) {
+			_, last = dialTCP(ns, addr, attempt)
+			return errors.Is(last, syscall.ECONNREFUSED), nil
+		})
+	if err != nil {
+		t.Fatalf("%s: no connection refused within %v (last: %v)", what, waitTimeout, last)
+	}
+	if dur, err := dialTCP(ns, addr, attempt); !errors.Is(err, syscall.ECONNREFUSED) || dur > refusedWithin {
+		t.Errorf("%s: %v after %v, want connection refused within %v", what, err, dur, refusedWithin)
+	}
 }

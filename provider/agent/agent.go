@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -92,6 +93,7 @@ type Agent struct {
 	services  corelisters.ServiceLister
 	slices    discoverylisters.EndpointSliceLister
 	nodes     corelisters.NodeLister
+	cidrs     networkinglisters.ServiceCIDRLister
 	synced    []cache.InformerSynced
 	applier   *dataplane.Applier
 	builder   *dataplane.Builder
@@ -198,7 +200,8 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 	svcInf := a.factory.Core().V1().Services()
 	sliceInf := a.factory.Discovery().V1().EndpointSlices()
 	nodeInf := a.nodeInf.Core().V1().Nodes()
-	a.services, a.slices, a.nodes = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister()
+	cidrInf := a.factory.Networking().V1().ServiceCIDRs()
+	a.services, a.slices, a.nodes, a.cidrs = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister(), cidrInf.Lister()
 	if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceKey}); err != nil {
 		return fmt.Errorf("endpointslice index: %w", err)
 	}
@@ -235,10 +238,17 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 		},
 		DeleteFunc: func(any) { a.requestSync() },
 	}
+	// ServiceCIDRs change the skeleton (see dataplane.Options): any event
+	// is a full rebuild, which they are rare enough to afford.
+	always := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.requestSync() },
+		UpdateFunc: func(_, _ any) { a.requestSync() },
+		DeleteFunc: func(any) { a.requestSync() },
+	}
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
-	}{{svcInf.Informer(), services}, {sliceInf.Informer(), slices}, {nodeInf.Informer(), node}} {
+	}{{svcInf.Informer(), services}, {sliceInf.Informer(), slices}, {nodeInf.Informer(), node}, {cidrInf.Informer(), always}} {
 		r, err := reg.inf.AddEventHandler(reg.h)
 		if err != nil {
 			return fmt.Errorf("event handler: %w", err)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -78,7 +79,9 @@ func (a *Agent) sync(ctx context.Context) error {
 // build returns the desired ruleset: from the changed Services alone when
 // the Builder can take them in, else from every cached object.
 func (a *Agent) build(node dataplane.Node, changed []types.NamespacedName, all bool) (*dataplane.Ruleset, error) {
-	if !all && a.builder.Primed(node, a.cfg.Dataplane) {
+	opts := a.cfg.Dataplane
+	opts.ServiceCIDRs = a.serviceCIDRs()
+	if !all && a.builder.Primed(node, opts) {
 		return a.builder.Update(changed, a.source), nil
 	}
 	svcs, err := a.services.List(labels.Everything())
@@ -89,7 +92,7 @@ func (a *Agent) build(node dataplane.Node, changed []types.NamespacedName, all b
 	if err != nil {
 		return nil, fmt.Errorf("list endpointslices: %w", err)
 	}
-	return a.builder.Build(svcs, eps, node, a.cfg.Dataplane), nil
+	return a.builder.Build(svcs, eps, node, opts), nil
 }
 
 // deleteStaleFlows deletes the UDP conntrack entries that the ruleset just
@@ -147,4 +150,25 @@ func healthCheckHosts(node dataplane.Node, cidrs []netip.Prefix) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// serviceCIDRs are the ranges of the cluster's ServiceCIDR objects, sorted
+// (a different order is no change).
+func (a *Agent) serviceCIDRs() []netip.Prefix {
+	objs, err := a.cidrs.List(labels.Everything())
+	if err != nil {
+		return nil // a lister over a cache does not fail
+	}
+	var out []netip.Prefix
+	for _, o := range objs {
+		for _, c := range o.Spec.CIDRs {
+			if p, err := netip.ParsePrefix(c); err == nil { // the apiserver validates them
+				out = append(out, p.Masked())
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+	})
+	return slices.Compact(out)
 }
