@@ -28,7 +28,7 @@ LDFLAGS := -X $(VERSION_PKG).gitVersion=$(VERSION) -X $(VERSION_PKG).gitCommit=$
 	-X $(VERSION_PKG).gitTreeState=$(shell git diff --quiet HEAD 2>/dev/null && echo clean || echo dirty) \
 	-X $(VERSION_PKG).buildDate=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 
-.PHONY: all build ldflags test test-unit test-integration lint bench tools deps demo scale scale-aws clean
+.PHONY: all build ldflags test test-unit test-integration lint bench bench-kube-proxy tools deps demo scale scale-aws clean
 
 all: build
 
@@ -96,6 +96,20 @@ scale-aws:
 	mkdir -p $(dir $(AWS_SCALE_OUT))
 	bin=$(K8S_BIN); HERALD_K8S_BIN=$$bin $(GO) test -count=1 -timeout 30m -v -run '^TestAWSScale$$' ./e2e/scale \
 		-args -scale.aws -scale.aws.out "$(abspath $(AWS_SCALE_OUT))"
+
+# herald-agent and kube-proxy v1.37.2 (nftables mode, built once from
+# e2e/tools and cached beside the other Kubernetes binaries) side by side on
+# one apiserver with 10k IPv6 Services of three endpoints each: start to
+# first sync, one endpoint added to the kernel, restart, peak RSS, CPU.
+# Prints the table and writes the figures (DATAPLANE_OUT, JSON); root.
+# DATAPLANE_ARGS adds test flags, e.g. "-dataplane.runs=5 -dataplane.heap-profile=$(CURDIR)/bin/agent.heap".
+DATAPLANE_OUT ?= bin/dataplane.json
+DATAPLANE_ARGS ?=
+bench-kube-proxy: deps
+	mkdir -p $(dir $(DATAPLANE_OUT))
+	bin=$(K8S_BIN); kp=$$(e2e/tools/build.sh kube-proxy); HERALD_K8S_BIN=$$bin $(GO) test -count=1 -timeout 60m -v \
+		-run '^TestDataplaneSideBySide$$' ./e2e/scale \
+		-args -dataplane -dataplane.kube-proxy "$$kp/kube-proxy" -dataplane.out "$(abspath $(DATAPLANE_OUT))" $(DATAPLANE_ARGS)
 
 # The lab needs root (network namespaces, nftables, raw sockets); the demo
 # refuses to start without it and says so.

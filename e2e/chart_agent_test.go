@@ -40,12 +40,13 @@ const agentName = "herald-agent"
 
 // agentRules is exactly what herald-agent uses with forwarding and layer2
 // on (the ci values): informers (list, watch) on Services, EndpointSlices,
-// Nodes, IPAddressPools and L2Advertisements; the Announced condition
+// Nodes, ServiceCIDRs, IPAddressPools and L2Advertisements; the Announced condition
 // (server-side apply on services/status); Events.
 var agentRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
+	{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"servicecidrs"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{"herald.dev"}, Resources: []string{"ipaddresspools", "l2advertisements"}, Verbs: []string{"list", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}},
 	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -381,19 +380,7 @@ func TestNetnsDataplane(t *testing.T) {
 			"ClusterIP from n1":        {n1, hostPort(empty.Spec.ClusterIP, 80)},
 			"NodePort from the client": {cl, hostPort(e.nodes["n1"].IP.String(), portOf(empty, "http", true))},
 		} {
-			var last error
-			err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, waitTimeout, true,
-				func(context.Context) (bool, error) {
-					_, last = dialTCP(target.ns, target.addr, attempt)
-					return errors.Is(last, syscall.ECONNREFUSED), nil
-				})
-			if err != nil {
-				t.Fatalf("%s: no connection refused within %v (last: %v)", what, waitTimeout, last)
-			}
-			dur, err := dialTCP(target.ns, target.addr, attempt)
-			if !errors.Is(err, syscall.ECONNREFUSED) || dur > refusedWithin {
-				t.Errorf("%s: %v after %v, want connection refused within %v", what, err, dur, refusedWithin)
-			}
+			refusedAtOnce(t, what, target.ns, target.addr)
 		}
 	})
 

@@ -37,6 +37,7 @@ type options struct {
 	cleanup            bool
 	healthBindAddress  string
 	metricsBindAddress string
+	profiling          bool
 	forwarding         bool
 	announce           announceOptions
 }
@@ -61,6 +62,8 @@ func newFlagSet(o *options) *pflag.FlagSet {
 		"host:port serving /readyz, /livez and /healthz; empty disables.")
 	fs.StringVar(&o.metricsBindAddress, "metrics-bind-address", defaultMetricsBindAddress,
 		"host:port serving /metrics; empty disables. May equal --health-bind-address.")
+	fs.BoolVar(&o.profiling, "profiling", false,
+		"Serve Go's profiles (/debug/pprof/) on --metrics-bind-address, as kube-proxy's --profiling.")
 	fs.BoolVar(&o.forwarding, "forwarding", true,
 		"Forward ClusterIP, NodePort and LoadBalancer traffic with nftables (replaces kube-proxy). "+
 			"Turn off where kube-proxy forwards and herald-agent only announces.")
@@ -103,6 +106,9 @@ func (o *options) validate() error {
 	}
 	if o.burst < 1 {
 		errs = append(errs, fmt.Errorf("--burst=%d must be at least 1", o.burst))
+	}
+	if o.profiling && o.metricsBindAddress == "" {
+		errs = append(errs, errors.New("--profiling needs --metrics-bind-address"))
 	}
 	for _, b := range [...]struct{ flag, addr string }{
 		{"--health-bind-address", o.healthBindAddress}, {"--metrics-bind-address", o.metricsBindAddress},

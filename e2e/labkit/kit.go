@@ -206,8 +206,14 @@ func SetEndpoints(t netlab.T, client kubernetes.Interface, namespace, svc string
 			NodeName:   ptr.To(ep.Node),
 		})
 	}
+	WriteSlice(t, client, slice)
+}
+
+// WriteSlice creates the EndpointSlice, or replaces the one of that name.
+func WriteSlice(t netlab.T, client kubernetes.Interface, slice *discoveryv1.EndpointSlice) {
+	t.Helper()
 	ctx := context.Background()
-	slices := client.DiscoveryV1().EndpointSlices(namespace)
+	slices := client.DiscoveryV1().EndpointSlices(slice.Namespace)
 	old, err := slices.Get(ctx, slice.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):

@@ -1,9 +1,15 @@
-// Package scale holds herald's scale test: a real kube-apiserver with 1,000
-// fake Nodes kept Ready by kwok and 10,000 LoadBalancer Services served by
-// herald-ccm. It is slow and loads the machine, so it runs only when asked:
+// Package scale holds herald's big runs on a real kube-apiserver. They are
+// slow and load the machine, so they run only when asked, and under
+// `go test ./e2e/...` they skip:
 //
-//	make scale
-//	go test ./e2e/scale -run Scale -timeout 30m -args -scale
+//   - the scale test: 1,000 fake Nodes kept Ready by kwok and 10,000
+//     LoadBalancer Services served by herald-ccm (make scale; -args -scale);
+//   - the AWS scale test (make scale-aws);
+//   - the data plane side by side: herald-agent and kube-proxy v1.37.2 in
+//     nftables mode, each in a network namespace, on 10k IPv6 Services with
+//     three endpoints (make bench-kube-proxy; -args -dataplane), and
+//     BenchmarkEndpointToKernel, one endpoint's way from the EndpointSlice
+//     update to the kernel (go test -bench EndpointToKernel -benchtime 30x).
 //
-// Under `go test ./e2e/...` it skips. Nothing imports it.
+// Nothing imports it.
 package scale

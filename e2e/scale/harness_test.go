@@ -78,7 +78,7 @@ func startCCM(t *testing.T, c *cluster.Cluster, binary, memLimit string, extra [
 
 // parallel runs do for 0..n-1 on the test's workers and fails the test
 // with the first error.
-func parallel(t *testing.T, n int, do func(ctx context.Context, i int) error) {
+func parallel(t testing.TB, n int, do func(ctx context.Context, i int) error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

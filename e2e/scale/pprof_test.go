@@ -9,6 +9,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/heraldlb/herald/e2e/labkit"
 )
 
 // saveHeapProfile fetches herald-ccm's /debug/pprof/heap from its secure
@@ -42,4 +44,25 @@ func saveHeapProfile(t *testing.T, port int, token, path string) {
 		t.Fatal(err)
 	}
 	t.Logf("herald-ccm heap profile: %s (go tool pprof -sample_index=inuse_space %s)", path, path)
+}
+
+// saveAgentHeap fetches herald-agent's /debug/pprof/heap (served with
+// --profiling on its metrics address) from inside its namespace.
+func saveAgentHeap(t testing.TB, p *proxy, addr, path string) {
+	t.Helper()
+	resp, err := labkit.HTTPClient(p.node.Netns, time.Minute).Get("http://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		t.Errorf("herald-agent heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("herald-agent heap profile: status %d, %v: %.200s", resp.StatusCode, err, data)
+		return
+	}
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("herald-agent heap profile: %s (go tool pprof -sample_index=inuse_space %s)", path, path)
 }

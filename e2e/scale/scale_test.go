@@ -155,14 +155,14 @@ func TestScale(t *testing.T) {
 
 // fastClient is a cluster-admin client that the test's own writes do not
 // throttle.
-func fastClient(t *testing.T, config *rest.Config) kubernetes.Interface {
+func fastClient(t testing.TB, config *rest.Config) kubernetes.Interface {
 	t.Helper()
 	config = rest.CopyConfig(config)
 	config.QPS, config.Burst = 2000, 4000
 	return kubernetes.NewForConfigOrDie(config)
 }
 
-func createNamespace(t *testing.T, client kubernetes.Interface, name string) {
+func createNamespace(t testing.TB, client kubernetes.Interface, name string) {
 	t.Helper()
 	_, err := client.CoreV1().Namespaces().Create(context.Background(),
 		&v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})

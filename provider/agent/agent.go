@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -92,6 +93,7 @@ type Agent struct {
 	services  corelisters.ServiceLister
 	slices    discoverylisters.EndpointSliceLister
 	nodes     corelisters.NodeLister
+	cidrs     networkinglisters.ServiceCIDRLister
 	synced    []cache.InformerSynced
 	applier   *dataplane.Applier
 	builder   *dataplane.Builder
@@ -100,6 +102,8 @@ type Agent struct {
 	health    *healthState
 	hc        *healthCheckServers
 	lastFull  time.Time // of the last successful full sync; only the sync goroutine uses it
+	changes   *changeTracker
+	source    cacheSource
 	conntrack Conntrack
 	// lastApplied is the ruleset of the last successful sync, to find the
 	// UDP flows the next one makes stale; only the sync goroutine uses it.
@@ -137,6 +141,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		clock:     deps.Clock,
 		applier:   newApplier(deps),
 		builder:   dataplane.NewBuilder(),
+		changes:   newChangeTracker(deps.Clock),
 		conntrack: deps.Conntrack,
 		metrics:   m,
 		health: &healthState{clock: deps.Clock, syncPeriod: cfg.SyncPeriod,
@@ -171,11 +176,13 @@ func (c *Config) complete() error {
 // NewInformerFactory returns the factory the agent watches Services and
 // EndpointSlices through. Like kube-proxy, it skips what another proxy
 // handles and the EndpointSlices of headless Services, which have no rules:
-// at scale that is most of the watch traffic saved.
+// at scale that is most of the watch traffic saved. Its caches hold slimmed
+// objects (see slimObject).
 func NewInformerFactory(client kubernetes.Interface) informers.SharedInformerFactory {
 	selector := "!" + labelServiceProxyName + ",!" + v1.IsHeadlessService
 	return informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
+		informers.WithTransform(slimObject))
 }
 
 // setupInformers watches Services and EndpointSlices cluster-wide (through
@@ -193,29 +200,55 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 	svcInf := a.factory.Core().V1().Services()
 	sliceInf := a.factory.Discovery().V1().EndpointSlices()
 	nodeInf := a.nodeInf.Core().V1().Nodes()
-	a.services, a.slices, a.nodes = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister()
-
-	always := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.requestSync() },
-		UpdateFunc: func(_, _ any) { a.requestSync() },
-		DeleteFunc: func(any) { a.requestSync() },
+	cidrInf := a.factory.Networking().V1().ServiceCIDRs()
+	a.services, a.slices, a.nodes, a.cidrs = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister(), cidrInf.Lister()
+	if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceKey}); err != nil {
+		return fmt.Errorf("endpointslice index: %w", err)
 	}
-	// Nodes update their status often; only address changes matter here.
+	a.source = cacheSource{services: a.services, slices: sliceInf.Informer().GetIndexer()}
+
+	// Each event names the Service it concerns, so that the sync rebuilds
+	// that Service alone.
+	services := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { a.changes.service(obj); a.requestSync() },
+		UpdateFunc: func(_, obj any) { a.changes.service(obj); a.requestSync() },
+		DeleteFunc: func(obj any) { a.changes.service(obj); a.requestSync() },
+	}
+	slices := cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { a.changes.slice(obj, false); a.requestSync() },
+		UpdateFunc: func(old, obj any) {
+			// A slice relabelled to another Service changes both.
+			a.changes.slice(old, true)
+			a.changes.slice(obj, false)
+			a.requestSync()
+		},
+		DeleteFunc: func(obj any) { a.changes.slice(obj, true); a.requestSync() },
+	}
+	// Nodes update their status often; only the addresses and the zone
+	// (topology hints) matter here.
 	node := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { a.requestSync() },
 		UpdateFunc: func(o, n any) {
 			on, ok1 := o.(*v1.Node)
 			nn, ok2 := n.(*v1.Node)
-			if !ok1 || !ok2 || !reflect.DeepEqual(on.Status.Addresses, nn.Status.Addresses) {
+			if !ok1 || !ok2 || !reflect.DeepEqual(on.Status.Addresses, nn.Status.Addresses) ||
+				on.Labels[v1.LabelTopologyZone] != nn.Labels[v1.LabelTopologyZone] {
 				a.requestSync()
 			}
 		},
 		DeleteFunc: func(any) { a.requestSync() },
 	}
+	// ServiceCIDRs change the skeleton (see dataplane.Options): any event
+	// is a full rebuild, which they are rare enough to afford.
+	always := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.requestSync() },
+		UpdateFunc: func(_, _ any) { a.requestSync() },
+		DeleteFunc: func(any) { a.requestSync() },
+	}
 	for _, reg := range []struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
-	}{{svcInf.Informer(), always}, {sliceInf.Informer(), always}, {nodeInf.Informer(), node}} {
+	}{{svcInf.Informer(), services}, {sliceInf.Informer(), slices}, {nodeInf.Informer(), node}, {cidrInf.Informer(), always}} {
 		r, err := reg.inf.AddEventHandler(reg.h)
 		if err != nil {
 			return fmt.Errorf("event handler: %w", err)

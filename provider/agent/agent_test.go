@@ -230,7 +230,7 @@ func TestAgentSyncsServiceAndEndpointChanges(t *testing.T) {
 
 // startInformers runs the informers without the sync loop, so a test can call
 // sync itself; it returns once the handlers have seen the initial objects.
-func (h *harness) startInformers(t *testing.T) context.Context {
+func (h *harness) startInformers(t testing.TB) context.Context {
 	t.Helper()
 	_, ctx := ktesting.NewTestContext(t)
 	ctx, cancel := context.WithCancel(ctx)
@@ -256,7 +256,7 @@ func (h *harness) drainTrigger() {
 }
 
 // updateSlice writes s and returns once the agent's handler has seen it.
-func (h *harness) updateSlice(t *testing.T, s *discoveryv1.EndpointSlice) {
+func (h *harness) updateSlice(t testing.TB, s *discoveryv1.EndpointSlice) {
 	t.Helper()
 	h.drainTrigger()
 	if _, err := h.client.DiscoveryV1().EndpointSlices("ns").Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {

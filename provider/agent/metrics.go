@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
 
 	"github.com/heraldlb/herald/provider/dataplane"
 )
@@ -23,6 +24,7 @@ type metrics struct {
 	lastSuccess  prometheus.Gauge
 	hcServers    prometheus.Gauge
 	hcErrors     prometheus.Counter
+	programming  *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -49,10 +51,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "herald_healthcheck_listen_errors_total",
 			Help: "Failures to open a healthCheckNodePort listener; retried at the next sync.",
 		}),
+		// kube-proxy's network_programming_duration_seconds, the SLI of the
+		// Kubernetes scalability tests, with buckets down to a millisecond:
+		// herald's partial syncs take a few.
+		programming: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "herald_network_programming_duration_seconds",
+			Help: "From an EndpointSlice change (its " + v1.EndpointsLastChangeTriggerTime +
+				" annotation) to the rules being in the kernel, by IP family of the slice.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 19), // 1 ms to ~4.4 min
+		}, []string{"ip_family"}),
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.syncDuration, m.syncErrors, m.operations, m.chains,
-		m.rules, m.elements, m.lastSuccess, m.hcServers, m.hcErrors} {
+		m.rules, m.elements, m.lastSuccess, m.hcServers, m.hcErrors, m.programming} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -91,4 +102,12 @@ func (m *metrics) synced(r *dataplane.Ruleset, res dataplane.SyncResult, now tim
 	m.rules.Set(float64(rules))
 	m.elements.Set(float64(elements))
 	m.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
+}
+
+// programmed records, after a successful sync, how long ago the EndpointSlice
+// changes it programmed were made.
+func (m *metrics) programmed(triggers []trigger, now time.Time) {
+	for _, t := range triggers {
+		m.programming.WithLabelValues(t.family).Observe(max(0, now.Sub(t.at).Seconds()))
+	}
 }

@@ -130,7 +130,7 @@ func TestRunnerConfigValidate(t *testing.T) {
 
 // recv waits for a value the loop must produce. The timeout only guards
 // against a hung test; it never paces it.
-func recv[T any](t *testing.T, ch <-chan T, what string) T {
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
 	t.Helper()
 	select {
 	case v := <-ch:

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -79,6 +80,21 @@ func newBaseBuilder(node Node, opts Options) builder {
 	return b
 }
 
+// fork starts a Ruleset from this builder's: its own chain and element
+// maps, holding the same chains, node elements and (shared, never written
+// again) set and map definitions. A Builder forks its skeleton for each
+// Ruleset instead of building the skeleton again.
+func (b *builder) fork() *Ruleset {
+	r := &Ruleset{
+		Chains:   maps.Clone(b.r.Chains),
+		Sets:     b.r.Sets,
+		Maps:     b.r.Maps,
+		Elements: maps.Clone(b.r.Elements),
+		Affinity: map[string]map[string]bool{},
+	}
+	return r
+}
+
 type builder struct {
 	r           *Ruleset
 	node        Node
@@ -141,7 +157,7 @@ func (b *builder) addService(svc *v1.Service, sl []*discoveryv1.EndpointSlice) {
 		}
 		plan.name = fmt.Sprintf("%s/%s:%s", svc.Namespace, svc.Name, portName(sp))
 		for _, v6 := range []bool{false, true} {
-			plan.eps = portEndpoints(sl, sp, v6, b.node.Name)
+			plan.eps = portEndpoints(sl, sp, v6, b.node)
 			for _, fe := range frontends(svc, sp, proto, v6) {
 				b.addFrontend(familyOf(v6), fe, plan)
 			}

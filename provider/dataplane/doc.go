@@ -116,7 +116,11 @@
 // the block chain at priority filter in input, forward and output: reject
 // (TCP reset, ICMP unreachable otherwise) when there is no endpoint at all,
 // drop when only a Local traffic policy excludes the remote ones. reject is
-// not allowed in prerouting on older kernels, hence the filter hooks.
+// not allowed in prerouting on older kernels, hence the filter hooks. The
+// same chain rejects new connections to an address in the cluster's
+// ServiceCIDRs that no Service port took (an unallocated ClusterIP, or a
+// port its Service lacks): kube-proxy rejects the latter and drops the
+// former; a reset at once serves a client better than a timeout.
 // loadBalancerSourceRanges are checked before DNAT (priority dstnat-10)
 // against one interval set of (frontend . source range) elements.
 //

@@ -17,6 +17,12 @@ type endpoint struct {
 	ready       bool
 	serving     bool
 	terminating bool
+	// The EndpointSlice controller's topology hints (trafficDistribution
+	// PreferSameNode/PreferSameZone, or topology-aware routing): whether the
+	// endpoint has any node or zone hint, and whether one names this node
+	// or its zone.
+	nodeHinted, zoneHinted bool
+	forNode, forZone       bool
 }
 
 // slicesByService groups EndpointSlices by "namespace/service". The service
@@ -41,7 +47,7 @@ func slicesByService(all []*discoveryv1.EndpointSlice) map[string][]*discoveryv1
 // portEndpoints returns the endpoints of one service port in one family,
 // sorted and de-duplicated (a pod may appear in two slices while the
 // controller moves it), so that index i means the same endpoint on every sync.
-func portEndpoints(sl []*discoveryv1.EndpointSlice, sp v1.ServicePort, v6 bool, node string) []endpoint {
+func portEndpoints(sl []*discoveryv1.EndpointSlice, sp v1.ServicePort, v6 bool, node Node) []endpoint {
 	want := discoveryv1.AddressTypeIPv4
 	if v6 {
 		want = discoveryv1.AddressTypeIPv6
@@ -86,7 +92,7 @@ func portEndpoints(sl []*discoveryv1.EndpointSlice, sp v1.ServicePort, v6 bool, 
 	return out
 }
 
-func newEndpoint(ep *discoveryv1.Endpoint, addr netip.Addr, port int32, node string) endpoint {
+func newEndpoint(ep *discoveryv1.Endpoint, addr netip.Addr, port int32, node Node) endpoint {
 	// A nil condition is "unknown": the API asks consumers to read ready as
 	// true, serving as ready, and terminating as false.
 	ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
@@ -95,13 +101,20 @@ func newEndpoint(ep *discoveryv1.Endpoint, addr netip.Addr, port int32, node str
 		serving = *ep.Conditions.Serving
 	}
 	terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
-	return endpoint{
+	e := endpoint{
 		addr: addr, port: port,
-		local:       node != "" && ep.NodeName != nil && *ep.NodeName == node,
+		local:       node.Name != "" && ep.NodeName != nil && *ep.NodeName == node.Name,
 		ready:       ready && !terminating,
 		serving:     serving,
 		terminating: terminating,
 	}
+	if h := ep.Hints; h != nil {
+		e.nodeHinted = len(h.ForNodes) > 0
+		e.forNode = node.Name != "" && slices.ContainsFunc(h.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == node.Name })
+		e.zoneHinted = len(h.ForZones) > 0
+		e.forZone = node.Zone != "" && slices.ContainsFunc(h.ForZones, func(z discoveryv1.ForZone) bool { return z.Name == node.Zone })
+	}
+	return e
 }
 
 // slicePort finds the slice port that serves sp: same name and protocol.
@@ -132,7 +145,13 @@ func protocolOf(sp v1.ServicePort) v1.Protocol {
 // usable picks the endpoints traffic may go to: the ready ones in scope, or,
 // when none is ready, those still serving while terminating, so that a
 // rolling update of the last pods does not blackhole in-flight clients.
+// Outside a Local policy, the ready ones are narrowed by topology hints as
+// kube-proxy does (see preferred).
 func usable(eps []endpoint, localOnly bool) []endpoint {
+	admit := func(endpoint) bool { return true }
+	if !localOnly {
+		admit = preferred(eps)
+	}
 	var ready, fallback []endpoint
 	for _, e := range eps {
 		if localOnly && !e.local {
@@ -140,7 +159,9 @@ func usable(eps []endpoint, localOnly bool) []endpoint {
 		}
 		switch {
 		case e.ready:
-			ready = append(ready, e)
+			if admit(e) {
+				ready = append(ready, e)
+			}
 		case e.serving && e.terminating:
 			fallback = append(fallback, e)
 		}
@@ -149,4 +170,30 @@ func usable(eps []endpoint, localOnly bool) []endpoint {
 		return ready
 	}
 	return fallback
+}
+
+// preferred reads the topology hints as kube-proxy does: when every ready
+// endpoint has a node hint and one names this node, only those hinted for
+// this node are used (PreferSameNode); else, when every ready endpoint has
+// a zone hint and one names this node's zone, only those (PreferSameZone,
+// topology-aware routing). Otherwise, hints are ignored: a partly hinted
+// slice is one the controller is still writing, and no hint for this node
+// or zone must not leave it without endpoints.
+func preferred(eps []endpoint) func(endpoint) bool {
+	anyReady, allNode, forNode, allZone, forZone := false, true, false, true, false
+	for _, e := range eps {
+		if !e.ready {
+			continue
+		}
+		anyReady = true
+		allNode, forNode = allNode && e.nodeHinted, forNode || e.forNode
+		allZone, forZone = allZone && e.zoneHinted, forZone || e.forZone
+	}
+	switch {
+	case anyReady && allNode && forNode:
+		return func(e endpoint) bool { return e.forNode }
+	case anyReady && allZone && forZone:
+		return func(e endpoint) bool { return e.forZone }
+	}
+	return func(endpoint) bool { return true }
 }

@@ -60,6 +60,10 @@ func itpLocal(s *v1.Service) {
 	s.Spec.InternalTrafficPolicy = ptr.To(v1.ServiceInternalTrafficPolicyLocal)
 }
 
+func healthCheckNodePort(p int32) svcMod {
+	return func(s *v1.Service) { s.Spec.HealthCheckNodePort = p }
+}
+
 func sourceRangesMod(r ...string) svcMod {
 	return func(s *v1.Service) { s.Spec.LoadBalancerSourceRanges = r }
 }

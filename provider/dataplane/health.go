@@ -29,27 +29,33 @@ func HealthChecks(services []*v1.Service, endpointSlices []*discoveryv1.Endpoint
 	out := map[types.NamespacedName]HealthCheck{}
 	var bySvc map[string][]*discoveryv1.EndpointSlice
 	for _, svc := range services {
-		if svc == nil || svc.Spec.HealthCheckNodePort == 0 ||
-			svc.Spec.ExternalTrafficPolicy != v1.ServiceExternalTrafficPolicyLocal {
+		if svc == nil || !needsHealthCheck(svc) {
 			continue
 		}
 		if bySvc == nil {
 			bySvc = slicesByService(endpointSlices)
 		}
-		sl := bySvc[svc.Namespace+"/"+svc.Name]
-		local := map[netip.Addr]bool{}
-		for _, sp := range svc.Spec.Ports {
-			for _, v6 := range []bool{false, true} {
-				for _, e := range portEndpoints(sl, sp, v6, node) {
-					if e.local && e.ready {
-						local[e.addr] = true
-					}
+		out[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] =
+			healthCheck(svc, bySvc[svc.Namespace+"/"+svc.Name], node)
+	}
+	return out
+}
+
+func needsHealthCheck(svc *v1.Service) bool {
+	return svc.Spec.HealthCheckNodePort != 0 && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
+}
+
+// healthCheck is one Service's HealthCheck from its EndpointSlices.
+func healthCheck(svc *v1.Service, sl []*discoveryv1.EndpointSlice, node string) HealthCheck {
+	local := map[netip.Addr]bool{}
+	for _, sp := range svc.Spec.Ports {
+		for _, v6 := range []bool{false, true} {
+			for _, e := range portEndpoints(sl, sp, v6, Node{Name: node}) {
+				if e.local && e.ready {
+					local[e.addr] = true
 				}
 			}
 		}
-		out[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] = HealthCheck{
-			Port: svc.Spec.HealthCheckNodePort, LocalEndpoints: len(local),
-		}
 	}
-	return out
+	return HealthCheck{Port: svc.Spec.HealthCheckNodePort, LocalEndpoints: len(local)}
 }

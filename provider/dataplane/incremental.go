@@ -7,46 +7,69 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Builder is Build with a memory: it keeps each Service's share of the
 // ruleset (its elements, the data-dependent chains it uses, its affinity
-// pairs), and the next Build recomputes only the Services whose Service or
-// EndpointSlice objects changed. Its result equals Build's for the same
-// input. Objects are compared by pointer, so they must not be modified in
-// place once passed in (informer caches never are); a changed node or
-// Options starts over.
+// pairs), and recomputes only the Services whose Service or EndpointSlice
+// objects changed. Build takes every object and finds the changed ones by
+// pointer; Update takes the names of the changed Services and looks only
+// those up, so that a sync costs what changed, not what exists. Either
+// result equals the package's Build for the same input. Objects must not be
+// modified in place once passed in (informer caches never are); a changed
+// node or Options starts over, which Update cannot do (it sees only the
+// changed Services): Primed says when Build must run instead.
 //
 // The Ruleset it returns also records which element keys may differ from
 // the one returned before, and their previous values, so that a partial sync
 // of one Service among 10k diffs a handful of keys instead of every element
 // (see partialTransaction). Copying the element maps instead would cost more
 // than the whole rest of such a sync, so a Builder updates them in place: a
-// Ruleset it returned is valid until its next Build, which marks it stale.
-// The Applier knows this: when the Ruleset it applied last is stale, it
-// syncs in full unless that Ruleset is the one the new one was built from.
-// A Builder is not safe for concurrent use.
+// Ruleset it returned is valid until its next Build or Update, which marks
+// it stale. The Applier knows this: when the Ruleset it applied last is
+// stale, it syncs in full unless that Ruleset is the one the new one was
+// built from. A Builder is not safe for concurrent use.
 type Builder struct {
 	node    Node
 	opts    Options
 	started bool
 	gen     uint64
 	svcs    map[svcID]*svcShare
-	// owners lists, per container and key, every Service that writes that
-	// element, ordered as Build processes Services: the last one wins.
-	owners   map[string]map[string][]owner
+	// claims records, per container and key, which Services write that
+	// element (see claim).
+	claims   map[string]map[string]claim
 	chains   map[string]*chainRef
 	affinity map[string]map[string]int // family → pair → Services holding it
 	// elements are the Services' elements as the last Ruleset holds them:
-	// each Build updates these maps in place.
+	// take and drop update these maps in place.
 	elements map[string]Elements
-	// bySvc groups EndpointSlices by Service; reused across Builds, since
-	// making a 10k-entry map was a quarter of a one-Service Build.
-	bySvc map[svcID][]*discoveryv1.EndpointSlice
+	// health holds the healthCheckNodePort answers of the Services that
+	// need one (see HealthChecks).
+	health map[types.NamespacedName]HealthCheck
+	// skeleton is what no Service changes: the base builder's chains, sets,
+	// maps and node elements, made once per node and Options.
+	skeleton builder
 	// scratch receives one Service at a time; its maps are cleared, not
 	// reallocated, between Services.
 	scratch *Ruleset
 	last    *Ruleset
+	// round is the Build or Update in progress.
+	round round
+}
+
+// round is the bookkeeping of one Build or Update.
+type round struct {
+	dirty      map[string]map[string]prior
+	affChanged bool
+}
+
+// Source looks up a Service and the EndpointSlices labelled with its name,
+// as the agent's informer caches do; Update reads through it.
+type Source interface {
+	// Service returns the Service, or nil if there is none.
+	Service(namespace, name string) *v1.Service
+	EndpointSlices(namespace, service string) []*discoveryv1.EndpointSlice
 }
 
 type svcID struct{ ns, name string }
@@ -57,18 +80,30 @@ func (a svcID) compare(b svcID) int {
 
 // svcShare is what one Service contributes to the ruleset.
 type svcShare struct {
-	id       svcID
-	svc      *v1.Service
-	slices   []*discoveryv1.EndpointSlice
-	gen      uint64
+	id     svcID
+	svc    *v1.Service
+	slices []*discoveryv1.EndpointSlice
+	gen    uint64
+	// elements and chains name what the Service contributes; the values
+	// live in the Builder's claims and chains alone, since at 10k Services
+	// a copy per share was a quarter of the Builder's memory.
 	elements []shareElement
-	chains   []*Chain
+	chains   []string
 	affinity [][2]string // family, affinityKey
+	health   *HealthCheck
 }
 
-type shareElement struct {
-	container, key string
-	el             Element
+type shareElement struct{ container, key string }
+
+// claim says who writes one element key. Nearly every key has one writer,
+// whose element is the Builder's elements' own: a claim is then the writer
+// alone, and costs no allocation (at 10k Services a list per key was a
+// quarter of the Builder's memory). Keys that several Services write (one
+// external IP and port on two Services) keep every writer's element,
+// ordered as Build processes Services: the last one wins.
+type claim struct {
+	id        svcID
+	contested []owner // nil, or every writer when there are two or more
 }
 
 type owner struct {
@@ -84,54 +119,96 @@ type chainRef struct {
 // NewBuilder returns an empty Builder.
 func NewBuilder() *Builder { return &Builder{} }
 
+// Primed reports whether Update can follow: a Build has run for this node
+// and these Options.
+func (b *Builder) Primed(node Node, opts Options) bool {
+	return b.started && reflect.DeepEqual(node, b.node) && reflect.DeepEqual(opts, b.opts)
+}
+
 // Build returns the ruleset for the given state, as Build does.
 func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, node Node, opts Options) *Ruleset {
-	if !b.started || !reflect.DeepEqual(node, b.node) || !reflect.DeepEqual(opts, b.opts) {
+	if !b.Primed(node, opts) {
 		b.reset(node, opts)
 	}
-	b.gen++
-	base := newBaseBuilder(node, opts)
-	r := base.r
-
-	var dirty map[string]map[string]prior
-	if b.last != nil {
-		dirty = map[string]map[string]prior{}
-	}
-	affChanged := false
-	bySvc := b.groupSlices(endpointSlices)
+	b.begin()
+	bySvc := groupSlices(endpointSlices)
 	for _, svc := range services {
 		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
 			continue
 		}
 		id := svcID{svc.Namespace, svc.Name}
-		sl := bySvc[id]
-		old := b.svcs[id]
-		if old != nil && old.svc == svc && sameSlices(old.slices, sl) {
-			old.gen = b.gen
-			continue
-		}
-		if old != nil {
-			affChanged = b.drop(old, dirty) || affChanged
-		}
-		s := b.share(base, id, svc, slices.Clone(sl)) // sl is reused by the next Build
-		b.svcs[id] = s
-		affChanged = b.take(s, dirty) || affChanged
+		b.refresh(id, svc, bySvc[id])
 	}
 	for id, s := range b.svcs {
 		if s.gen != b.gen {
-			affChanged = b.drop(s, dirty) || affChanged
-			delete(b.svcs, id)
+			b.forget(id)
 		}
 	}
+	return b.finish()
+}
 
-	b.assemble(r, dirty, affChanged)
+// Update returns the ruleset after the named Services changed (were added,
+// modified or deleted, or had EndpointSlices added, modified or deleted),
+// reading only those through src. Every Service changed since the previous
+// Build or Update must be named; naming an unchanged one costs a lookup.
+// Primed must hold.
+func (b *Builder) Update(changed []types.NamespacedName, src Source) *Ruleset {
+	b.begin()
+	for _, n := range changed {
+		id := svcID{n.Namespace, n.Name}
+		svc := src.Service(n.Namespace, n.Name)
+		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
+			b.forget(id)
+			continue
+		}
+		b.refresh(id, svc, src.EndpointSlices(n.Namespace, n.Name))
+	}
+	return b.finish()
+}
+
+func (b *Builder) begin() {
+	b.gen++
+	b.round = round{}
 	if b.last != nil {
-		// assemble updated the maps b.last shares
+		b.round.dirty = map[string]map[string]prior{}
+	}
+}
+
+// refresh recomputes one Service's share unless its objects are the ones
+// it was computed from.
+func (b *Builder) refresh(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) {
+	old := b.svcs[id]
+	if old != nil && old.svc == svc && sameSlices(old.slices, sl) {
+		old.gen = b.gen
+		return
+	}
+	if old != nil {
+		b.round.affChanged = b.drop(old, b.round.dirty) || b.round.affChanged
+	}
+	s := b.share(id, svc, slices.Clone(sl)) // sl may be reused by the caller
+	b.svcs[id] = s
+	b.round.affChanged = b.take(s, b.scratch, b.round.dirty) || b.round.affChanged
+}
+
+func (b *Builder) forget(id svcID) {
+	if s := b.svcs[id]; s != nil {
+		b.round.affChanged = b.drop(s, b.round.dirty) || b.round.affChanged
+		delete(b.svcs, id)
+	}
+}
+
+// finish assembles the round's Ruleset and marks the previous one stale.
+func (b *Builder) finish() *Ruleset {
+	r := b.skeleton.fork()
+	b.assemble(r, b.round.affChanged)
+	if b.last != nil {
+		// take and drop updated the element maps b.last shares
 		b.last.stale = true
 		b.last.base, b.last.dirty = nil, nil // keep no chain of old Rulesets alive
-		r.base, r.dirty = b.last, dirty
+		r.base, r.dirty = b.last, b.round.dirty
 	}
 	b.last = r
+	b.round = round{}
 	return r
 }
 
@@ -139,37 +216,30 @@ func (b *Builder) reset(node Node, opts Options) {
 	*b = Builder{
 		node: node, opts: opts, started: true,
 		svcs:     map[svcID]*svcShare{},
-		owners:   map[string]map[string][]owner{},
+		claims:   map[string]map[string]claim{},
 		chains:   map[string]*chainRef{},
 		affinity: map[string]map[string]int{},
 		elements: map[string]Elements{},
+		health:   map[types.NamespacedName]HealthCheck{},
+		skeleton: newBaseBuilder(node, opts),
 	}
 }
 
-// groupSlices is slicesByService keyed without building strings, into the
-// Builder's map: lists are truncated and refilled, and the empty ones (their
-// Service lost its last slice) dropped.
-func (b *Builder) groupSlices(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.EndpointSlice {
-	if b.bySvc == nil {
-		b.bySvc = make(map[svcID][]*discoveryv1.EndpointSlice, len(all))
-	}
-	for id, l := range b.bySvc {
-		if len(l) == 0 {
-			delete(b.bySvc, id)
-		} else {
-			b.bySvc[id] = l[:0]
-		}
-	}
+// groupSlices is slicesByService keyed without building strings. The map
+// is Build's alone: a Builder keeping it between Builds also kept every
+// replaced EndpointSlice its lists' spare capacity still pointed at.
+func groupSlices(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.EndpointSlice {
+	bySvc := make(map[svcID][]*discoveryv1.EndpointSlice, len(all))
 	for _, s := range all {
 		if s == nil {
 			continue
 		}
 		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
 			id := svcID{s.Namespace, name}
-			b.bySvc[id] = append(b.bySvc[id], s)
+			bySvc[id] = append(bySvc[id], s)
 		}
 	}
-	return b.bySvc
+	return bySvc
 }
 
 // sameSlices compares two lists of EndpointSlices as sets: listers return
@@ -187,8 +257,8 @@ func sameSlices(a, b []*discoveryv1.EndpointSlice) bool {
 }
 
 // share computes one Service's contribution with the same code as Build,
-// into a Ruleset of its own.
-func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
+// into the scratch Ruleset, where take finds the values the share names.
+func (b *Builder) share(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
 	own := b.scratch
 	if own == nil {
 		own = &Ruleset{Chains: map[string]*Chain{}, Elements: map[string]Elements{}, Affinity: map[string]map[string]bool{}}
@@ -201,7 +271,7 @@ func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discovery
 	for _, pairs := range own.Affinity {
 		clear(pairs)
 	}
-	sb := builder{r: own, node: base.node, opts: base.opts, nodePortIPs: base.nodePortIPs}
+	sb := builder{r: own, node: b.skeleton.node, opts: b.skeleton.opts, nodePortIPs: b.skeleton.nodePortIPs}
 	sb.addService(svc, sl)
 	s := &svcShare{id: id, svc: svc, slices: sl, gen: b.gen}
 	n := 0
@@ -210,39 +280,48 @@ func (b *Builder) share(base builder, id svcID, svc *v1.Service, sl []*discovery
 	}
 	s.elements = make([]shareElement, 0, n)
 	for c, els := range own.Elements {
-		for k, e := range els {
-			s.elements = append(s.elements, shareElement{container: c, key: k, el: e})
+		for k := range els {
+			s.elements = append(s.elements, shareElement{container: c, key: k})
 		}
 	}
-	for _, c := range own.Chains {
-		s.chains = append(s.chains, c)
+	for name := range own.Chains {
+		s.chains = append(s.chains, name)
 	}
 	for fam, pairs := range own.Affinity {
 		for k := range pairs {
 			s.affinity = append(s.affinity, [2]string{fam, k})
 		}
 	}
+	if needsHealthCheck(svc) {
+		hc := healthCheck(svc, sl, b.node.Name)
+		s.health = &hc
+	}
 	return s
 }
 
-// take adds a Service's share; it reports whether affinity pairs changed.
-func (b *Builder) take(s *svcShare, dirty map[string]map[string]prior) bool {
+// HealthChecks is the package's HealthChecks for the Services of the last
+// Build or Update, kept up to date with them. The map is the Builder's: the
+// caller must not modify it, and it changes with the next Build or Update.
+func (b *Builder) HealthChecks() map[types.NamespacedName]HealthCheck { return b.health }
+
+// Services counts the Services that have rules.
+func (b *Builder) Services() int { return len(b.svcs) }
+
+// take adds a Service's share, whose values own (the scratch Ruleset share
+// filled) holds; it reports whether affinity pairs changed.
+func (b *Builder) take(s *svcShare, own *Ruleset, dirty map[string]map[string]prior) bool {
+	if s.health != nil {
+		b.health[types.NamespacedName{Namespace: s.id.ns, Name: s.id.name}] = *s.health
+	}
 	for _, se := range s.elements {
 		b.markDirty(dirty, se.container, se.key)
-		byKey := b.owners[se.container]
-		if byKey == nil {
-			byKey = map[string][]owner{}
-			b.owners[se.container] = byKey
-		}
-		list := byKey[se.key]
-		i, _ := slices.BinarySearchFunc(list, s.id, func(o owner, id svcID) int { return o.id.compare(id) })
-		byKey[se.key] = slices.Insert(list, i, owner{id: s.id, el: se.el})
+		b.claim(se.container, se.key, owner{id: s.id, el: own.Elements[se.container][se.key]})
 	}
-	for _, c := range s.chains {
-		ref := b.chains[c.Name]
+	for _, name := range s.chains {
+		ref := b.chains[name]
 		if ref == nil {
-			ref = &chainRef{chain: c}
-			b.chains[c.Name] = ref
+			ref = &chainRef{chain: own.Chains[name]}
+			b.chains[name] = ref
 		}
 		ref.users++
 	}
@@ -259,20 +338,15 @@ func (b *Builder) take(s *svcShare, dirty map[string]map[string]prior) bool {
 
 // drop removes a Service's share; it reports whether affinity pairs changed.
 func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
+	delete(b.health, types.NamespacedName{Namespace: s.id.ns, Name: s.id.name})
 	for _, se := range s.elements {
 		b.markDirty(dirty, se.container, se.key)
-		byKey := b.owners[se.container]
-		list := slices.DeleteFunc(byKey[se.key], func(o owner) bool { return o.id == s.id })
-		if len(list) == 0 {
-			delete(byKey, se.key)
-		} else {
-			byKey[se.key] = list
-		}
+		b.unclaim(se.container, se.key, s.id)
 	}
-	for _, c := range s.chains {
-		if ref := b.chains[c.Name]; ref != nil {
+	for _, name := range s.chains {
+		if ref := b.chains[name]; ref != nil {
 			if ref.users--; ref.users == 0 {
-				delete(b.chains, c.Name)
+				delete(b.chains, name)
 			}
 		}
 	}
@@ -284,6 +358,52 @@ func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
 		}
 	}
 	return len(s.affinity) > 0
+}
+
+// claim records that o writes an element key, and updates the element.
+func (b *Builder) claim(container, key string, o owner) {
+	byKey, els := b.claims[container], b.elements[container]
+	if byKey == nil {
+		byKey, els = map[string]claim{}, Elements{}
+		b.claims[container], b.elements[container] = byKey, els
+	}
+	c, ok := byKey[key]
+	switch {
+	case !ok:
+		byKey[key] = claim{id: o.id}
+		els[key] = o.el
+		return
+	case c.contested == nil:
+		c.contested = []owner{{id: c.id, el: els[key]}}
+	}
+	i, _ := slices.BinarySearchFunc(c.contested, o.id, func(x owner, id svcID) int { return x.id.compare(id) })
+	c.contested = slices.Insert(c.contested, i, o)
+	b.settle(container, key, c)
+}
+
+// unclaim records that Service id no longer writes an element key.
+func (b *Builder) unclaim(container, key string, id svcID) {
+	byKey := b.claims[container]
+	c := byKey[key]
+	if c.contested == nil {
+		delete(byKey, key)
+		delete(b.elements[container], key)
+		return
+	}
+	c.contested = slices.DeleteFunc(c.contested, func(o owner) bool { return o.id == id })
+	b.settle(container, key, c)
+}
+
+// settle stores a contested claim and its winner's element; a claim left
+// with one writer is no longer contested.
+func (b *Builder) settle(container, key string, c claim) {
+	last := c.contested[len(c.contested)-1]
+	c.id = last.id
+	if len(c.contested) == 1 {
+		c.contested = nil
+	}
+	b.claims[container][key] = c
+	b.elements[container][key] = last.el
 }
 
 // prior is an element as the previous Ruleset held it.
@@ -310,33 +430,10 @@ func (b *Builder) markDirty(dirty map[string]map[string]prior, container, key st
 
 // assemble completes r (skeleton and node addresses already in it) with the
 // Services' elements, chains and affinity pairs.
-func (b *Builder) assemble(r *Ruleset, dirty map[string]map[string]prior, affChanged bool) {
+func (b *Builder) assemble(r *Ruleset, affChanged bool) {
 	for name, ref := range b.chains {
 		if r.Chains[name] == nil {
 			r.Chains[name] = ref.chain
-		}
-	}
-	if b.last == nil {
-		for c, byKey := range b.owners {
-			els := make(Elements, len(byKey))
-			for k, list := range byKey {
-				els[k] = list[len(list)-1].el
-			}
-			b.elements[c] = els
-		}
-	}
-	for c, keys := range dirty {
-		els := b.elements[c]
-		if els == nil {
-			els = Elements{}
-			b.elements[c] = els
-		}
-		for k := range keys {
-			if list := b.owners[c][k]; len(list) > 0 {
-				els[k] = list[len(list)-1].el
-			} else {
-				delete(els, k)
-			}
 		}
 	}
 	for c, els := range b.elements {

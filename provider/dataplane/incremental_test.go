@@ -10,6 +10,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/knftables"
 )
 
@@ -38,7 +39,7 @@ func builderStates() []buildState {
 		service("aff", clusterIPs("198.51.100.7"), ports(port("http", v1.ProtocolTCP, 80, 30007)),
 			lbIngress("203.0.113.7"), clientIPAffinity(60), sourceRangesMod("192.0.2.0/25", "2001:db8::/64")),
 		service("local", clusterIPs("198.51.100.8"), ports(port("http", v1.ProtocolTCP, 80, 30008)),
-			lbIngress("203.0.113.8"), etpLocal, itpLocal),
+			lbIngress("203.0.113.8"), etpLocal, itpLocal, healthCheckNodePort(32008)),
 		// two owners of 203.0.113.9:80; Build orders by namespace, then name
 		service("z", inNamespace("a"), clusterIPs("198.51.100.9"), externalIPs("203.0.113.9"), ports(port("http", v1.ProtocolTCP, 80, 0))),
 		service("a", inNamespace("a-b"), clusterIPs("198.51.100.10"), externalIPs("203.0.113.9"), ports(port("http", v1.ProtocolTCP, 80, 0))),
@@ -81,6 +82,10 @@ func builderStates() []buildState {
 		s.svcs[i] = service("aff", clusterIPs("198.51.100.7"), ports(port("http", v1.ProtocolTCP, 80, 30007)),
 			lbIngress("203.0.113.7"), clientIPAffinity(90))
 	})
+	next("local endpoint ready", func(s *buildState) {
+		s.slices[slices.Index(s.slices, extraSlices[1])] = endpointSlice("local", "local-1", discoveryv1.AddressTypeIPv4, tcpHTTP,
+			ep{"192.0.2.81", otherNode, ready}, ep{"192.0.2.82", thisNode, ready})
+	})
 	next("affinity endpoint goes", func(s *buildState) {
 		s.slices[slices.Index(s.slices, extraSlices[0])] = endpointSlice("aff", "aff-1", discoveryv1.AddressTypeIPv4, tcpHTTP, ep{"192.0.2.71", thisNode, ready})
 	})
@@ -111,15 +116,81 @@ func normalAffinity(a map[string]map[string]bool) map[string]map[string]bool {
 }
 
 func TestBuilderEqualsBuild(t *testing.T) {
-	b := NewBuilder()
-	for _, s := range builderStates() {
-		got := b.Build(s.svcs, s.slices, s.node, s.opts)
-		want := Build(s.svcs, s.slices, s.node, s.opts)
-		for _, d := range rulesetDiffs(got, want) {
-			t.Errorf("%s: %s", s.name, d)
-		}
+	for _, mode := range []string{"Build", "Update"} {
+		t.Run(mode, func(t *testing.T) {
+			b := NewBuilder()
+			var prev *buildState
+			for _, s := range builderStates() {
+				got := builderNext(b, mode, prev, &s)
+				want := Build(s.svcs, s.slices, s.node, s.opts)
+				for _, d := range rulesetDiffs(got, want) {
+					t.Errorf("%s: %s", s.name, d)
+				}
+				if got, want := b.HealthChecks(), HealthChecks(s.svcs, s.slices, s.node.Name); !maps.Equal(got, want) {
+					t.Errorf("%s: health checks %v, want %v", s.name, got, want)
+				}
+				prev = &s
+			}
+		})
 	}
 }
+
+// builderNext moves b to state s: with Build, or, in mode "Update" once b
+// is primed for s's node and Options, with Update naming what changed since
+// prev, as the agent's informer handlers do.
+func builderNext(b *Builder, mode string, prev, s *buildState) *Ruleset {
+	if mode == "Build" || prev == nil || !b.Primed(s.node, s.opts) {
+		return b.Build(s.svcs, s.slices, s.node, s.opts)
+	}
+	return b.Update(changedServices(prev, s), mapSource(s))
+}
+
+// changedServices names the Services whose Service object or EndpointSlices
+// differ (by pointer) between two states: what informer events would report.
+func changedServices(prev, next *buildState) []types.NamespacedName {
+	seen := map[types.NamespacedName]int{}
+	for _, st := range []*buildState{prev, next} {
+		for _, svc := range st.svcs {
+			seen[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}]++
+		}
+		for _, sl := range st.slices {
+			seen[types.NamespacedName{Namespace: sl.Namespace, Name: sl.Labels[discoveryv1.LabelServiceName]}]++
+		}
+	}
+	var out []types.NamespacedName
+	for n := range seen {
+		a, b := mapSource(prev), mapSource(next)
+		if a.Service(n.Namespace, n.Name) != b.Service(n.Namespace, n.Name) ||
+			!sameSlices(a.EndpointSlices(n.Namespace, n.Name), b.EndpointSlices(n.Namespace, n.Name)) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// listSource is a Source over a state's lists, as the informer caches are.
+type listSource struct{ st *buildState }
+
+func (m listSource) Service(ns, name string) *v1.Service {
+	for _, svc := range m.st.svcs {
+		if svc.Namespace == ns && svc.Name == name {
+			return svc
+		}
+	}
+	return nil
+}
+
+func (m listSource) EndpointSlices(ns, name string) []*discoveryv1.EndpointSlice {
+	var out []*discoveryv1.EndpointSlice
+	for _, sl := range m.st.slices {
+		if sl.Namespace == ns && sl.Labels[discoveryv1.LabelServiceName] == name {
+			out = append(out, sl)
+		}
+	}
+	return out
+}
+
+func mapSource(s *buildState) Source { return listSource{s} }
 
 // rulesetDiffs names what differs between two Rulesets: chains and their
 // rules, sets, maps, every container's elements, and the affinity pairs.
@@ -161,23 +232,29 @@ func mergeKeys[V any](a, b map[string]V) map[string]bool {
 // other, so that partial syncs diff only the keys it marked, and checks the
 // table against a full sync each time.
 func TestBuilderPartialEqualsFull(t *testing.T) {
-	fake := knftables.NewFake(TableFamily, TableName)
-	a := NewApplier(fake)
-	b := NewBuilder()
-	partials := 0
-	for _, s := range builderStates() {
-		res := syncOK(t, a, b.Build(s.svcs, s.slices, s.node, s.opts))
-		if !res.Full {
-			partials++
-		}
-		ref := knftables.NewFake(TableFamily, TableName)
-		syncOK(t, NewApplier(ref), Build(s.svcs, s.slices, s.node, s.opts))
-		if got, want := sortedDump(fake.Dump()), sortedDump(ref.Dump()); got != want {
-			t.Errorf("%s: partial result differs from full:\n got %s\nwant %s", s.name, got, want)
-		}
-	}
-	if partials < 8 {
-		t.Errorf("only %d partial syncs: the walk no longer tests them", partials)
+	for _, mode := range []string{"Build", "Update"} {
+		t.Run(mode, func(t *testing.T) {
+			fake := knftables.NewFake(TableFamily, TableName)
+			a := NewApplier(fake)
+			b := NewBuilder()
+			partials := 0
+			var prev *buildState
+			for _, s := range builderStates() {
+				res := syncOK(t, a, builderNext(b, mode, prev, &s))
+				if !res.Full {
+					partials++
+				}
+				ref := knftables.NewFake(TableFamily, TableName)
+				syncOK(t, NewApplier(ref), Build(s.svcs, s.slices, s.node, s.opts))
+				if got, want := sortedDump(fake.Dump()), sortedDump(ref.Dump()); got != want {
+					t.Errorf("%s: partial result differs from full:\n got %s\nwant %s", s.name, got, want)
+				}
+				prev = &s
+			}
+			if partials < 8 {
+				t.Errorf("only %d partial syncs: the walk no longer tests them", partials)
+			}
+		})
 	}
 }
 

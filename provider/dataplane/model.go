@@ -22,6 +22,9 @@ type Node struct {
 	// IPs are the node's addresses; NodePorts answer on those that
 	// Options.NodePortCIDRs lets through.
 	IPs []netip.Addr
+	// Zone is the node's topology.kubernetes.io/zone label, matched
+	// against endpoints' zone hints (see usable).
+	Zone string
 }
 
 // Options tune the ruleset. The zero value is usable.
@@ -35,6 +38,12 @@ type Options struct {
 	PodCIDRs []netip.Prefix
 	// MasqueradeAll masquerades every connection to a ClusterIP.
 	MasqueradeAll bool
+	// ServiceCIDRs are the cluster's Service ranges (its ServiceCIDR
+	// objects). A new connection to an address in them that no Service
+	// port forwards (an unallocated ClusterIP, or a port the ClusterIP's
+	// Service lacks) is rejected at once, rather than routed off the node
+	// to time out.
+	ServiceCIDRs []netip.Prefix
 	// AffinityMapSize bounds each dynamic ClientIP-affinity map; 0 means 65536.
 	AffinityMapSize uint64
 }

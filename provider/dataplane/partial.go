@@ -117,19 +117,21 @@ func partialPossible(applied, desired *Ruleset) bool {
 	if applied == nil || len(applied.Sets) != len(desired.Sets) || len(applied.Maps) != len(desired.Maps) {
 		return false
 	}
+	// A Builder's Rulesets share their skeleton's definitions: comparing
+	// pointers first keeps this from growing with the chains' rules.
 	for n, s := range desired.Sets {
-		if !reflect.DeepEqual(s, applied.Sets[n]) {
+		if old := applied.Sets[n]; old != s && !reflect.DeepEqual(s, old) {
 			return false
 		}
 	}
 	for n, m := range desired.Maps {
-		if !reflect.DeepEqual(m, applied.Maps[n]) {
+		if old := applied.Maps[n]; old != m && !reflect.DeepEqual(m, old) {
 			return false
 		}
 	}
 	for n, c := range desired.Chains {
 		old := applied.Chains[n]
-		if old == nil || !slices.Equal(old.Rules, c.Rules) {
+		if old == nil || old != c && !slices.Equal(old.Rules, c.Rules) {
 			return false
 		}
 	}

@@ -2,6 +2,9 @@ package dataplane
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/knftables"
@@ -115,6 +118,13 @@ func addSkeleton(r *Ruleset, opts Options) {
 		block = append(block,
 			fmt.Sprintf("%s vmap @%s", f.keyIP(), f.block()),
 			fmt.Sprintf("%s daddr @%s %s vmap @%s", f.ip, f.nodePortIPs(), keyPort, f.blockNP()))
+		// A forwarded ClusterIP was DNATed before this hook, so what still
+		// has a Service address here is forwarded by no Service port. The
+		// ranges are written into the rule, as kube-proxy does: they change
+		// about never, and a rule change costs one full sync.
+		if cidrs := familyCIDRs(opts.ServiceCIDRs, f); cidrs != "" {
+			block = append(block, fmt.Sprintf("ct state new %s daddr { %s } %s", f.ip, cidrs, verdictReject))
+		}
 		affinity = append(affinity,
 			fmt.Sprintf("ct state new ct status dnat %s %s vmap @%s", l4, f.keyOrigIP(), f.affSvc()),
 			fmt.Sprintf("ct state new ct status dnat %s ct original %s daddr @%s %s vmap @%s",
@@ -179,4 +189,16 @@ func addFamilyContainers(r *Ruleset, f ipFamily, affSize uint64) {
 	r.addSet(f.fwAllow(), ipKey+" . "+f.ip+" saddr", knftables.IntervalFlag)
 	r.addSet(f.hairpin(), f.ip+" saddr . "+f.ip+" daddr")
 	r.addSet(f.podCIDRs(), f.ip+" saddr", knftables.IntervalFlag)
+}
+
+// familyCIDRs lists the prefixes of one family, sorted, as nft set text.
+func familyCIDRs(prefixes []netip.Prefix, f ipFamily) string {
+	var out []string
+	for _, p := range prefixes {
+		if p.Addr().Is6() == (f == families[1]) {
+			out = append(out, p.Masked().String())
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(slices.Compact(out), ", ")
 }
