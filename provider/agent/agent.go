@@ -7,10 +7,13 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/informers"
@@ -86,25 +89,27 @@ type Deps struct {
 // Agent keeps this node's herald nftables table in line with the cluster's
 // Services and EndpointSlices, and serves healthCheckNodePorts.
 type Agent struct {
-	cfg       Config
-	clock     clock.WithTicker
-	factory   informers.SharedInformerFactory
-	nodeInf   informers.SharedInformerFactory
-	services  corelisters.ServiceLister
-	slices    discoverylisters.EndpointSliceLister
-	nodes     corelisters.NodeLister
-	cidrs     networkinglisters.ServiceCIDRLister
-	synced    []cache.InformerSynced
-	applier   *dataplane.Applier
-	builder   *dataplane.Builder
-	runner    *Runner
-	metrics   *metrics
-	health    *healthState
-	hc        *healthCheckServers
-	lastFull  time.Time // of the last successful full sync; only the sync goroutine uses it
-	changes   *changeTracker
-	source    cacheSource
-	conntrack Conntrack
+	cfg      Config
+	clock    clock.WithTicker
+	factory  informers.SharedInformerFactory
+	nodeInf  informers.SharedInformerFactory
+	services corelisters.ServiceLister
+	slices   discoverylisters.EndpointSliceLister
+	nodes    corelisters.NodeLister
+	cidrs    networkinglisters.ServiceCIDRLister // nil where the apiserver serves no ServiceCIDRs
+	// serviceCIDRsServed says whether unallocated ClusterIPs can be refused.
+	serviceCIDRsServed bool
+	synced             []cache.InformerSynced
+	applier            *dataplane.Applier
+	builder            *dataplane.Builder
+	runner             *Runner
+	metrics            *metrics
+	health             *healthState
+	hc                 *healthCheckServers
+	lastFull           time.Time // of the last successful full sync; only the sync goroutine uses it
+	changes            *changeTracker
+	source             cacheSource
+	conntrack          Conntrack
 	// lastApplied is the ruleset of the last successful sync, to find the
 	// UDP flows the next one makes stale; only the sync goroutine uses it.
 	lastApplied *dataplane.Ruleset
@@ -200,8 +205,7 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 	svcInf := a.factory.Core().V1().Services()
 	sliceInf := a.factory.Discovery().V1().EndpointSlices()
 	nodeInf := a.nodeInf.Core().V1().Nodes()
-	cidrInf := a.factory.Networking().V1().ServiceCIDRs()
-	a.services, a.slices, a.nodes, a.cidrs = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister(), cidrInf.Lister()
+	a.services, a.slices, a.nodes = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister()
 	if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceKey}); err != nil {
 		return fmt.Errorf("endpointslice index: %w", err)
 	}
@@ -245,10 +249,20 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 		UpdateFunc: func(_, _ any) { a.requestSync() },
 		DeleteFunc: func(any) { a.requestSync() },
 	}
-	for _, reg := range []struct {
+	type registration struct {
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
-	}{{svcInf.Informer(), services}, {sliceInf.Informer(), slices}, {nodeInf.Informer(), node}, {cidrInf.Informer(), always}} {
+	}
+	regs := []registration{{svcInf.Informer(), services}, {sliceInf.Informer(), slices}, {nodeInf.Informer(), node}}
+	// An informer on a resource the apiserver does not serve never syncs,
+	// and the agent would never start: clusters before Kubernetes 1.33 have
+	// no ServiceCIDR objects, only the apiserver's --service-cluster-ip-range.
+	if a.serviceCIDRsServed = servesServiceCIDRs(client); a.serviceCIDRsServed {
+		cidrInf := a.factory.Networking().V1().ServiceCIDRs()
+		a.cidrs = cidrInf.Lister()
+		regs = append(regs, registration{cidrInf.Informer(), always})
+	}
+	for _, reg := range regs {
 		r, err := reg.inf.AddEventHandler(reg.h)
 		if err != nil {
 			return fmt.Errorf("event handler: %w", err)
@@ -278,6 +292,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.factory.Shutdown()
 		a.nodeInf.Shutdown()
 	}()
+	if !a.serviceCIDRsServed {
+		logger.Info("The apiserver serves no networking.k8s.io/v1 ServiceCIDRs (Kubernetes before 1.33): traffic to unallocated ClusterIPs is not refused")
+	}
 	logger.Info("Waiting for informer caches")
 	if !cache.WaitForCacheSync(ctx.Done(), a.synced...) {
 		if ctx.Err() != nil {
@@ -305,4 +322,18 @@ func newApplier(deps Deps) *dataplane.Applier {
 		opts = append(opts, dataplane.ReloadElements(deps.Reloader))
 	}
 	return dataplane.NewApplier(deps.NFT, opts...)
+}
+
+// servesServiceCIDRs asks the apiserver's discovery whether it serves
+// networking.k8s.io/v1 servicecidrs. Only a definite "not found" says no: on
+// any other error the informer is started, and it retries as informers do.
+func servesServiceCIDRs(client kubernetes.Interface) bool {
+	resources, err := client.Discovery().ServerResourcesForGroupVersion(networkingv1.SchemeGroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	if err != nil || resources == nil {
+		return true
+	}
+	return slices.ContainsFunc(resources.APIResources, func(r metav1.APIResource) bool { return r.Name == "servicecidrs" })
 }

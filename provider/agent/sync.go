@@ -155,6 +155,9 @@ func healthCheckHosts(node dataplane.Node, cidrs []netip.Prefix) []string {
 // serviceCIDRs are the ranges of the cluster's ServiceCIDR objects, sorted
 // (a different order is no change).
 func (a *Agent) serviceCIDRs() []netip.Prefix {
+	if a.cidrs == nil {
+		return nil
+	}
 	objs, err := a.cidrs.List(labels.Everything())
 	if err != nil {
 		return nil // a lister over a cache does not fail
