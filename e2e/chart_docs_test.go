@@ -113,6 +113,8 @@ func chartValueKeys(t testing.TB) []string {
 // --dry-run=server --validate=strict on the real apiserver, then apply for
 // real, each in a namespace and release of its own. Object examples (an
 // L2Advertisement) are applied the same way, against the chart's CRDs.
+// The cluster serves ServiceMonitors (a stand-in CRD), so an example that
+// turns them on is checked too.
 func TestChartDocExamples(t *testing.T) {
 	cluster.BinDirForTest(t)
 	keys := chartValueKeys(t)
@@ -131,6 +133,7 @@ func TestChartDocExamples(t *testing.T) {
 	c := cluster.StartForTest(t, cluster.Options{})
 	client := kubernetes.NewForConfigOrDie(c.Config)
 	labkit.InstallCRDs(t, c, chartDir+"/crds")
+	installServiceMonitorCRD(t, c)
 	dir := t.TempDir()
 	for i, ex := range examples {
 		t.Run(strings.NewReplacer("../", "", "/", "_").Replace(ex.String()), func(t *testing.T) {
@@ -150,7 +153,7 @@ func TestChartDocExamples(t *testing.T) {
 			namespace, release := fmt.Sprintf("doc-%d", i), fmt.Sprintf("doc%d", i)
 			createNamespace(t, client, namespace)
 			manifest := helm(t, "template", release, chartDir, "--namespace", namespace,
-				"--kube-version", "v1.37.2", "-f", file)
+				"--kube-version", "v1.37.2", "--api-versions", serviceMonitorAPI, "-f", file)
 			rendered := filepath.Join(dir, fmt.Sprintf("rendered-%d.yaml", i))
 			if err := os.WriteFile(rendered, []byte(manifest), 0o600); err != nil {
 				t.Fatal(err)
@@ -160,6 +163,18 @@ func TestChartDocExamples(t *testing.T) {
 			kubectl(t, c, "apply", "-f", rendered)
 		})
 	}
+}
+
+// serviceMonitorAPI is what the chart asks the cluster for before it
+// renders ServiceMonitors.
+const serviceMonitorAPI = "monitoring.coreos.com/v1/ServiceMonitor"
+
+// installServiceMonitorCRD serves monitoring.coreos.com/v1 ServiceMonitor
+// from a stand-in CRD (testdata/monitoring: the fields the chart uses).
+func installServiceMonitorCRD(t testing.TB, c *cluster.Cluster) {
+	t.Helper()
+	kubectl(t, c, "apply", "--server-side", "-f", "testdata/monitoring")
+	kubectl(t, c, "wait", "--for=condition=Established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com")
 }
 
 func indent(s, prefix string) string {
