@@ -8,21 +8,44 @@ GO ?= go
 GOLANGCI_LINT := $(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 # Debian packages the tests and the lab need (procps: sysctl inside the
 # network tier's namespaces; conntrack: `make bench` compares herald-agent's
-# netlink deletion of stale UDP flows with this tool, which it replaced).
-APT_PACKAGES := nftables iproute2 procps conntrack iperf3
+# netlink deletion of stale UDP flows with this tool, which it replaced;
+# shellcheck: e2e TestKindScript and make lint check the scripts users run
+# where Docker is, which cannot run here).
+APT_PACKAGES := nftables iproute2 procps conntrack iperf3 shellcheck
 # Packages of the unit tier: everything but the end-to-end tests.
 UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 # Prints the folder with kube-apiserver, etcd and kubectl, building them
 # (once, cached outside the clone) if needed.
 K8S_BIN = $$(e2e/tools/build.sh)
 
-.PHONY: all build test test-unit test-integration lint bench tools deps demo scale scale-aws clean
+.PHONY: all build images docker-images test test-unit test-integration lint bench tools deps demo scale scale-aws clean
 
 all: build
 
 build:
 	$(GO) build -o bin/ ./cmd/...
 	$(GO) build -o bin/herald-echo ./e2e/echo
+
+# Container images for linux/amd64 and linux/arm64 without Docker
+# (images/build): an OCI layout, an OCI archive and a docker-save tarball
+# per platform of each image in IMAGES_OUT, tagged with the chart's
+# appVersion unless IMAGES_ARGS says --tag. Needs apt-get and dpkg-deb
+# (Debian) for the base layers' packages.
+IMAGES_OUT ?= bin/images
+IMAGES_ARGS ?=
+images:
+	$(GO) -C images/build run . --root "$(CURDIR)" --out "$(IMAGES_OUT)" $(IMAGES_ARGS)
+
+# The same images with Docker (BuildKit), pushed to REGISTRY: for builders
+# who have Docker; the Dockerfiles build what `make images` builds.
+REGISTRY ?= registry.example
+TAG ?= $$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' charts/herald/Chart.yaml)
+docker-images:
+	for image in herald-ccm herald-agent; do \
+		docker buildx build --platform linux/amd64,linux/arm64 --push \
+			--build-arg VERSION=v$(TAG) --build-arg COMMIT=$$(git rev-parse HEAD) \
+			-f images/$$image/Dockerfile -t $(REGISTRY)/$$image:$(TAG) . ; \
+	done
 
 # Installs the Debian packages the tests need, only when one is missing.
 deps:
@@ -55,6 +78,8 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GOLANGCI_LINT) run ./...
+	$(GO) -C images/build vet ./...
+	shellcheck e2e/kind/kind.sh images/debian-rootfs.sh
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(UNIT_PKGS)
