@@ -23,7 +23,7 @@ CLUSTER=${CLUSTER:-herald}
 KUBE_PROXY=${KUBE_PROXY:-iptables}   # iptables (kind's default) or none
 TAG=${TAG:-kind}
 KIND_VERSION=v0.33.0
-HELM_VERSION=v3.22.0
+HELM_VERSION=v3.21.4
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 
