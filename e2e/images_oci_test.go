@@ -194,26 +194,35 @@ func (img *ociImage) extract(t *testing.T, dir string) map[string]imageFile {
 	t.Helper()
 	files := map[string]imageFile{}
 	for i, layer := range img.layers {
-		tr := tar.NewReader(bytes.NewReader(layer))
-		for {
-			hdr, err := tr.Next()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("layer %d: %v", i, err)
-			}
+		eachTarEntry(t, fmt.Sprintf("layer %d", i), bytes.NewReader(layer), func(hdr *tar.Header, r io.Reader) {
 			name := path.Clean(hdr.Name)
 			if path.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
 				t.Fatalf("layer %d: path %q leaves the image", i, hdr.Name)
 			}
-			if err := writeImageFile(filepath.Join(dir, name), hdr, tr); err != nil {
+			if err := writeImageFile(filepath.Join(dir, name), hdr, r); err != nil {
 				t.Fatalf("layer %d: %s: %v", i, name, err)
 			}
 			files[name] = imageFile{hdr: hdr}
-		}
+		})
 	}
 	return files
+}
+
+// eachTarEntry calls each for every entry of the tar r (called what in
+// failures), with the entry's content.
+func eachTarEntry(t *testing.T, what string, r io.Reader, each func(*tar.Header, io.Reader)) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		each(hdr, tr)
+	}
 }
 
 func writeImageFile(target string, hdr *tar.Header, r io.Reader) error {
@@ -248,30 +257,22 @@ func checkOCIArchive(t *testing.T, archive, dir string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	tr := tar.NewReader(f)
 	n := 0
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTarEntry(t, archive, f, func(hdr *tar.Header, r io.Reader) {
 		if hdr.Typeflag != tar.TypeReg {
-			continue
+			return
 		}
 		n++
 		want, err := os.ReadFile(filepath.Join(dir, hdr.Name))
 		if err != nil {
 			t.Errorf("%s: %s is not in the layout: %v", archive, hdr.Name, err)
-			continue
+			return
 		}
-		got, err := io.ReadAll(tr)
+		got, err := io.ReadAll(r)
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%s: %s differs from the layout's", archive, hdr.Name)
 		}
-	}
+	})
 	if n < 4 {
 		t.Errorf("%s holds %d files; an image layout has at least oci-layout, index.json and blobs", archive, n)
 	}
@@ -292,24 +293,16 @@ func checkDockerTarball(t *testing.T, file, ref string) {
 		RepoTags []string
 		Layers   []string
 	}
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTarEntry(t, file, f, func(hdr *tar.Header, r io.Reader) {
 		names[hdr.Name] = true
 		if hdr.Name == "manifest.json" {
-			data, err := io.ReadAll(tr)
+			data, err := io.ReadAll(r)
 			if err != nil {
 				t.Fatal(err)
 			}
 			decodeJSON(t, data, &manifest)
 		}
-	}
+	})
 	if len(manifest) != 1 || len(manifest[0].RepoTags) != 1 || manifest[0].RepoTags[0] != ref {
 		t.Fatalf("%s: manifest.json %+v, want one image tagged %s", file, manifest, ref)
 	}

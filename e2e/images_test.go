@@ -38,7 +38,13 @@ var imagePlatforms = []string{"linux/amd64", "linux/arm64"}
 func TestImages(t *testing.T) {
 	testenv.RequireTools(t, "the images' base layers (Debian packages)", "apt-get", "dpkg-deb")
 	out := t.TempDir()
-	build := exec.Command("go", "-C", "../images/build", "run", ".", "--root", "..", "--out", out, "--tag", "0.0.0-test")
+	// Absolute: go -C runs the builder from images/build, where a relative
+	// root would mean something else.
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "-C", "../images/build", "run", ".", "--root", root, "--out", out, "--tag", "0.0.0-test")
 	t.Logf("%s (cross-compiles both binaries for two platforms: minutes on a cold build cache)", strings.Join(build.Args, " "))
 	if log, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the images: %v\n%s", err, log)

@@ -40,28 +40,7 @@ type extraDir struct {
 func dirLayer(tarPath string, mtime time.Time, dirs []string, extra []extraDir) (v1.Layer, error) {
 	entries := map[string]entry{}
 	for _, dir := range dirs {
-		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || p == dir {
-				return err
-			}
-			rel, err := filepath.Rel(dir, p)
-			if err != nil {
-				return err
-			}
-			info, err := os.Lstat(p)
-			if err != nil {
-				return err
-			}
-			e := entry{src: p, mode: info.Mode()}
-			if info.Mode()&fs.ModeSymlink != 0 {
-				if e.link, err = os.Readlink(p); err != nil {
-					return err
-				}
-			}
-			entries[filepath.ToSlash(rel)] = e
-			return nil
-		})
-		if err != nil {
+		if err := addFolder(entries, dir, 0); err != nil {
 			return nil, err
 		}
 	}
@@ -156,7 +135,16 @@ func writeEntry(tw *tar.Writer, name string, e entry, mtime time.Time) error {
 // archive), deterministically.
 func tarFolder(dir, out string, mtime time.Time) error {
 	entries := map[string]entry{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	if err := addFolder(entries, dir, 0o022); err != nil {
+		return err
+	}
+	return writeTar(out, mtime, entries)
+}
+
+// addFolder adds every file below dir to entries, under its path relative
+// to dir, with the mode bits in clearBits cleared; a symbolic link stays one.
+func addFolder(entries map[string]entry, dir string, clearBits fs.FileMode) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == dir {
 			return err
 		}
@@ -164,15 +152,17 @@ func tarFolder(dir, out string, mtime time.Time) error {
 		if err != nil {
 			return err
 		}
-		info, err := d.Info()
+		info, err := d.Info() // WalkDir's entries are not followed: lstat's answer
 		if err != nil {
 			return err
 		}
-		entries[filepath.ToSlash(rel)] = entry{src: p, mode: info.Mode() &^ 0o022}
+		e := entry{src: p, mode: info.Mode() &^ clearBits}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if e.link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		entries[filepath.ToSlash(rel)] = e
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	return writeTar(out, mtime, entries)
 }
