@@ -18,13 +18,28 @@ UNIT_PKGS = $$($(GO) list ./... | grep -v '/e2e')
 # (once, cached outside the clone) if needed.
 K8S_BIN = $$(e2e/tools/build.sh)
 
-.PHONY: all build images docker-images test test-unit test-integration lint bench tools deps demo scale scale-aws clean
+# The version stamped into the binaries (`herald-ccm --version`, its
+# start-up log line): the release tag on HEAD, else the next release's
+# version with the commit, marked when the tree has uncommitted changes.
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' --exact-match 2>/dev/null || \
+	echo "v0.1.0-dev+$$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD 2>/dev/null || echo .dirty)")
+VERSION_PKG := k8s.io/component-base/version
+LDFLAGS := -X $(VERSION_PKG).gitVersion=$(VERSION) -X $(VERSION_PKG).gitCommit=$(shell git rev-parse HEAD) \
+	-X $(VERSION_PKG).gitTreeState=$(shell git diff --quiet HEAD 2>/dev/null && echo clean || echo dirty) \
+	-X $(VERSION_PKG).buildDate=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+
+.PHONY: all build ldflags images docker-images test test-unit test-integration lint bench tools deps demo scale scale-aws clean
 
 all: build
 
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 	$(GO) build -o bin/herald-echo ./e2e/echo
+
+# Prints the -ldflags that stamp the version; the end-to-end tests build
+# herald's binaries with them, as users get them.
+ldflags:
+	@echo "$(LDFLAGS)"
 
 # Container images for linux/amd64 and linux/arm64 without Docker
 # (images/build): an OCI layout, an OCI archive and a docker-save tarball
@@ -84,7 +99,7 @@ lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(UNIT_PKGS)
 
-# The scale test (issue 3): 1,000 kwok Nodes, 5,000 LoadBalancer Services on
+# The scale test (issues 3, 8): 1,000 kwok Nodes, 10,000 LoadBalancer Services on
 # a real apiserver; prints and writes the figures (SCALE_OUT, JSON). Not part
 # of `make test`: it takes minutes and loads the machine. SCALE_ARGS adds test
 # flags, e.g. SCALE_ARGS="-scale.ccm-gomemlimit=200MiB -scale.services=2500" (paths in

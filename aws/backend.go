@@ -86,9 +86,12 @@ func (b *Backend) Start(ctx context.Context, env provider.Env) error {
 // ConditionType is the condition reporting the load balancer.
 func (b *Backend) ConditionType() string { return ConditionLoadBalancerReady }
 
+// AnnotationKeys is empty: the Service's status says all there is.
+func (b *Backend) AnnotationKeys() []string { return nil }
+
 // Ensure provides lb's NLB. Invalid annotations fail in build, before any
 // AWS call.
-func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.LoadBalancerStatus, error) {
+func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*provider.Result, error) {
 	stack, err := build.Build(lb, b.buildOpt)
 	if err != nil {
 		return nil, err
@@ -99,7 +102,7 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.Loa
 	if err != nil {
 		return nil, err
 	}
-	return &v1.LoadBalancerStatus{Ingress: []v1.LoadBalancerIngress{{Hostname: dns}}}, nil
+	return &provider.Result{Status: &v1.LoadBalancerStatus{Ingress: []v1.LoadBalancerIngress{{Hostname: dns}}}}, nil
 }
 
 // UpdateNodes reconciles the whole stack; with the cache warm that costs
@@ -109,7 +112,8 @@ func (b *Backend) UpdateNodes(ctx context.Context, lb *service.LoadBalancer) err
 	return err
 }
 
-// Get reports the Service's load balancer.
+// Get reports the Service's load balancer (not part of provider.Backend:
+// herald's controllers keep what they need on the Service).
 func (b *Backend) Get(ctx context.Context, ref service.Ref) (*v1.LoadBalancerStatus, bool, error) {
 	dns, ok, err := b.deployer.Exists(ctx, ref.Key())
 	if err != nil || !ok {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -85,10 +86,11 @@ func TestEnsureReportsHostnameAndWarnsAboutUnknownAnnotations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, err := b.Ensure(context.Background(), lb)
+	result, err := b.Ensure(context.Background(), lb)
 	if err != nil {
 		t.Fatal(err)
 	}
+	status := result.Status
 	if len(status.Ingress) != 1 || !strings.HasSuffix(status.Ingress[0].Hostname, ".elb.eu-west-1.amazonaws.com") {
 		t.Fatalf("status = %+v", status)
 	}
@@ -161,7 +163,11 @@ func TestInstancesV2(t *testing.T) {
 
 func TestProviderOffersTheBackendsInstances(t *testing.T) {
 	b, _, _ := newBackend(t)
-	if _, ok := provider.New(b, service.Selection{}).InstancesV2(); !ok {
+	p, err := provider.New(b, service.Selection{}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.InstancesV2(); !ok {
 		t.Fatal("provider hides the aws backend's InstancesV2")
 	}
 }

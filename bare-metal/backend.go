@@ -1,6 +1,11 @@
 // Package baremetal is herald's bare-metal backend: it gives each
-// LoadBalancer Service addresses from address pools; the node agents
-// announce them (ARP/NDP or BGP).
+// LoadBalancer Service addresses from address pools (the cloud config's and
+// IPAddressPool objects) and claims them cluster-wide, so that two
+// herald-ccm instances never hand one out twice; herald-agent forwards
+// traffic for them on every node. Announcing the addresses to the network
+// (ARP/NDP or BGP from chosen nodes) is not built yet: until it is, the
+// network must bring the pools' traffic to the nodes by other means
+// (static routes, say).
 package baremetal
 
 import (
@@ -8,15 +13,22 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
 	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
+	"github.com/heraldlb/herald/bare-metal/claims"
 	"github.com/heraldlb/herald/bare-metal/ipam"
+	"github.com/heraldlb/herald/bare-metal/pools"
 	"github.com/heraldlb/herald/provider"
 	"github.com/heraldlb/herald/provider/service"
 )
@@ -27,23 +39,31 @@ const (
 	ReasonAllocationFailed    = "AllocationFailed"
 	ReasonIPAllocated         = "IPAllocated"
 	ReasonIPReleased          = "IPReleased"
+	// ReasonAddressOutsidePools: the Service keeps an address no pool
+	// holds any more (its pool was deleted or shrunk).
+	ReasonAddressOutsidePools = "AddressOutsidePools"
 )
 
-// ErrStateNotRecovered is returned while the Services the allocation state
-// is rebuilt from are not yet known: allocating before that could hand out
-// an address a Service already has.
-var ErrStateNotRecovered = fmt.Errorf("%w: address allocations not yet recovered from Service status", provider.ErrNotReady)
+// AnnotationAllocatedFromPool records on a Service the pool its addresses
+// came from. It is written before status.loadBalancer shows the addresses,
+// follows the addresses when their pool changes, and goes when they are
+// released.
+const AnnotationAllocatedFromPool = v1alpha1.AnnotationAllocatedFromPool
 
-// Allocator is the address allocator the backend needs (ipam.Allocator).
-type Allocator interface {
-	Allocate(req ipam.Request) (ipam.Assignment, error)
-	Restore(req ipam.Request, ips []netip.Addr) (ipam.Assignment, error)
-	Release(service string) []netip.Addr
-	Assigned(service string) (ipam.Assignment, bool)
-	SetPools(pools []ipam.Pool) ([]ipam.Conflict, error)
-	Usage() []ipam.PoolUsage
-	Reserve(ip netip.Addr, holders []ipam.Request) error
-	Unreserve(ip netip.Addr)
+// claimer records in the cluster which Service holds which address
+// (claims.Store); the backend runs without one when the cluster has no
+// IPAddress API.
+type claimer interface {
+	// Holds reports whether the claim of ip lists service (with uid).
+	Holds(ip netip.Addr, service, uid string) bool
+	// HeldBy lists the addresses claimed for service (with uid).
+	HeldBy(service, uid string) []netip.Addr
+	// Claim claims ips for the Service of req, or returns a
+	// *claims.ClaimedError for an address it may not have.
+	Claim(ctx context.Context, req ipam.Request, uid string, ips []netip.Addr, shown func(netip.Addr) bool) error
+	// Release gives up the Service's claims of ips and any other address
+	// but those of keep.
+	Release(ctx context.Context, service, uid string, ips, keep []netip.Addr) error
 }
 
 // AllocationError is an allocation that failed for a reason the user can
@@ -58,19 +78,26 @@ func (e *AllocationError) Reason() string { return ReasonAllocationFailed }
 
 // Backend is the bare-metal provider.Backend.
 type Backend struct {
-	alloc       Allocator
+	alloc       *ipam.Allocator
 	configPools []ipam.Pool
+	metrics     *metrics
 
-	mu        sync.Mutex
-	env       provider.Env
-	pools     *poolController // nil without the IPAddressPool CRD
-	poolsSet  bool            // the allocator has the IPAddressPools
-	recovered bool
-	// claims is nil without a cluster or without the IPAddress API;
-	// claimsSynced is nil until the claim informer exists.
-	claims        *claimStore
-	claimsSynced  func() bool
-	claimsDecided bool
+	// env is set by Start, before anything else runs.
+	env provider.Env
+	// phase is how far start-up has come (startup.go). claims and
+	// claimsSynced are set before it reaches phaseServing and only read
+	// once it has; claims stays nil without the IPAddress API.
+	phase        atomic.Int32
+	claims       claimer
+	claimsSynced cache.InformerSynced
+	// services reads Services from the apiserver, past the cache; nil
+	// without a cluster.
+	services corev1client.ServicesGetter
+	// pools is the IPAddressPool controller, nil until the CRD is served.
+	pools atomic.Pointer[pools.Controller]
+	// poolsApplied identifies the pools last given to the allocator.
+	poolsMu      sync.Mutex
+	poolsApplied string
 }
 
 // maxClaimAttempts bounds how often one Ensure allocates anew after losing
@@ -80,81 +107,57 @@ const maxClaimAttempts = 10
 
 var _ provider.Backend = (*Backend)(nil)
 
-// New returns a backend allocating from alloc, which holds configPools
-// (the cloud config's); IPAddressPool objects are added to those.
-func New(alloc Allocator, configPools []ipam.Pool) *Backend {
-	return &Backend{alloc: alloc, configPools: configPools}
-}
-
-// Start keeps the cluster handles and starts watching IPAddressPools; state
-// is recovered on first use, once Services and pools are known.
-func (b *Backend) Start(ctx context.Context, env provider.Env) error {
-	b.mu.Lock()
-	b.env = env
-	b.poolsSet = env.RESTConfig == nil // no cluster to watch pools in: config pools only
-	b.claimsDecided = env.RESTConfig == nil || b.claims != nil
-	b.mu.Unlock()
-	b.updateMetrics()
-	if env.RESTConfig != nil {
-		go b.watchForPools(ctx, env.RESTConfig)
-		if b.claims == nil {
-			go b.watchClaims(ctx, env.RESTConfig)
-		}
-	}
-	return nil
-}
-
-// setClaims installs the claim store (nil: run without claims).
-func (b *Backend) setClaims(store *claimStore, synced func() bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.claims, b.claimsSynced, b.claimsDecided = store, synced, true
-}
-
-func (b *Backend) claimStore() *claimStore {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.claims
-}
-
-// setPools gives the allocator the config pools plus the valid
-// IPAddressPools. Removed pools keep their Services' addresses until those
-// Services go; they just give no new ones.
-func (b *Backend) setPools(ctx context.Context, objects []*v1alpha1.IPAddressPool) (poolSet, []ipam.Conflict, []ipam.PoolUsage, error) {
-	set := desiredPools(b.configPools, objects)
-	conflicts, err := b.alloc.SetPools(set.pools)
+// New returns a backend allocating from configPools (the cloud config's,
+// validated); IPAddressPool objects are added to those. Its metrics are
+// registered on reg.
+func New(configPools []ipam.Pool, reg prometheus.Registerer) (*Backend, error) {
+	alloc, err := ipam.New(configPools)
 	if err != nil {
-		return poolSet{}, nil, nil, fmt.Errorf("setting address pools: %w", err)
+		return nil, fmt.Errorf("address pools: %w", err)
 	}
-	b.mu.Lock()
-	if !b.poolsSet {
-		klog.FromContext(ctx).Info("Address pools loaded", "pools", len(set.pools), "invalid", len(set.invalid))
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
 	}
-	b.poolsSet = true
-	b.mu.Unlock()
-	return set, conflicts, b.updateMetrics(), nil
+	return &Backend{alloc: alloc, configPools: configPools, metrics: m}, nil
+}
+
+// Start keeps the cluster handles and starts up in the background: the
+// backend serves once it knows the pools, the claims and the Services
+// (startup.go).
+func (b *Backend) Start(ctx context.Context, env provider.Env) error {
+	b.env = env
+	b.updateMetrics()
+	go b.startUp(ctx)
+	return nil
 }
 
 // allocationsChanged refreshes usage metrics and pool status.
 func (b *Backend) allocationsChanged() {
 	b.updateMetrics()
-	b.mu.Lock()
-	pools := b.pools
-	b.mu.Unlock()
-	if pools != nil {
-		pools.refresh()
+	if c := b.pools.Load(); c != nil {
+		c.Refresh()
 	}
+}
+
+func (b *Backend) updateMetrics() []ipam.PoolUsage {
+	usage := b.alloc.Usage()
+	b.metrics.publish(usage, b.alloc.Outside())
+	return usage
 }
 
 // ConditionType is herald.dev/AddressAllocated.
 func (b *Backend) ConditionType() string { return ConditionAddressAllocated }
 
+// AnnotationKeys are the annotations Ensure's Results set.
+func (b *Backend) AnnotationKeys() []string { return []string{AnnotationAllocatedFromPool} }
+
 // Ensure allocates (or keeps) lb's addresses and claims them in the
 // cluster before the caller writes them to the Service's status. An
 // address another instance claimed first is reserved and another one
 // allocated.
-func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.LoadBalancerStatus, error) {
-	if err := b.recover(ctx); err != nil {
+func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*provider.Result, error) {
+	if err := b.ready(); err != nil {
 		return nil, err
 	}
 	logger := klog.FromContext(ctx)
@@ -171,9 +174,10 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.Loa
 			return nil, &AllocationError{Err: err}
 		}
 		err = b.claim(ctx, req, lb.UID, assignment.IPs, svc)
-		var lost *ClaimedError
+		var lost *claims.ClaimedError
 		if errors.As(err, &lost) && attempt < maxClaimAttempts {
 			logger.V(2).Info("Address already claimed; allocating another", "vip", lost.Addr, "err", lost.Err)
+			b.metrics.claimsLost.Inc()
 			b.reserve(ctx, lost.Addr, lost.Holders)
 			continue
 		}
@@ -182,39 +186,50 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*v1.Loa
 		}
 		break
 	}
-	if !had || !equalAddrs(before.IPs, assignment.IPs) {
+	if !had || !slices.Equal(before.IPs, assignment.IPs) {
 		logger.Info("Allocated load balancer addresses", "vip", assignment.IPs, "pool", assignment.Pool)
 		b.event(lb.Ref(), v1.EventTypeNormal, ReasonIPAllocated,
 			fmt.Sprintf("Assigned %s from pool %s", joinAddrs(assignment.IPs), assignment.Pool))
 		b.allocationsChanged()
 		if had {
-			b.releaseClaims(ctx, lb.Key(), lb.UID, before.IPs, assignment.IPs)
+			b.released(ctx, lb.Key(), lb.UID, before.IPs, assignment.IPs)
 		}
 	}
-	return statusOf(assignment.IPs), nil
+	return &provider.Result{
+		Status:      statusOf(assignment.IPs),
+		Annotations: map[string]string{AnnotationAllocatedFromPool: assignment.Pool},
+		Warning:     outsideWarning(assignment),
+	}, nil
+}
+
+// outsideWarning reports addresses no pool holds any more. The Service
+// keeps them: an address in status survives pool edits and restarts
+// unless the Service asks for another (README, "Address lifecycle").
+func outsideWarning(a ipam.Assignment) *provider.Warning {
+	if len(a.Outside) == 0 {
+		return nil
+	}
+	return &provider.Warning{Reason: ReasonAddressOutsidePools, Message: fmt.Sprintf(
+		"%s is in no address pool any more (it came from pool %s, since deleted or shrunk); "+
+			"the Service keeps it until it is deleted or asks for another address", joinAddrs(a.Outside), poolName(a.Pool))}
+}
+
+func poolName(pool string) string {
+	if pool == "" {
+		return "unknown"
+	}
+	return pool
 }
 
 // UpdateNodes has nothing to do: which nodes announce a VIP is decided by
 // the node agents.
-func (b *Backend) UpdateNodes(ctx context.Context, _ *service.LoadBalancer) error {
-	return b.recover(ctx)
-}
-
-// Get reports the addresses held for ref.
-func (b *Backend) Get(ctx context.Context, ref service.Ref) (*v1.LoadBalancerStatus, bool, error) {
-	if err := b.recover(ctx); err != nil {
-		return nil, false, err
-	}
-	assignment, ok := b.alloc.Assigned(ref.Key())
-	if !ok {
-		return nil, false, nil
-	}
-	return statusOf(assignment.IPs), true, nil
+func (b *Backend) UpdateNodes(context.Context, *service.LoadBalancer) error {
+	return b.ready()
 }
 
 // Delete releases ref's addresses and its address claims.
 func (b *Backend) Delete(ctx context.Context, ref service.Ref) error {
-	if err := b.recover(ctx); err != nil {
+	if err := b.ready(); err != nil {
 		return err
 	}
 	released := b.alloc.Release(ref.Key())
@@ -223,10 +238,15 @@ func (b *Backend) Delete(ctx context.Context, ref service.Ref) error {
 		b.event(ref, v1.EventTypeNormal, ReasonIPReleased, "Released "+joinAddrs(released))
 		b.allocationsChanged()
 	}
-	if claims := b.claimStore(); claims != nil {
-		if err := claims.release(ctx, ref.Key(), string(ref.UID), released, nil); err != nil {
-			return fmt.Errorf("releasing address claims: %w", err)
+	if b.claims == nil {
+		if len(released) > 0 {
+			b.env.Requeue.RequeuePending()
 		}
+		return nil
+	}
+	// The claim watch requeues the waiting Services when the claims go.
+	if err := b.claims.Release(ctx, ref.Key(), string(ref.UID), released, nil); err != nil {
+		return fmt.Errorf("releasing address claims: %w", err)
 	}
 	return nil
 }
@@ -236,27 +256,34 @@ func (b *Backend) Delete(ctx context.Context, ref service.Ref) error {
 // relabelled later does not move Services that already have addresses
 // (the allocator does not recheck scope of kept assignments).
 func (b *Backend) namespaceLabels(namespace string) map[string]string {
-	b.mu.Lock()
-	lister := b.env.Namespaces
-	b.mu.Unlock()
-	if lister == nil {
+	if b.env.Namespaces == nil {
 		return nil
 	}
-	ns, err := lister.Get(namespace)
+	ns, err := b.env.Namespaces.Get(namespace)
 	if err != nil {
 		return nil
 	}
 	return ns.Labels
 }
 
+// currentService is the Service of ref as the informer has it, nil when
+// it is unknown or another object of the same name.
+func (b *Backend) currentService(ref service.Ref) *v1.Service {
+	if b.env.Services == nil {
+		return nil
+	}
+	svc, err := b.env.Services.Services(ref.Service.Namespace).Get(ref.Service.Name)
+	if err != nil || (ref.UID != "" && svc.UID != ref.UID) {
+		return nil
+	}
+	return svc
+}
+
 func (b *Backend) event(ref service.Ref, eventType, reason, message string) {
-	b.mu.Lock()
-	recorder := b.env.Recorder
-	b.mu.Unlock()
-	if recorder == nil {
+	if b.env.Recorder == nil {
 		return
 	}
-	recorder.Event(&v1.ObjectReference{Kind: "Service", APIVersion: "v1", Namespace: ref.Service.Namespace,
+	b.env.Recorder.Event(&v1.ObjectReference{Kind: "Service", APIVersion: "v1", Namespace: ref.Service.Namespace,
 		Name: ref.Service.Name, UID: ref.UID}, eventType, reason, message)
 }
 
@@ -288,18 +315,6 @@ func statusOf(ips []netip.Addr) *v1.LoadBalancerStatus {
 		status.Ingress = append(status.Ingress, v1.LoadBalancerIngress{IP: ip.String(), IPMode: &vip})
 	}
 	return status
-}
-
-func equalAddrs(a, b []netip.Addr) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func joinAddrs(ips []netip.Addr) string {

@@ -7,28 +7,14 @@ import (
 	"strings"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
+	"github.com/heraldlb/herald/bare-metal/claims"
 	"github.com/heraldlb/herald/bare-metal/ipam"
-	"github.com/heraldlb/herald/provider/service"
 )
-
-// currentService is the Service of ref as the informer has it, nil when
-// it is unknown or another object of the same name.
-func (b *Backend) currentService(ref service.Ref) *v1.Service {
-	b.mu.Lock()
-	lister := b.env.Services
-	b.mu.Unlock()
-	if lister == nil {
-		return nil
-	}
-	svc, err := lister.Services(ref.Service.Namespace).Get(ref.Service.Name)
-	if err != nil || (ref.UID != "" && svc.UID != ref.UID) {
-		return nil
-	}
-	return svc
-}
 
 // adopt makes this instance follow the addresses another instance gave
 // the Service: those its status shows, when claimed for it, else those
@@ -36,8 +22,7 @@ func (b *Backend) currentService(ref service.Ref) *v1.Service {
 // instances run every allocation; without this they would keep different
 // views, each claim an address for the Service, and move it back and forth.
 func (b *Backend) adopt(ctx context.Context, req ipam.Request, uid types.UID, svc *v1.Service) {
-	claims := b.claimStore()
-	if claims == nil {
+	if b.claims == nil {
 		return
 	}
 	var want []netip.Addr
@@ -45,16 +30,16 @@ func (b *Backend) adopt(ctx context.Context, req ipam.Request, uid types.UID, sv
 		want = ingressAddrs(svc)
 	}
 	for _, ip := range want {
-		if !claims.holds(ip, req.Service, string(uid)) {
+		if !b.claims.Holds(ip, req.Service, string(uid)) {
 			want = nil
 			break
 		}
 	}
 	if len(want) == 0 {
-		want = onePerFamily(claims.heldBy(req.Service, string(uid)), req.Families)
+		want = onePerFamily(b.claims.HeldBy(req.Service, string(uid)), req.Families)
 	}
 	cur, had := b.alloc.Assigned(req.Service)
-	if len(want) == 0 || had && equalAddrs(cur.IPs, want) {
+	if len(want) == 0 || had && slices.Equal(cur.IPs, want) {
 		return
 	}
 	if _, err := b.alloc.Restore(req, want); err != nil {
@@ -89,46 +74,75 @@ func onePerFamily(ips []netip.Addr, families []ipam.Family) []netip.Addr {
 
 // claim claims ips for the Service of req, when claims are in use.
 func (b *Backend) claim(ctx context.Context, req ipam.Request, uid types.UID, ips []netip.Addr, svc *v1.Service) error {
-	claims := b.claimStore()
-	if claims == nil {
+	if b.claims == nil {
 		return nil
 	}
 	var shown []netip.Addr
 	if svc != nil {
 		shown = ingressAddrs(svc)
 	}
-	h := holderFor(req, string(uid), claims.now())
-	return claims.claim(ctx, h, ips, func(ip netip.Addr) bool { return slices.Contains(shown, ip) })
+	return b.claims.Claim(ctx, req, string(uid), ips, func(ip netip.Addr) bool { return slices.Contains(shown, ip) })
 }
 
-// releaseClaims gives up the claims of addresses the Service moved away
-// from. A failure only delays the release: garbage collection retries it.
-func (b *Backend) releaseClaims(ctx context.Context, key string, uid types.UID, old, keep []netip.Addr) {
-	claims := b.claimStore()
-	if claims == nil {
+// released gives up the claims of addresses the Service moved away from;
+// without claims, the Services waiting for an address may have one now. A
+// failure only delays the release: garbage collection retries it.
+func (b *Backend) released(ctx context.Context, key string, uid types.UID, old, keep []netip.Addr) {
+	if b.claims == nil {
+		b.env.Requeue.RequeuePending()
 		return
 	}
-	if err := claims.release(ctx, key, string(uid), old, keep); err != nil {
+	// This instance may have moved the Service from a stale view: another
+	// instance may have just shown the old address in its status, or this
+	// one followed an older status of the other's. Never give up a claim
+	// the Service's live status shows.
+	if b.services != nil {
+		namespace, name, _ := strings.Cut(key, "/")
+		live, err := b.services.Services(namespace).Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			klog.FromContext(ctx).V(2).Info("Not releasing address claims now; garbage collection will", "vip", old, "err", err)
+			return
+		case live.UID == uid:
+			keep = append(slices.Clone(keep), ingressAddrs(live)...)
+		}
+	}
+	if err := b.claims.Release(ctx, key, string(uid), old, keep); err != nil {
 		klog.FromContext(ctx).Error(err, "Releasing address claims failed; garbage collection will", "vip", old)
 	}
 }
 
-func (b *Backend) servicesSynced() bool {
-	b.mu.Lock()
-	synced := b.env.ServicesSynced
-	b.mu.Unlock()
-	return synced != nil && synced()
+// reserve records holders of ip in the allocator; none means free, and
+// then the Services waiting for an address may have one.
+func (b *Backend) reserve(ctx context.Context, ip netip.Addr, holders []ipam.Request) {
+	if len(holders) == 0 {
+		if b.alloc.Unreserve(ip) && b.ready() == nil {
+			b.env.Requeue.RequeuePending()
+		}
+		return
+	}
+	if err := b.alloc.Reserve(ip, holders); err != nil {
+		klog.FromContext(ctx).Error(err, "Ignoring a malformed address claim", "vip", ip)
+	}
 }
 
-// serviceView is what claim garbage collection needs of a Service.
-func (b *Backend) viewOf(key string) (serviceView, bool) {
-	b.mu.Lock()
-	lister := b.env.Services
-	b.mu.Unlock()
+// reservations is the claim watch's view of the backend: every claim in
+// the cluster is reserved in the allocator.
+type reservations struct{ b *Backend }
+
+var _ claims.Reservations = reservations{}
+
+func (r reservations) Reserve(ctx context.Context, ip netip.Addr, holders []ipam.Request) {
+	r.b.reserve(ctx, ip, holders)
+}
+
+// viewOf is what claim garbage collection needs of a Service.
+func (b *Backend) viewOf(key string) (claims.ServiceView, bool) {
 	namespace, name, _ := strings.Cut(key, "/")
-	svc, err := lister.Services(namespace).Get(name)
+	svc, err := b.env.Services.Services(namespace).Get(name)
 	if err != nil {
-		return serviceView{}, false
+		return claims.ServiceView{}, false
 	}
-	return serviceView{uid: string(svc.UID), shows: ingressAddrs(svc)}, true
+	return claims.ServiceView{UID: string(svc.UID), Shows: ingressAddrs(svc)}, true
 }

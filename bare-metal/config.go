@@ -6,6 +6,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/heraldlb/herald/bare-metal/ipam"
+	"github.com/heraldlb/herald/bare-metal/pools"
 )
 
 // Config is the bare-metal section of the cloud config file.
@@ -39,7 +40,7 @@ func (c *Config) AddressPools(path *field.Path) ([]ipam.Pool, field.ErrorList) {
 	var errs field.ErrorList
 	poolsPath := path.Child("pools")
 	seen := map[string]bool{}
-	var pools []ipam.Pool
+	var configured []ipam.Pool
 	for i, pc := range c.Pools {
 		p := poolsPath.Index(i)
 		switch {
@@ -56,7 +57,7 @@ func (c *Config) AddressPools(path *field.Path) ([]ipam.Pool, field.ErrorList) {
 			errs = append(errs, field.Invalid(p.Child("priority"), pc.Priority, "must be 0 (none) or positive"))
 		}
 		pool := ipam.Pool{Name: pc.Name, AutoAssign: pc.AutoAssign == nil || *pc.AutoAssign,
-			AvoidBuggyIPs: pc.AvoidBuggyIPs, Priority: allocatorPriority(pc.Priority)}
+			AvoidBuggyIPs: pc.AvoidBuggyIPs, Priority: pools.AllocatorPriority(pc.Priority)}
 		for j, s := range pc.Addresses {
 			r, err := ipam.ParseRange(s)
 			if err != nil {
@@ -65,14 +66,14 @@ func (c *Config) AddressPools(path *field.Path) ([]ipam.Pool, field.ErrorList) {
 			}
 			pool.Ranges = append(pool.Ranges, r)
 		}
-		pools = append(pools, pool)
+		configured = append(configured, pool)
 	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	// Overlapping pools would hand the same address out twice in a user's
 	// mind even though the allocator resolves it: refuse at start.
-	alloc, err := ipam.New(pools)
+	alloc, err := ipam.New(configured)
 	if err != nil {
 		return nil, append(errs, field.Invalid(poolsPath, "", err.Error()))
 	}
@@ -82,5 +83,5 @@ func (c *Config) AddressPools(path *field.Path) ([]ipam.Pool, field.ErrorList) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	return pools, nil
+	return configured, nil
 }

@@ -1,9 +1,9 @@
 package baremetal
 
 import (
-	"context"
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
@@ -12,6 +12,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/heraldlb/herald/bare-metal/ipam"
 	"github.com/heraldlb/herald/provider"
@@ -25,32 +27,26 @@ func TestNamespaceLabelsSelectPools(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alloc, err := ipam.New([]ipam.Pool{{Name: "blue", AutoAssign: true, NamespaceSelectors: []labels.Selector{team},
-		Ranges: []ipam.Range{{First: netip.MustParseAddr("192.0.2.10"), Last: netip.MustParseAddr("192.0.2.12")}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pools := []ipam.Pool{{Name: "blue", AutoAssign: true, NamespaceSelectors: []labels.Selector{team},
+		Ranges: []ipam.Range{{First: netip.MustParseAddr("192.0.2.10"), Last: netip.MustParseAddr("192.0.2.12")}}}}
 	namespaces := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	blue := &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns", Labels: map[string]string{"team": "blue"}}}
 	if err := namespaces.Add(blue); err != nil {
 		t.Fatal(err)
 	}
-	nsSynced := false
-	b := New(alloc, nil)
-	err = b.Start(context.Background(), provider.Env{
-		Services:         corelisters.NewServiceLister(cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})),
+	var nsSynced atomic.Bool
+	b := newBackend(t, pools, prometheus.NewRegistry())
+	start(t, b, provider.Env{
+		Services:         serviceLister(t),
 		ServicesSynced:   func() bool { return true },
 		Namespaces:       corelisters.NewNamespaceLister(namespaces),
-		NamespacesSynced: func() bool { return nsSynced },
+		NamespacesSynced: nsSynced.Load,
 		Recorder:         record.NewFakeRecorder(100),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ensure(t, b, lbService("a", 0)); !errors.Is(err, ErrStateNotRecovered) {
+	if _, err := ensureNow(t, b, lbService("a", 0)); !errors.Is(err, ErrStateNotRecovered) {
 		t.Fatalf("Ensure before the Namespaces synced: %v, want ErrStateNotRecovered", err)
 	}
-	nsSynced = true
+	nsSynced.Store(true)
 	ips, err := ensure(t, b, lbService("a", 0))
 	if err != nil || len(ips) != 1 || ips[0] != "192.0.2.10" {
 		t.Fatalf("a in a blue Namespace: %v %v", ips, err)

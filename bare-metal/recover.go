@@ -17,29 +17,13 @@ import (
 // recover rebuilds the allocations from the addresses Services already show
 // in status.loadBalancer.ingress, once, before the first allocation. The
 // Service status is the durable record: a restarted CCM gives every Service
-// the address it has, so nothing on the network changes.
-func (b *Backend) recover(ctx context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.recovered {
-		return nil
-	}
-	if !b.poolsSet || b.env.Services == nil || b.env.ServicesSynced == nil || !b.env.ServicesSynced() {
-		return ErrStateNotRecovered
-	}
-	// Pools may select Namespaces by label: allocating before their
-	// labels are known would pick the wrong pool.
-	if b.env.NamespacesSynced != nil && !b.env.NamespacesSynced() {
-		return ErrStateNotRecovered
-	}
-	// Other instances' claims must be reserved before anything is restored
-	// or allocated.
-	if !b.claimsDecided || b.claimsSynced != nil && !b.claimsSynced() {
-		return ErrStateNotRecovered
-	}
+// the address it has, so nothing on the network changes. Start-up calls it
+// once Services, Namespaces, pools and claims are listed.
+func (b *Backend) recover(ctx context.Context) {
+	logger := klog.FromContext(ctx)
 	services, err := b.env.Services.List(labels.Everything())
 	if err != nil {
-		return err
+		logger.Error(err, "Listing Services from the informer failed")
 	}
 	// Oldest first: if two Services claim one address, the one that had
 	// it first keeps it and the other is given a new one.
@@ -49,7 +33,6 @@ func (b *Backend) recover(ctx context.Context) error {
 		}
 		return strings.Compare(x.Namespace+"/"+x.Name, y.Namespace+"/"+y.Name)
 	})
-	logger := klog.FromContext(ctx)
 	restored := 0
 	for _, svc := range services {
 		ips := ingressAddrs(svc)
@@ -57,29 +40,29 @@ func (b *Backend) recover(ctx context.Context) error {
 			continue
 		}
 		if _, err := b.alloc.Restore(restoreRequest(svc), ips); err != nil {
-			logger.Info("Not restoring the addresses of a Service; it will be allocated anew",
+			// Two Services showing one address: the older keeps it.
+			logger.Info("Not restoring the addresses of a Service: another holds them; it will be allocated anew",
 				"service", klog.KObj(svc), "vip", ips, "err", err)
 			continue
 		}
 		restored++
 	}
 	logger.Info("Recovered address allocations from Service status", "services", restored)
-	b.recovered = true
-	b.updateMetrics()
-	if b.pools != nil {
-		b.pools.refresh()
-	}
-	return nil
 }
 
-// restoreRequest carries what sharing checks need. A Service whose
-// annotations no longer parse still keeps its addresses; its next Ensure
-// reports the annotation error.
+// restoreRequest carries what sharing checks need, and the pool the
+// Service recorded, which names addresses no pool holds any more. A
+// Service whose annotations no longer parse still keeps its addresses; its
+// next Ensure reports the annotation error.
 func restoreRequest(svc *v1.Service) ipam.Request {
+	req := ipam.Request{Service: svc.Namespace + "/" + svc.Name, Namespace: svc.Namespace}
 	if lb, err := service.Build(svc, nil); err == nil {
-		return requestFor(lb)
+		req = requestFor(lb)
 	}
-	return ipam.Request{Service: svc.Namespace + "/" + svc.Name, Namespace: svc.Namespace}
+	if recorded, ok := svc.Annotations[AnnotationAllocatedFromPool]; ok {
+		req.Pool = recorded
+	}
+	return req
 }
 
 func ingressAddrs(svc *v1.Service) []netip.Addr {

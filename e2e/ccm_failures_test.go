@@ -70,13 +70,7 @@ func TestBadRequestsAreReportedAndOthersKeepBeingServed(t *testing.T) {
 // of 200 Services keeps its address, and neither a Service nor an address
 // claim is written.
 func TestRestartKeepsEveryAddress(t *testing.T) {
-	const pools = `
-backend: bare-metal
-bareMetal:
-  pools:
-  - name: wide
-    addresses: ["198.51.100.0/24"]
-`
+	pools := configWithPool("wide", "198.51.100.0/24")
 	// The default client rate (20/s) would make allocating 200 Services,
 	// five writes each, the slowest part of the suite; a CCM serving that
 	// many Services is given more in practice too.
@@ -107,11 +101,12 @@ bareMetal:
 	m.stop()
 	restartedAt := time.Now()
 	restarted := startCCM(t, c, pools, rate...)
-	// The restarted service controller queues every existing Service before
-	// this one, so once it has an address, all were re-ensured.
+	// The restarted CCM has synced every Service once it counts them all
+	// ready; only then does nothing written mean nothing changed.
+	restarted.waitServices(t, "service-lb-controller", services, 0)
+	t.Logf("restarted CCM synced all %d Services %v after starting", services, time.Since(restartedAt).Round(time.Millisecond))
 	createService(t, client, newService("fleet", "after-restart", v1.ServiceTypeLoadBalancer, nil))
 	fresh := waitForService(t, client, "fleet", "after-restart", "has an ingress IP", hasIngress)
-	t.Logf("restarted CCM served a new Service %v after starting", time.Since(restartedAt).Round(time.Millisecond))
 
 	list, err := client.CoreV1().Services("fleet").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
@@ -199,5 +194,17 @@ func TestHelpListsStandardCCMFlags(t *testing.T) {
 		if !strings.Contains(string(out), flag) {
 			t.Errorf("--help does not list %s", flag)
 		}
+	}
+}
+
+// herald-ccm --version prints the version stamped at build, without a
+// cloud config.
+func TestVersionIsStamped(t *testing.T) {
+	out, err := exec.Command(heraldBinary(t, "herald-ccm"), "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("herald-ccm --version: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "v0.0.0-master") || !strings.Contains(string(out), " v0.") {
+		t.Errorf("herald-ccm --version printed %q, want the version stamped at build", out)
 	}
 }

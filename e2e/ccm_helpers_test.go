@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/heraldlb/herald/e2e/cluster"
 	"github.com/heraldlb/herald/e2e/labkit"
@@ -48,22 +51,46 @@ func buildBinaries() {
 	if binaryErr != nil {
 		return
 	}
-	out, err := exec.Command("go", "build", "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
+	// The version stamp, as `make build` sets it.
+	ldflags, err := exec.Command("make", "-s", "--no-print-directory", "-C", "..", "ldflags").Output()
+	if err != nil {
+		binaryErr = fmt.Errorf("make ldflags: %w", err)
+		return
+	}
+	out, err := exec.Command("go", "build", "-ldflags", strings.TrimSpace(string(ldflags)), "-o", binaryDir, "../cmd/...", "./echo").CombinedOutput()
 	if err != nil {
 		binaryErr = fmt.Errorf("go build ../cmd/... ./echo: %w\n%s", err, out)
 	}
 }
 
+// configWithPool is a bare-metal cloud config with one pool.
+func configWithPool(name string, addresses ...string) string {
+	quoted := make([]string, len(addresses))
+	for i, a := range addresses {
+		quoted[i] = strconv.Quote(a)
+	}
+	return fmt.Sprintf("backend: bare-metal\nbareMetal:\n  pools:\n  - name: %s\n    addresses: [%s]\n", name, strings.Join(quoted, ", "))
+}
+
 // ccm is a running herald-ccm.
 type ccm struct {
 	*cluster.Process
+	// metricsURL and token reach its /metrics.
+	metricsURL, token string
 }
 
 // startCCM runs herald-ccm against c with the given cloud config and stops
-// it (by PID) when the test ends.
+// it (by PID) when the test ends. It serves /metrics on a free loopback
+// port as the README tells an operator running it by hand: authentication
+// and authorization delegated to the apiserver, scraped with a token
+// allowed to get /metrics (here the cluster-admin's).
 func startCCM(t testing.TB, c *cluster.Cluster, cloudConfig string, extraArgs ...string) *ccm {
 	t.Helper()
-	return &ccm{Process: labkit.StartCCM(t, c, labBinaries(t), t.TempDir(), cloudConfig, extraArgs...)}
+	port := cluster.FreePort(t)
+	extraArgs = append([]string{"--secure-port=" + strconv.Itoa(port), "--bind-address=127.0.0.1",
+		"--authentication-kubeconfig=" + c.Kubeconfig, "--authorization-kubeconfig=" + c.Kubeconfig}, extraArgs...)
+	p := labkit.StartCCM(t, c, labBinaries(t), t.TempDir(), cloudConfig, extraArgs...)
+	return &ccm{Process: p, metricsURL: fmt.Sprintf("https://127.0.0.1:%d/metrics", port), token: c.Config.BearerToken}
 }
 
 // stop ends the CCM now (SIGTERM, as a rolling update would).
@@ -114,6 +141,32 @@ func newService(namespace, name string, typ v1.ServiceType, annotations map[stri
 	}
 }
 
+// toClusterIP makes svc a ClusterIP Service, as a user who no longer wants
+// a load balancer would: no class, no NodePorts.
+func toClusterIP(t testing.TB, client kubernetes.Interface, svc *v1.Service) {
+	t.Helper()
+	// herald-ccm may write the Service (annotations, conditions) at any
+	// moment, as any controller would: change the latest version, as
+	// kubectl edit does.
+	services := client.CoreV1().Services(svc.Namespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		latest, err := services.Get(context.Background(), svc.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		latest.Spec.Type = v1.ServiceTypeClusterIP
+		latest.Spec.LoadBalancerClass = nil
+		for i := range latest.Spec.Ports {
+			latest.Spec.Ports[i].NodePort = 0
+		}
+		_, err = services.Update(context.Background(), latest, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func createService(t testing.TB, client kubernetes.Interface, svc *v1.Service) *v1.Service {
 	t.Helper()
 	created, err := client.CoreV1().Services(svc.Namespace).Create(context.Background(), svc, metav1.CreateOptions{})
@@ -129,6 +182,13 @@ const waitTimeout = labkit.WaitTimeout
 func waitForService(t testing.TB, client kubernetes.Interface, namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
 	t.Helper()
 	return labkit.WaitService(t, client, namespace, name, what, cond)
+}
+
+// waitForServiceWithin is waitForService with a timeout of its own.
+func waitForServiceWithin(t testing.TB, client kubernetes.Interface, namespace, name, what string, timeout time.Duration,
+	cond func(*v1.Service) bool) *v1.Service {
+	t.Helper()
+	return labkit.WaitServiceWithin(t, client, namespace, name, what, timeout, cond)
 }
 
 func hasIngress(svc *v1.Service) bool { return len(svc.Status.LoadBalancer.Ingress) > 0 }

@@ -35,12 +35,12 @@ bareMetal:
     autoAssign: false
 `
 
-func startLab(t *testing.T, cloudConfig string) (*cluster.Cluster, kubernetes.Interface, *ccm) {
+func startLab(t *testing.T, cloudConfig string, ccmArgs ...string) (*cluster.Cluster, kubernetes.Interface, *ccm) {
 	t.Helper()
 	c := cluster.StartForTest(t, cluster.Options{})
 	client := kubernetes.NewForConfigOrDie(c.Config)
 	createNodes(t, client, "node-a", "node-b")
-	return c, client, startCCM(t, c, cloudConfig)
+	return c, client, startCCM(t, c, cloudConfig, ccmArgs...)
 }
 
 func TestLoadBalancerServiceGetsAddressFromPool(t *testing.T) {
@@ -101,9 +101,11 @@ func TestOtherServicesAreLeftAlone(t *testing.T) {
 		createService(t, client, foreign),
 	}
 	createService(t, client, newService("apps", "ours", v1.ServiceTypeLoadBalancer, nil))
-	// The service controller handles Services in order; once a later one has
-	// its address, the earlier ones have been seen.
 	waitForService(t, client, "apps", "ours", "has an ingress IP", hasIngress)
+	// The watch delivers the Services in the order they were created, so
+	// the others reached the controllers before ours; with ours served and
+	// the queues drained, whatever the controllers did with them is done.
+	m.waitQueuesDrained(t, "service-lb-controller", "herald-class-controller")
 	for _, before := range untouched {
 		after, err := client.CoreV1().Services("apps").Get(context.Background(), before.Name, metav1.GetOptions{})
 		if err != nil {
@@ -142,13 +144,7 @@ func TestAddressIsReleasedOnDeleteAndTypeChange(t *testing.T) {
 
 	// Type change to ClusterIP: status, finalizer and condition go; the
 	// address is free again.
-	second.Spec.Type = v1.ServiceTypeClusterIP
-	for i := range second.Spec.Ports {
-		second.Spec.Ports[i].NodePort = 0
-	}
-	if _, err := client.CoreV1().Services("shop").Update(context.Background(), second, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	toClusterIP(t, client, second)
 	waitForService(t, client, "shop", "second", "lost ingress, finalizer and condition", func(s *v1.Service) bool {
 		return !hasIngress(s) && len(s.Finalizers) == 0 &&
 			meta.FindStatusCondition(s.Status.Conditions, baremetal.ConditionAddressAllocated) == nil

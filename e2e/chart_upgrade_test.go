@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
-	baremetal "github.com/heraldlb/herald/bare-metal"
+	"github.com/heraldlb/herald/bare-metal/claims"
 	"github.com/heraldlb/herald/e2e/cluster"
 )
 
@@ -49,7 +49,7 @@ agent:
 func heraldClaims(t testing.TB, client kubernetes.Interface) map[string]types.UID {
 	t.Helper()
 	list, err := client.NetworkingV1().IPAddresses().List(context.Background(), metav1.ListOptions{
-		LabelSelector: networkingv1.LabelManagedBy + "=" + baremetal.ClaimManager})
+		LabelSelector: networkingv1.LabelManagedBy + "=" + claims.Manager})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,9 +95,9 @@ func TestChartUpgradeAndUninstall(t *testing.T) {
 	for _, name := range names {
 		before[name] = ingressIPs(waitForService(t, client, "default", name, "has an address", hasIngress))
 	}
-	claims := heraldClaims(t, client)
-	if len(claims) != 4 {
-		t.Fatalf("claims %v, want one per address of %v", claims, before)
+	claimsBefore := heraldClaims(t, client)
+	if len(claimsBefore) != 4 {
+		t.Fatalf("claims %v, want one per address of %v", claimsBefore, before)
 	}
 	m.requireNothingForbidden(t)
 
@@ -130,7 +130,7 @@ func TestChartUpgradeAndUninstall(t *testing.T) {
 		}
 	}
 	now := heraldClaims(t, client)
-	for name, uid := range claims {
+	for name, uid := range claimsBefore {
 		if now[name] != uid {
 			t.Errorf("claim %s: UID %q after the upgrade, %q before: it was remade", name, now[name], uid)
 		}

@@ -58,14 +58,7 @@ func TestServiceWithHeraldClass(t *testing.T) {
 	if !slices.Equal(ingressIPs(two), ingressIPs(one)) {
 		t.Errorf("two got %v, want the address one released (%v)", ingressIPs(two), ingressIPs(one))
 	}
-	two.Spec.Type = v1.ServiceTypeClusterIP
-	two.Spec.LoadBalancerClass = nil
-	for i := range two.Spec.Ports {
-		two.Spec.Ports[i].NodePort = 0
-	}
-	if _, err := client.CoreV1().Services("cls").Update(context.Background(), two, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	toClusterIP(t, client, two)
 	waitForService(t, client, "cls", "two", "lost ingress, finalizer and condition", func(s *v1.Service) bool {
 		return !hasIngress(s) && len(s.Finalizers) == 0 &&
 			meta.FindStatusCondition(s.Status.Conditions, baremetal.ConditionAddressAllocated) == nil

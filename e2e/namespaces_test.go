@@ -20,7 +20,8 @@ import (
 
 // A pool whose serviceAllocation.namespaceSelectors picks Namespaces by
 // label serves Services in matching Namespaces only. Relabelling a
-// Namespace changes where its new Services may allocate, never the
+// Namespace changes where its new Services may allocate (and gives its
+// waiting Services an address at once if they may now have one), never the
 // addresses its Services already have.
 func TestPoolNamespaceSelector(t *testing.T) {
 	c, client, pools := startPoolLab(t)
@@ -57,16 +58,36 @@ func TestPoolNamespaceSelector(t *testing.T) {
 		return c != nil && c.Status == metav1.ConditionFalse && !hasIngress(s)
 	})
 
-	// The blue team leaves: its Service keeps its address, new ones get none.
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{"team": nil}}})
+	// The blue team becomes the green team: blue/web keeps its address,
+	// new Services of the namespace get none from blue-team. The CCM's
+	// Namespace and Service informers are independent, so a Service created
+	// right after the relabel could be seen first: the witness, waiting for
+	// green-team, which only green Namespaces may use, gets its address once
+	// the CCM has seen the new labels.
+	green := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": "IPAddressPool",
+		"metadata": map[string]any{"name": "green-team"},
+		"spec": map[string]any{
+			"addresses":  []any{"198.51.100.48/30"},
+			"autoAssign": false,
+			"serviceAllocation": map[string]any{"namespaceSelectors": []any{
+				map[string]any{"matchLabels": map[string]any{"team": "green"}},
+			}},
+		},
+	}}
+	if _, err := pools.Create(context.Background(), green, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createService(t, client, newService("blue", "witness", v1.ServiceTypeLoadBalancer, inPool("green-team")))
+	waitForEvent(t, client, "blue", "witness", v1.EventTypeWarning, baremetal.ReasonAllocationFailed)
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{"team": "green"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := client.CoreV1().Namespaces().Patch(context.Background(), "blue", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The Namespace's watch event precedes the Service's in the apiserver's
-	// order, so the CCM sees the new labels before the new Service.
+	waitForService(t, client, "blue", "witness", "has an address of green-team: the CCM saw the new labels", hasIngress)
 	createService(t, client, newService("blue", "api", v1.ServiceTypeLoadBalancer, nil))
 	waitForEvent(t, client, "blue", "api", v1.EventTypeWarning, baremetal.ReasonAllocationFailed)
 	still, err := client.CoreV1().Services("blue").Get(context.Background(), "web", metav1.GetOptions{})

@@ -160,7 +160,7 @@ func (k *keepConn) get() (answer, error) {
 	if _, err := io.WriteString(k.conn, "GET / HTTP/1.1\r\nHost: echo\r\n\r\n"); err != nil {
 		return answer{}, err
 	}
-	resp, err := http.ReadResponse(k.r, nil)
+	resp, err := http.ReadResponse(k.r, nil) //nolint:bodyclose // labkit.ReadAnswer closes it
 	if err != nil {
 		return answer{}, err
 	}

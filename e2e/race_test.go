@@ -15,29 +15,33 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 
-	baremetal "github.com/heraldlb/herald/bare-metal"
+	"github.com/heraldlb/herald/bare-metal/claims"
+	"github.com/heraldlb/herald/provider/service"
 )
 
-const racePool = `
-backend: bare-metal
-bareMetal:
-  pools:
-  - name: shared
-    addresses: ["198.51.100.0/24"]
-`
+var racePool = configWithPool("shared", "198.51.100.0/24")
 
 // claimSelector selects herald's address claims.
-var claimSelector = networkingv1.LabelManagedBy + "=" + baremetal.ClaimManager
+var claimSelector = networkingv1.LabelManagedBy + "=" + claims.Manager
 
 // Two herald-ccm instances running at once (a rolling update, a lost
 // lease) race on 100 Services created at once. Both allocate lowest-first
-// from the same pool, so they collide on nearly every address; the claims
-// decide. No List of the Services ever shows one address twice, every
-// Service ends with one address claimed for it, and deleting the Services
-// leaves no claim behind.
+// from the same pool, so they collide on many addresses; the claims
+// decide. The test checks that they did collide (herald_address_claims_lost_total
+// of both), that no List of the Services ever shows one address twice,
+// that every Service ends with one address claimed for it, and that
+// deleting the Services leaves no claim behind.
 func TestTwoInstancesRacingNeverDuplicateAnAddress(t *testing.T) {
-	c, client, first := startLab(t, racePool)
-	second := startCCM(t, c, racePool)
+	// Half the Services name herald's class. Both instances serve those;
+	// the first also serves the others, which the second, with
+	// --load-balancer-class-only, leaves alone. Allocating at once,
+	// lowest-first, for Services the other does not serve, they pick the
+	// same addresses; on the classed ones they race for the same Services.
+	c, client, first := startLab(t, racePool, "--concurrent-service-syncs=20")
+	second := startCCM(t, c, racePool, "--concurrent-service-syncs=20", "--load-balancer-class-only")
+	first.waitServices(t, "service-lb-controller", 0, 0) // the controllers run
+	first.waitServices(t, "herald-class-controller", 0, 0)
+	second.waitServices(t, "herald-class-controller", 0, 0)
 	createNamespace(t, client, "race")
 	const services = 100
 	began := time.Now()
@@ -45,6 +49,9 @@ func TestTwoInstancesRacingNeverDuplicateAnAddress(t *testing.T) {
 	for i := range services {
 		wg.Go(func() {
 			svc := newService("race", fmt.Sprintf("svc-%03d", i), v1.ServiceTypeLoadBalancer, nil)
+			if i%2 == 1 {
+				svc.Spec.LoadBalancerClass = new(service.Class)
+			}
 			if _, err := client.CoreV1().Services("race").Create(context.Background(), svc, metav1.CreateOptions{}); err != nil {
 				t.Error(err)
 			}
@@ -79,24 +86,28 @@ func TestTwoInstancesRacingNeverDuplicateAnAddress(t *testing.T) {
 	t.Logf("%d Services got distinct addresses from two racing instances in %v (%d lists, no duplicates)",
 		services, time.Since(began).Round(time.Millisecond), snapshots)
 
-	claims, err := client.NetworkingV1().IPAddresses().List(context.Background(), metav1.ListOptions{LabelSelector: claimSelector})
+	list, err := client.NetworkingV1().IPAddresses().List(context.Background(), metav1.ListOptions{LabelSelector: claimSelector})
 	if err != nil {
 		t.Fatal(err)
 	}
 	claimed := map[string]string{}
-	for _, obj := range claims.Items {
-		claimed[obj.Name] = obj.Annotations[baremetal.AnnotationClaimHolders]
+	for _, obj := range list.Items {
+		claimed[obj.Name] = obj.Annotations[claims.AnnotationHolders]
 	}
 	for name, ip := range final {
 		if !strings.Contains(claimed[ip], `"race/`+name+`"`) {
 			t.Errorf("%s shows %s, but the claim of %s lists %q", name, ip, ip, claimed[ip])
 		}
 	}
-	lost := 0
+	lost := 0.0
 	for _, m := range []*ccm{first, second} {
-		lost += strings.Count(m.LogTail(1<<30), "Address already claimed")
+		n, _ := gauge(m.scrape(t), "herald_address_claims_lost_total", nil)
+		lost += n
 	}
-	t.Logf("%d claims for %d Services; the instances lost %d claim races and allocated again", len(claims.Items), services, lost)
+	if lost == 0 {
+		t.Fatalf("the two instances never contended for an address: the test proves nothing")
+	}
+	t.Logf("%d claims for %d Services; the instances lost %v claim races and allocated again", len(list.Items), services, lost)
 
 	deleted := time.Now()
 	for name := range final {

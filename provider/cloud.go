@@ -1,15 +1,18 @@
-// Package provider implements k8s.io/cloud-provider's Interface for herald:
-// it validates Services, reports outcomes as events and conditions, and
-// delegates the load balancers themselves to a Backend.
+// Package provider implements k8s.io/cloud-provider's Interface for herald
+// and herald's own Service controllers: they validate Services, write
+// finalizers, status, annotations, events and conditions, and delegate the
+// load balancers themselves to a Backend.
 package provider
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -43,6 +46,7 @@ type Provider struct {
 	backend   Backend
 	selection service.Selection
 	now       func() time.Time
+	metrics   *metrics
 
 	mu       sync.Mutex
 	ctx      context.Context
@@ -50,14 +54,21 @@ type Provider struct {
 	recorder record.EventRecorder
 	config   *rest.Config
 	startErr error
+	// controllers are the Service controllers running, for Requeue.
+	controllers []*ServiceController
 }
 
 var _ cloudprovider.Interface = (*Provider)(nil)
 var _ cloudprovider.InformerUser = (*Provider)(nil)
 
-// New returns a provider that delegates to backend.
-func New(backend Backend, selection service.Selection) *Provider {
-	return &Provider{backend: backend, selection: selection, now: time.Now, startErr: ErrNotStarted}
+// New returns a provider that delegates to backend; its controllers'
+// metrics are registered on reg.
+func New(backend Backend, selection service.Selection, reg prometheus.Registerer) (*Provider, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Provider{backend: backend, selection: selection, now: time.Now, metrics: m, startErr: ErrNotStarted}, nil
 }
 
 // Initialize builds the clients herald uses for events and conditions. The
@@ -105,6 +116,7 @@ func (p *Provider) SetInformers(factory informers.SharedInformerFactory) {
 		Recorder:         p.recorder,
 		Selection:        p.selection,
 		RESTConfig:       p.config,
+		Requeue:          requeuer{p},
 	}
 	if err := p.backend.Start(p.ctx, env); err != nil {
 		klog.FromContext(p.ctx).Error(err, "Starting the load balancer backend failed")
@@ -120,8 +132,9 @@ func (p *Provider) ready() error {
 	return p.startErr
 }
 
-// LoadBalancer returns the load balancer implementation.
-func (p *Provider) LoadBalancer() (cloudprovider.LoadBalancer, bool) { return p, true }
+// LoadBalancer is not offered to the upstream controllers: herald's own
+// Service controllers (controller.go) provide load balancers.
+func (p *Provider) LoadBalancer() (cloudprovider.LoadBalancer, bool) { return nil, false }
 
 // Instances is not offered: herald does not manage machines.
 func (p *Provider) Instances() (cloudprovider.Instances, bool) { return nil, false }
@@ -149,3 +162,31 @@ func (p *Provider) ProviderName() string { return Name }
 
 // HasClusterID is true: herald identifies what it owns by --cluster-name.
 func (p *Provider) HasClusterID() bool { return true }
+
+// register adds a running controller to those Requeue reaches.
+func (p *Provider) register(c *ServiceController) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.controllers = append(p.controllers, c)
+}
+
+func (p *Provider) running() []*ServiceController {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.controllers)
+}
+
+// requeuer is the backend's Requeuer over every running controller.
+type requeuer struct{ p *Provider }
+
+func (r requeuer) RequeuePending() {
+	for _, c := range r.p.running() {
+		c.requeuePending()
+	}
+}
+
+func (r requeuer) RequeueAll() {
+	for _, c := range r.p.running() {
+		c.requeueAll()
+	}
+}

@@ -37,8 +37,13 @@ type Request struct {
 // Assignment is what a service holds: one address per family, in the
 // order of the request's families.
 type Assignment struct {
+	// Pool is the pool of the addresses; for addresses no current pool
+	// holds, the pool they came from.
 	Pool string
 	IPs  []netip.Addr
+	// Outside lists the addresses of IPs no current pool hands out: their
+	// pool was removed or shrunk, and the service keeps them.
+	Outside []netip.Addr
 }
 
 // Allocator is safe for concurrent use.
@@ -51,10 +56,13 @@ type Allocator struct {
 	// reserved holds addresses held outside this allocator (Reserve), by
 	// address; their holders take part in every sharing check.
 	reserved map[netip.Addr][]*alloc
+	// outside counts, by family, the addresses in used no pool holds.
+	outside [2]uint64
 }
 
 // New validates pools and returns an allocator holding nothing. Overlaps
-// are not errors; Conflicts reports them.
+// are not errors: the earlier pool in the list keeps the addresses, and
+// Conflicts reports them.
 func New(pools []Pool) (*Allocator, error) {
 	ps, err := buildPools(pools)
 	if err != nil {
@@ -70,9 +78,10 @@ func New(pools []Pool) (*Allocator, error) {
 	}, nil
 }
 
-// SetPools replaces the configuration. On error nothing changes. Services
-// keep their addresses even when no pool contains them any more, until
-// they are released: a configuration edit must not renumber live services.
+// SetPools replaces the configuration; the order of pools is their
+// seniority, as for New. On error nothing changes. Services keep their
+// addresses even when no pool contains them any more, until they are
+// released: a configuration edit must not renumber live services.
 func (a *Allocator) SetPools(pools []Pool) ([]Conflict, error) {
 	ps, err := buildPools(pools)
 	if err != nil {
@@ -81,10 +90,21 @@ func (a *Allocator) SetPools(pools []Pool) ([]Conflict, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ps = ps
+	a.outside = [2]uint64{}
 	for ip, st := range a.used {
 		st.owner = ps.owner(ip)
 		if st.owner != nil {
-			st.owner.pool.inUse[famIndex(FamilyOf(ip))]++
+			st.owner.pool.taken(ip)
+		} else {
+			a.outside[famIndex(FamilyOf(ip))]++
+		}
+	}
+	for ip := range a.reserved {
+		if _, used := a.used[ip]; used {
+			continue
+		}
+		if rs := ps.owner(ip); rs != nil {
+			rs.pool.taken(ip)
 		}
 	}
 	for _, al := range a.allocs {
@@ -128,7 +148,7 @@ func (a *Allocator) Allocate(req Request) (Assignment, error) {
 		switch a.fit(cur, r) {
 		case fitExact:
 			if sameUse(cur, r.use) {
-				return cur.assignment(), nil
+				return a.assignment(cur), nil
 			}
 			return a.replace(cur, r.newAlloc(cur.pool, cur.ips)), nil
 		case fitFallback:
@@ -147,13 +167,16 @@ func (a *Allocator) Allocate(req Request) (Assignment, error) {
 		return Assignment{}, err
 	}
 	a.commit(al)
-	return al.assignment(), nil
+	return a.assignment(al), nil
 }
 
 // Restore gives the service exactly ips, to rebuild state from Service
 // status at start. Scope and autoAssign are not checked: the addresses are
-// already in use on the network. req.Families, req.IPs and req.Pool are
-// ignored; the assignment's pool is the one owning the first address.
+// already in use on the network. Nor must a pool hold them: a pool removed
+// or shrunk while herald-ccm was down must not renumber a Service
+// (Assignment.Outside lists such addresses). The assignment's pool is the
+// one holding the first address, else req.Pool, the pool the Service
+// recorded; req.Families and req.IPs are ignored.
 func (a *Allocator) Restore(req Request, ips []netip.Addr) (Assignment, error) {
 	req.Families, req.IPs = nil, ips
 	r, err := normalize(req)
@@ -166,27 +189,21 @@ func (a *Allocator) Restore(req Request, ips []netip.Addr) (Assignment, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	cur := a.uncommit(r.Service)
-	al := r.newAlloc("", r.IPs)
-	for i, ip := range al.ips {
-		rs := a.ps.owner(ip)
-		if rs == nil {
-			pool, reason := a.ps.notOwnedReason(ip)
-			err = &AddressError{Err: ErrNotInAnyPool, Service: r.Service, Addr: ip, Pool: pool, Reason: reason}
-		} else {
-			err = a.shareCheck(ip, al)
-		}
-		if err != nil {
+	al := r.newAlloc(req.Pool, r.IPs)
+	owned := false
+	for _, ip := range al.ips {
+		if err := a.shareCheck(ip, al); err != nil {
 			if cur != nil {
 				a.commit(cur)
 			}
 			return Assignment{}, err
 		}
-		if i == 0 {
-			al.pool = rs.pool.cfg.Name
+		if rs := a.ps.owner(ip); rs != nil && !owned {
+			al.pool, owned = rs.pool.cfg.Name, true
 		}
 	}
 	a.commit(al)
-	return al.assignment(), nil
+	return a.assignment(al), nil
 }
 
 // Release frees the service's addresses and returns them; releasing a
@@ -205,13 +222,14 @@ func (a *Allocator) Assigned(service string) (Assignment, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if al := a.allocs[service]; al != nil {
-		return al.assignment(), true
+		return a.assignment(al), true
 	}
 	return Assignment{}, false
 }
 
 // Usage reports the current pools, by name. Addresses kept by services
-// after their pool was removed are in no pool's count.
+// after their pool was removed or shrunk are in no pool's count: Outside
+// counts them.
 func (a *Allocator) Usage() []PoolUsage {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -219,18 +237,31 @@ func (a *Allocator) Usage() []PoolUsage {
 	for _, p := range a.ps.ordered {
 		u := PoolUsage{Name: p.cfg.Name}
 		for i, f := range [2]Family{IPv4, IPv6} {
-			if p.serves[i] {
-				u.Families = append(u.Families, FamilyUsage{Family: f, Total: p.total[i], InUse: p.inUse[i]})
+			if !p.serves[i] {
+				continue
 			}
+			total := p.total[i]
+			if f == IPv6 {
+				total = satAdd(total, p.anycastInUse)
+			}
+			u.Families = append(u.Families, FamilyUsage{Family: f, Total: total, InUse: p.inUse[i]})
 		}
 		out = append(out, u)
 	}
 	return out
 }
 
+// Outside counts, by family, the addresses services hold that no current
+// pool hands out: their pool was removed or shrunk (Assignment.Outside).
+func (a *Allocator) Outside() map[Family]uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return map[Family]uint64{IPv4: a.outside[0], IPv6: a.outside[1]}
+}
+
 // replace swaps the service's alloc for next, which uses the same addresses.
 func (a *Allocator) replace(cur, next *alloc) Assignment {
 	a.uncommit(cur.service)
 	a.commit(next)
-	return next.assignment()
+	return a.assignment(next)
 }

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -89,11 +90,12 @@ func TestAutoAssignAndBuggyIPs(t *testing.T) {
 			},
 		},
 		{
-			name:  "avoidBuggyIPs: a specific .255 is refused",
+			name:  "avoidBuggyIPs: a specific .255 is refused, one already shown is kept",
 			pools: []Pool{with(pool("a", "192.0.2.0/24"), func(p *Pool) { p.AvoidBuggyIPs = true })},
 			steps: []step{
 				allocErr(req("ns/a", wantIPs("192.0.2.255")), ErrNotInAnyPool),
-				restoreErr(req("ns/a"), ErrNotInAnyPool, "192.0.2.0"),
+				restore(req("ns/a"), "192.0.2.0"), // held before the pool avoided it
+				usage("a", IPv4, 254, 0),
 			},
 		},
 	})
@@ -104,7 +106,7 @@ func TestAllocateEdges(t *testing.T) {
 		{
 			name:  "IPv6 only",
 			pools: []Pool{pool("v4", "192.0.2.0/30"), pool("v6", "2001:db8::/120")},
-			steps: []step{allocIn(req("ns/a", fams(IPv6)), "v6", "2001:db8::")},
+			steps: []step{allocIn(req("ns/a", fams(IPv6)), "v6", "2001:db8::1")},
 		},
 		{
 			name:  "IPv6 requested, only IPv4 pools",
@@ -248,7 +250,46 @@ func TestSpecificAddresses(t *testing.T) {
 		{
 			name:  "one specific family, the other picked from the same pool",
 			pools: []Pool{pool("d", "192.0.2.0/30", "2001:db8::/120")},
-			steps: []step{allocate(req("n/a", fams(IPv6, IPv4), requireAll(), wantIPs("192.0.2.3")), "2001:db8::", "192.0.2.3")},
+			steps: []step{allocate(req("n/a", fams(IPv6, IPv4), requireAll(), wantIPs("192.0.2.3")), "2001:db8::1", "192.0.2.3")},
+		},
+	})
+}
+
+// An IPv6 pool hands out the Subnet-Router anycast address of a /64 (zero
+// interface identifier) only to a service that asks for it; the pool's
+// total leaves it out until then, so free addresses are what Allocate
+// gives.
+func TestSubnetRouterAnycastIsSkipped(t *testing.T) {
+	runScenarios(t, []scenario{
+		{
+			name:  "skipped by automatic allocation, given by name",
+			pools: []Pool{pool("six", "2001:db8::/126")},
+			steps: []step{
+				usage("six", IPv6, 3, 0),
+				allocate(req("n/a", fams(IPv6)), "2001:db8::1"),
+				allocate(req("n/b", fams(IPv6), wantIPs("2001:db8::")), "2001:db8::"),
+				usage("six", IPv6, 4, 2),
+				release("n/b", "2001:db8::"),
+				usage("six", IPv6, 3, 1),
+				allocate(req("n/c", fams(IPv6)), "2001:db8::2"),
+				allocate(req("n/d", fams(IPv6)), "2001:db8::3"),
+				allocErr(req("n/e", fams(IPv6)), ErrPoolExhausted),
+			},
+		},
+		{
+			name:  "one per /64 the range touches",
+			pools: []Pool{pool("wide", "2001:db8:0:1:ffff:ffff:ffff:fffe-2001:db8:0:2::1")},
+			steps: []step{
+				usage("wide", IPv6, 3, 0),
+				allocate(req("n/a", fams(IPv6)), "2001:db8:0:1:ffff:ffff:ffff:fffe"),
+				allocate(req("n/b", fams(IPv6)), "2001:db8:0:1:ffff:ffff:ffff:ffff"),
+				allocate(req("n/c", fams(IPv6)), "2001:db8:0:2::1"),
+			},
+		},
+		{
+			name:  "a range starting past the /64's first address has none",
+			pools: []Pool{pool("mid", "2001:db8::8/126")},
+			steps: []step{usage("mid", IPv6, 4, 0), allocate(req("n/a", fams(IPv6)), "2001:db8::8")},
 		},
 	})
 }
@@ -262,8 +303,8 @@ func TestDualStack(t *testing.T) {
 			name:  "both families from one pool, in the requested order",
 			pools: []Pool{v4, dual},
 			steps: []step{
-				allocIn(req("n/a", fams(IPv6, IPv4), requireAll()), "dual", "2001:db8::", "192.0.2.0"),
-				allocIn(req("n/b", families46(), requireAll()), "dual", "192.0.2.1", "2001:db8::1"),
+				allocIn(req("n/a", fams(IPv6, IPv4), requireAll()), "dual", "2001:db8::1", "192.0.2.0"),
+				allocIn(req("n/b", families46(), requireAll()), "dual", "192.0.2.1", "2001:db8::2"),
 			},
 		},
 		{
@@ -276,14 +317,14 @@ func TestDualStack(t *testing.T) {
 			pools: []Pool{v4, v6},
 			steps: []step{
 				allocIn(req("n/a", families46()), "v4", "198.51.100.0"),
-				allocIn(req("n/b", fams(IPv6, IPv4)), "v6", "2001:db8:1::"),
+				allocIn(req("n/b", fams(IPv6, IPv4)), "v6", "2001:db8:1::1"),
 			},
 		},
 		{
 			name:  "prefer: dual pool out of IPv6 addresses, fallback to IPv4",
-			pools: []Pool{pool("dual", "192.0.2.0/30", "2001:db8::/128")},
+			pools: []Pool{pool("dual", "192.0.2.0/30", "2001:db8::1/128")},
 			steps: []step{
-				allocate(req("n/a", families46()), "192.0.2.0", "2001:db8::"),
+				allocate(req("n/a", families46()), "192.0.2.0", "2001:db8::1"),
 				allocate(req("n/b", families46()), "192.0.2.1"),
 				allocErr(req("n/c", families46(), requireAll()), ErrPoolExhausted),
 			},
@@ -295,18 +336,18 @@ func TestDualStack(t *testing.T) {
 				allocate(req("n/a", families46()), "192.0.2.0"),
 				allocate(req("n/a", families46()), "192.0.2.0"),
 				setPools([]Pool{pool("p", "192.0.2.0/30", "2001:db8::/120")}),
-				allocate(req("n/a", families46()), "192.0.2.0", "2001:db8::"),
-				allocate(req("n/a", families46()), "192.0.2.0", "2001:db8::"),
+				allocate(req("n/a", families46()), "192.0.2.0", "2001:db8::1"),
+				allocate(req("n/a", families46()), "192.0.2.0", "2001:db8::1"),
 			},
 		},
 		{
 			name:  "dual-stack to single-stack keeps the first address",
 			pools: []Pool{dual},
 			steps: []step{
-				allocate(req("n/x", families46()), "192.0.2.0", "2001:db8::"),
-				allocate(req("n/a", families46()), "192.0.2.1", "2001:db8::1"),
+				allocate(req("n/x", families46()), "192.0.2.0", "2001:db8::1"),
+				allocate(req("n/a", families46()), "192.0.2.1", "2001:db8::2"),
 				allocate(req("n/a", fams(IPv4)), "192.0.2.1"),
-				usage("dual", IPv6, 256, 1),
+				usage("dual", IPv6, 255, 1),
 			},
 		},
 	})
@@ -409,10 +450,11 @@ func TestRestore(t *testing.T) {
 			},
 		},
 		{
-			name:  "restore outside every pool",
+			name:  "restore outside every pool keeps the address, restore of nothing fails",
 			pools: []Pool{pool("a", "192.0.2.0/30")},
 			steps: []step{
-				restoreErr(req("n/a"), ErrNotInAnyPool, "203.0.113.5"),
+				restore(req("n/a"), "203.0.113.5"),
+				usage("a", IPv4, 4, 0),
 				restoreErr(req("n/a"), ErrInvalidRequest),
 			},
 		},
@@ -482,12 +524,24 @@ func TestPoolChanges(t *testing.T) {
 			},
 		},
 		{
-			name:  "overlapping pools: reported, later name skips the overlap",
+			name:  "overlapping pools: the earlier in the list keeps the overlap whatever the names",
+			pools: []Pool{pool("tiny", "192.0.2.4/30")},
+			steps: []step{
+				allocIn(req("n/1", fromPool("tiny")), "tiny", "192.0.2.4"),
+				setPools([]Pool{pool("tiny", "192.0.2.4/30"), pool("aaa", "192.0.2.0/29")}, "tiny>aaa:192.0.2.4/30"),
+				usage("tiny", IPv4, 4, 1),
+				usage("aaa", IPv4, 4, 0),
+				allocIn(req("n/2", fromPool("tiny")), "tiny", "192.0.2.5"),
+				assigned("n/1", "192.0.2.4"),
+			},
+		},
+		{
+			name:  "overlapping pools: reported, the later in the list skips the overlap",
 			pools: nil,
 			steps: []step{
 				setPools([]Pool{
-					with(pool("b", "192.0.2.0/29"), func(p *Pool) { p.Priority = 1 }),
 					with(pool("a", "192.0.2.4/30"), func(p *Pool) { p.Priority = 2 }),
+					with(pool("b", "192.0.2.0/29"), func(p *Pool) { p.Priority = 1 }),
 				}, "a>b:192.0.2.4/30"),
 				allocIn(req("n/1"), "b", "192.0.2.0"),
 				allocate(req("n/2"), "192.0.2.1"),
@@ -523,4 +577,64 @@ func TestNewValidates(t *testing.T) {
 	if !errors.Is(err, ErrInvalidPool) {
 		t.Fatalf("nil selector: %v", err)
 	}
+}
+
+// Addresses kept after their pool went or shrank are counted by Outside,
+// listed in their service's Assignment, and counted in no pool.
+func TestAddressesOutsideEveryPool(t *testing.T) {
+	a, err := New([]Pool{pool("a", "192.0.2.0/30"), pool("b", "198.51.100.0/30")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Request{req("n/x", fromPool("a")), req("n/y", fromPool("b")), req("n/z", fromPool("b"))} {
+		if _, err := a.Allocate(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := a.Outside(); got[IPv4] != 0 || got[IPv6] != 0 {
+		t.Fatalf("Outside = %v before any change", got)
+	}
+	// a is gone; b keeps z's address, not y's.
+	if _, err := a.SetPools([]Pool{pool("b", "198.51.100.1/32")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Outside(); got[IPv4] != 2 || got[IPv6] != 0 {
+		t.Errorf("Outside = %v, want 2 IPv4 addresses", got)
+	}
+	if u := a.Usage(); len(u) != 1 || u[0].Families[0] != (FamilyUsage{Family: IPv4, Total: 1, InUse: 1}) {
+		t.Errorf("usage = %+v, want pool b with its one address in use", u)
+	}
+	x, _ := a.Assigned("n/x")
+	if x.Pool != "a" || !slices.Equal(x.IPs, addrs("192.0.2.0")) || !slices.Equal(x.Outside, x.IPs) {
+		t.Errorf("n/x holds %+v, want its address, outside, and the name of its old pool", x)
+	}
+	// Asking again keeps it: pools changing never renumber a Service.
+	if again, err := a.Allocate(req("n/x", fromPool("a"))); err != nil || !slices.Equal(again.IPs, x.IPs) {
+		t.Errorf("n/x after its pool went: %+v, %v", again, err)
+	}
+	if z, _ := a.Assigned("n/z"); len(z.Outside) != 0 {
+		t.Errorf("n/z = %+v, want nothing outside", z)
+	}
+	a.Release("n/x")
+	a.Release("n/y")
+	if got := a.Outside(); got[IPv4] != 0 {
+		t.Errorf("Outside = %v after the release", got)
+	}
+}
+
+// A restart with a pool gone or shrunk restores the addresses Services
+// show all the same, under the pool they recorded.
+func TestRestoreKeepsAddressesOutsideEveryPool(t *testing.T) {
+	runScenarios(t, []scenario{{
+		name:  "restored outside every pool, kept on allocation",
+		pools: []Pool{pool("b", "198.51.100.0/30")},
+		steps: []step{
+			restore(req("n/x", fromPool("gone")), "192.0.2.7"),
+			assigned("n/x", "192.0.2.7"),
+			allocIn(req("n/x", fromPool("gone")), "gone", "192.0.2.7"),
+			restore(req("n/y"), "198.51.100.1"),
+			allocIn(req("n/y"), "b", "198.51.100.1"),
+			restoreErr(req("n/z"), ErrAddressInUse, "192.0.2.7"),
+		},
+	}})
 }

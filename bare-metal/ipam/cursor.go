@@ -26,21 +26,32 @@ func newRangeState(p *poolState, r Range) *rangeState {
 	return &rangeState{pool: p, r: r, cursor: r.First, queued: map[netip.Addr]struct{}{}}
 }
 
-// total counts the addresses this range hands out, saturating. It runs
-// once per configuration, so exact big arithmetic is affordable.
+// total counts the addresses this range hands out by itself (not the
+// skipped ones), saturating. It runs once per configuration, so exact big
+// arithmetic is affordable.
 func (rs *rangeState) total() uint64 {
-	avoid := rs.pool.cfg.AvoidBuggyIPs
-	n := rs.r.count()
-	if avoid {
-		n.Sub(n, new(big.Int).SetUint64(rs.r.buggyCount()))
-	}
+	n := rs.handedOut(rs.r)
 	for _, e := range rs.excluded {
-		n.Sub(n, e.count())
-		if avoid {
-			n.Add(n, new(big.Int).SetUint64(e.buggyCount()))
-		}
+		n.Sub(n, rs.handedOut(e))
 	}
 	return saturate(n)
+}
+
+// handedOut counts the addresses of r that are not skipped.
+func (rs *rangeState) handedOut(r Range) *big.Int {
+	n := r.count()
+	n.Sub(n, r.anycastCount())
+	if rs.pool.cfg.AvoidBuggyIPs {
+		n.Sub(n, new(big.Int).SetUint64(r.buggyCount()))
+	}
+	return n
+}
+
+// skips reports addresses the range never hands out by itself: IPv4 ones
+// ending in .0 or .255 when the pool avoids them, and IPv6 Subnet-Router
+// anycast addresses. A Service may still ask for the latter.
+func (rs *rangeState) skips(a netip.Addr) bool {
+	return rs.pool.cfg.AvoidBuggyIPs && isBuggy(a) || isSubnetRouterAnycast(a)
 }
 
 // peek returns the lowest address of the range that is free in used. It
@@ -49,7 +60,7 @@ func (rs *rangeState) total() uint64 {
 func (rs *rangeState) peek(used func(netip.Addr) bool) (netip.Addr, bool) {
 	for rs.freed.Len() > 0 {
 		a := rs.freed[0]
-		if !used(a) {
+		if !used(a) && !rs.skips(a) {
 			return a, true
 		}
 		heap.Pop(&rs.freed)
@@ -61,7 +72,7 @@ func (rs *rangeState) peek(used func(netip.Addr) bool) (netip.Addr, bool) {
 			rs.moveAfter(e.Last)
 			continue
 		}
-		if (rs.pool.cfg.AvoidBuggyIPs && isBuggy(a)) || used(a) {
+		if rs.skips(a) || used(a) {
 			rs.moveAfter(a)
 			continue
 		}

@@ -8,7 +8,9 @@ import (
 )
 
 // Sentinels for errors.Is. Messages of the wrapping errors name the pool,
-// address and services involved because they end up in Service events.
+// address and other services involved because they end up in Service
+// events; not the Service itself, which the event is attached to (logs
+// carry it as a key).
 var (
 	ErrInvalidRange      = errors.New("invalid address range")
 	ErrInvalidPool       = errors.New("invalid address pool")
@@ -35,7 +37,7 @@ type AddressError struct {
 
 func (e *AddressError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "service %s: %v: %s", e.Service, e.Err, e.Addr)
+	fmt.Fprintf(&b, "%v: %s", e.Err, e.Addr)
 	if e.Pool != "" {
 		fmt.Fprintf(&b, " (pool %s)", e.Pool)
 	}
@@ -61,7 +63,7 @@ type PoolError struct {
 
 func (e *PoolError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "service %s: %v", e.Service, e.Err)
+	b.WriteString(e.Err.Error())
 	if e.Pool != "" {
 		fmt.Fprintf(&b, ": pool %s", e.Pool)
 	}

@@ -25,7 +25,7 @@ type Pool struct {
 }
 
 // Conflict reports addresses configured in two pools. The addresses belong
-// to Pool (the first by name); Shadowed never hands them out.
+// to Pool, the earlier in the configuration; Shadowed never hands them out.
 type Conflict struct {
 	Pool     string
 	Shadowed string
@@ -37,8 +37,9 @@ func (c Conflict) String() string {
 }
 
 // FamilyUsage counts the addresses of one family in a pool. Total saturates
-// at MaxUint64 for huge IPv6 ranges; an address shared by several services
-// counts once in InUse.
+// at MaxUint64 for huge IPv6 ranges. InUse counts the addresses services
+// hold or that are reserved (held elsewhere), an address shared by several
+// services once: Total - InUse is what Allocate can still hand out.
 type FamilyUsage struct {
 	Family Family
 	Total  uint64
@@ -57,6 +58,25 @@ type poolState struct {
 	serves [2]bool
 	total  [2]uint64
 	inUse  [2]uint64
+	// anycastInUse counts the Subnet-Router anycast addresses in use:
+	// handed out only when asked for, so not in total until they are.
+	anycastInUse uint64
+}
+
+// taken counts ip, now held or reserved, in the pool's usage.
+func (p *poolState) taken(ip netip.Addr) {
+	p.inUse[famIndex(FamilyOf(ip))]++
+	if isSubnetRouterAnycast(ip) {
+		p.anycastInUse++
+	}
+}
+
+// freed undoes taken.
+func (p *poolState) freed(ip netip.Addr) {
+	p.inUse[famIndex(FamilyOf(ip))]--
+	if isSubnetRouterAnycast(ip) {
+		p.anycastInUse--
+	}
 }
 
 func famIndex(f Family) int {
@@ -106,12 +126,15 @@ func anyMatch(sels []labels.Selector, l map[string]string) bool {
 // poolSet is one validated configuration.
 type poolSet struct {
 	byName    map[string]*poolState
-	ordered   []*poolState  // by Name: decides who owns overlapping addresses
+	ordered   []*poolState  // by Name: for reports
 	preferred []*poolState  // by Priority, then Name: the search order
-	ranges    []*rangeState // every range, owners first
+	ranges    []*rangeState // every range, in configuration order: the first holding an address owns it
 	conflicts []Conflict
 }
 
+// buildPools validates pools. Their order is their seniority: of two pools
+// holding an address, the earlier owns it and the later never hands it
+// out, so a pool added later cannot take addresses in use.
 func buildPools(pools []Pool) (*poolSet, error) {
 	ps := &poolSet{byName: make(map[string]*poolState, len(pools))}
 	for i := range pools {
@@ -124,13 +147,11 @@ func buildPools(pools []Pool) (*poolSet, error) {
 		}
 		ps.byName[p.cfg.Name] = p
 		ps.ordered = append(ps.ordered, p)
+		ps.ranges = append(ps.ranges, p.ranges...)
 	}
 	slices.SortFunc(ps.ordered, func(a, b *poolState) int { return strings.Compare(a.cfg.Name, b.cfg.Name) })
 	ps.preferred = slices.Clone(ps.ordered)
 	slices.SortStableFunc(ps.preferred, func(a, b *poolState) int { return cmp.Compare(a.cfg.Priority, b.cfg.Priority) })
-	for _, p := range ps.ordered {
-		ps.ranges = append(ps.ranges, p.ranges...)
-	}
 	ps.computeOverlaps()
 	for _, p := range ps.ordered {
 		for _, rs := range p.ranges {
@@ -169,9 +190,9 @@ func newPoolState(c Pool) (*poolState, error) {
 	return p, nil
 }
 
-// computeOverlaps gives each address to the first range (pools by name,
-// ranges in configured order) holding it; later ranges skip it. This also
-// tolerates a pool listing overlapping ranges of its own.
+// computeOverlaps gives each address to the first range (in configuration
+// order) holding it; later ranges skip it. This also tolerates a pool
+// listing overlapping ranges of its own.
 func (ps *poolSet) computeOverlaps() {
 	for j, later := range ps.ranges {
 		for _, earlier := range ps.ranges[:j] {

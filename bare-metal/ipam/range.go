@@ -200,6 +200,38 @@ func isBuggy(a netip.Addr) bool {
 	return b[3] == 0 || b[3] == 255
 }
 
+// isSubnetRouterAnycast reports IPv6 addresses whose interface identifier
+// (the low 64 bits) is zero: the Subnet-Router anycast address of the /64
+// they are in (RFC 4291 2.6.1; subnets on a link are /64s). Routers answer
+// it, so a pool hands it out only to a Service that asks for it.
+func isSubnetRouterAnycast(a netip.Addr) bool {
+	if !a.Is6() || a.Is4In6() {
+		return false
+	}
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[8:]) == 0
+}
+
+// anycastCount counts the Subnet-Router anycast addresses in r: one per
+// /64 whose first address r holds.
+func (r Range) anycastCount() *big.Int {
+	if !r.First.Is6() {
+		return new(big.Int)
+	}
+	f, l := r.First.As16(), r.Last.As16()
+	first := new(big.Int).SetUint64(binary.BigEndian.Uint64(f[:8]))
+	if binary.BigEndian.Uint64(f[8:]) != 0 {
+		first.Add(first, big.NewInt(1)) // the /64 of First starts below it
+	}
+	n := new(big.Int).SetUint64(binary.BigEndian.Uint64(l[:8]))
+	n.Sub(n, first)
+	n.Add(n, big.NewInt(1))
+	if n.Sign() < 0 {
+		return new(big.Int)
+	}
+	return n
+}
+
 func satAdd(a, b uint64) uint64 {
 	s, c := bits.Add64(a, b, 0)
 	if c != 0 {

@@ -144,7 +144,7 @@ func (a *Allocator) tryUpgrade(cur *alloc, r *request) Assignment {
 	a.uncommit(cur.service)
 	if next, ok := a.pickAll(p, r, cur, true); ok {
 		a.commit(next)
-		return next.assignment()
+		return a.assignment(next)
 	}
 	a.commit(cur)
 	return a.replace(cur, r.newAlloc(cur.pool, cur.ips))

@@ -14,8 +14,8 @@ import (
 // its next Allocate moves it. A holder named like a service of this
 // allocator is that service (it is never in conflict with itself).
 //
-// Reserved addresses are not counted in Usage: they are this allocator's
-// view of someone else's allocations.
+// Reserved addresses count as in use in Usage: Allocate will not hand
+// them out either.
 func (a *Allocator) Reserve(ip netip.Addr, holders []Request) error {
 	if !ip.IsValid() || ip.Zone() != "" || ip.Is4In6() {
 		return invalidRequest("<reservation>", "address %s must be a plain IPv4 or IPv6 address", ip)
@@ -34,25 +34,35 @@ func (a *Allocator) Reserve(ip netip.Addr, holders []Request) error {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !a.isUsed(ip) {
+		if rs := a.ps.owner(ip); rs != nil {
+			rs.pool.taken(ip)
+		}
+	}
 	a.reserved[ip] = allocs
 	return nil
 }
 
-// Unreserve drops the reservation of ip; unless a service of this
-// allocator holds it, ip is free again.
-func (a *Allocator) Unreserve(ip netip.Addr) {
+// Unreserve drops the reservation of ip. It reports whether that made ip
+// free: reserved before, held by no service of this allocator, and in a
+// pool.
+func (a *Allocator) Unreserve(ip netip.Addr) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.reserved[ip]; !ok {
-		return
+		return false
 	}
 	delete(a.reserved, ip)
 	if _, used := a.used[ip]; used {
-		return
+		return false
 	}
-	if rs := a.ps.owner(ip); rs != nil {
-		rs.released(ip)
+	rs := a.ps.owner(ip)
+	if rs == nil {
+		return false
 	}
+	rs.pool.freed(ip)
+	rs.released(ip)
+	return true
 }
 
 // CanShare returns nil when the service of req may use ip next to holders,

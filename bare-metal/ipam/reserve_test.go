@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 )
@@ -18,9 +19,12 @@ func reserveErr(ip string, err error, holders ...Request) step {
 	return s
 }
 
-func unreserve(ip string) step {
-	return step{desc: "unreserve " + ip, do: func(_ *testing.T, a *Allocator) ([]netip.Addr, string, error) {
-		a.Unreserve(netip.MustParseAddr(ip))
+// unreserve drops a reservation; freed says whether that frees the address.
+func unreserve(ip string, freed bool) step {
+	return step{desc: fmt.Sprintf("unreserve %s (frees it: %v)", ip, freed), do: func(t *testing.T, a *Allocator) ([]netip.Addr, string, error) {
+		if got := a.Unreserve(netip.MustParseAddr(ip)); got != freed {
+			t.Fatalf("Unreserve(%s) = %v, want %v", ip, got, freed)
+		}
 		return nil, "", nil
 	}}
 }
@@ -40,7 +44,7 @@ func TestReservations(t *testing.T) {
 				reserve("192.0.2.1", req("ns/x")),
 				allocate(req("ns/a"), "192.0.2.0"),
 				allocate(req("ns/b"), "192.0.2.2"),
-				unreserve("192.0.2.1"),
+				unreserve("192.0.2.1", true),
 				allocate(req("ns/c"), "192.0.2.1"),
 			},
 		},
@@ -52,7 +56,7 @@ func TestReservations(t *testing.T) {
 				reserve("192.0.2.0", req("ns/x")),
 				release("ns/a", "192.0.2.0"),
 				allocate(req("ns/b"), "192.0.2.1"),
-				unreserve("192.0.2.0"),
+				unreserve("192.0.2.0", true),
 				allocate(req("ns/c"), "192.0.2.0"),
 			},
 		},
@@ -111,12 +115,32 @@ func TestReservations(t *testing.T) {
 			},
 		},
 		{
-			name:  "reservations are not counted as usage",
+			name:  "reserved addresses count as in use, once, as long as reserved or held",
 			pools: []Pool{quad},
 			steps: []step{
 				reserve("192.0.2.0", req("ns/x")),
-				allocate(req("ns/a"), "192.0.2.1"),
 				usage("a", IPv4, 4, 1),
+				allocate(req("ns/a"), "192.0.2.1"),
+				usage("a", IPv4, 4, 2),
+				reserve("192.0.2.1", req("ns/a")), // claimed for the Service holding it
+				usage("a", IPv4, 4, 2),
+				release("ns/a", "192.0.2.1"),
+				usage("a", IPv4, 4, 2), // still reserved
+				unreserve("192.0.2.1", true),
+				unreserve("192.0.2.0", true),
+				unreserve("192.0.2.0", false), // not reserved any more
+				usage("a", IPv4, 4, 0),
+			},
+		},
+		{
+			name:  "an address a service holds stays taken when its reservation goes",
+			pools: []Pool{quad},
+			steps: []step{
+				allocate(req("ns/a"), "192.0.2.0"),
+				reserve("192.0.2.0", req("ns/a")),
+				unreserve("192.0.2.0", false),
+				usage("a", IPv4, 4, 1),
+				allocate(req("ns/b"), "192.0.2.1"),
 			},
 		},
 		{
@@ -124,7 +148,7 @@ func TestReservations(t *testing.T) {
 			pools: []Pool{quad},
 			steps: []step{
 				reserve("198.51.100.1", req("ns/x")),
-				unreserve("198.51.100.1"),
+				unreserve("198.51.100.1", false), // in no pool: nothing to hand out
 				allocate(req("ns/a"), "192.0.2.0"),
 			},
 		},

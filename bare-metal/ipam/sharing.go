@@ -28,8 +28,15 @@ type alloc struct {
 	ports   []Port
 }
 
-func (al *alloc) assignment() Assignment {
-	return Assignment{Pool: al.pool, IPs: slices.Clone(al.ips)}
+// assignment is what al holds, as callers see it.
+func (a *Allocator) assignment(al *alloc) Assignment {
+	as := Assignment{Pool: al.pool, IPs: slices.Clone(al.ips)}
+	for _, ip := range al.ips {
+		if st := a.used[ip]; st != nil && st.owner == nil {
+			as.Outside = append(as.Outside, ip)
+		}
+	}
+	return as
 }
 
 func (al *alloc) ip(f Family) (netip.Addr, bool) {
@@ -62,8 +69,10 @@ func (a *Allocator) commit(al *alloc) {
 		if st == nil {
 			st = &ipState{owner: a.ps.owner(ip)}
 			a.used[ip] = st
-			if st.owner != nil {
-				st.owner.pool.inUse[famIndex(FamilyOf(ip))]++
+			if st.owner == nil {
+				a.outside[famIndex(FamilyOf(ip))]++
+			} else if _, reserved := a.reserved[ip]; !reserved {
+				st.owner.pool.taken(ip) // a reserved address counts already
 			}
 			if al.key != "" {
 				a.keyIndex(al.key)[ip] = struct{}{}
@@ -95,8 +104,10 @@ func (a *Allocator) uncommit(service string) *alloc {
 				delete(a.byKey, al.key)
 			}
 		}
-		if st.owner != nil {
-			st.owner.pool.inUse[famIndex(FamilyOf(ip))]--
+		if st.owner == nil {
+			a.outside[famIndex(FamilyOf(ip))]--
+		} else if _, reserved := a.reserved[ip]; !reserved {
+			st.owner.pool.freed(ip)
 			st.owner.released(ip)
 		}
 	}

@@ -142,10 +142,10 @@ func TestSharingPreference(t *testing.T) {
 			name:  "dual-stack joins the partner's IPv4 and takes a fresh IPv6",
 			pools: []Pool{pool("d", "192.0.2.0/30", "2001:db8::/120")},
 			steps: []step{
-				allocate(req("n/x", families46()), "192.0.2.0", "2001:db8::"),
+				allocate(req("n/x", families46()), "192.0.2.0", "2001:db8::1"),
 				allocate(req("n/a", key("k"), ports("TCP/80"), wantIPs("192.0.2.2")), "192.0.2.2"),
-				allocate(req("n/b", key("k"), ports("TCP/443"), families46(), requireAll()), "192.0.2.2", "2001:db8::1"),
-				allocate(req("n/c", key("k"), ports("TCP/22"), fams(IPv6)), "2001:db8::1"),
+				allocate(req("n/b", key("k"), ports("TCP/443"), families46(), requireAll()), "192.0.2.2", "2001:db8::2"),
+				allocate(req("n/c", key("k"), ports("TCP/22"), fams(IPv6)), "2001:db8::2"),
 			},
 		},
 		{
@@ -182,7 +182,7 @@ func TestSharingErrorNamesHolders(t *testing.T) {
 	if ae.Addr != netip.MustParseAddr("192.0.2.0") || ae.Pool != "a" || !slices.Equal(ae.Holders, []string{"n/a", "n/b"}) {
 		t.Fatalf("details %+v", ae)
 	}
-	const want = "service n/c: address sharing conflict: 192.0.2.0 (pool a) is held by n/a, n/b: port TCP/80 is already used by n/b"
+	const want = "address sharing conflict: 192.0.2.0 (pool a) is held by n/a, n/b: port TCP/80 is already used by n/b"
 	if err.Error() != want {
 		t.Fatalf("message\n got %q\nwant %q", err.Error(), want)
 	}

@@ -17,11 +17,6 @@ import (
 	"github.com/heraldlb/herald/provider/service"
 )
 
-// AnnotationAllocatedFromPool names the pool herald-ccm took a Service's
-// addresses from (MetalLB: metallb.io/ip-allocated-from-pool). Without it,
-// the pool is the IPAddressPool whose addresses contain the Service's.
-const AnnotationAllocatedFromPool = "herald.dev/ip-allocated-from-pool"
-
 // world is everything one decision round looks at, as this node sees it.
 type world struct {
 	self string
@@ -149,7 +144,7 @@ func ingressAddrs(svc *v1.Service) []netip.Addr {
 // else the IPAddressPool containing the first of them; "" if unknown, and
 // then nothing is announced: the addresses may not be herald's at all.
 func poolOf(svc *v1.Service, addrs []netip.Addr, pools []*v1alpha1.IPAddressPool) string {
-	if name := svc.Annotations[AnnotationAllocatedFromPool]; name != "" {
+	if name := svc.Annotations[v1alpha1.AnnotationAllocatedFromPool]; name != "" {
 		return name
 	}
 	if len(addrs) == 0 {

@@ -25,7 +25,7 @@ func lbService(name string, ips ...string) *v1.Service {
 }
 
 func fromPool(pool string) func(*v1.Service) {
-	return func(s *v1.Service) { s.Annotations[AnnotationAllocatedFromPool] = pool }
+	return func(s *v1.Service) { s.Annotations[v1alpha1.AnnotationAllocatedFromPool] = pool }
 }
 
 func with(svc *v1.Service, mutate ...func(*v1.Service)) *v1.Service {

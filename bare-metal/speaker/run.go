@@ -91,7 +91,7 @@ func (s *Speaker) loop(ctx context.Context, done func() bool) {
 			}
 		case <-wake.C():
 		case <-fence.C():
-			if !s.fenceChanged() {
+			if !s.fenceChanged(ctx) {
 				continue
 			}
 		}

@@ -29,7 +29,7 @@ func (s *Speaker) sync(ctx context.Context) time.Time {
 	for _, name := range out.invalid {
 		logger.Error(nil, "L2Advertisement has an invalid selector and is ignored", "l2advertisement", name)
 	}
-	open, reason, fenceNext := s.updateFence(now, out.expected, w.members)
+	open, reason, fenceNext := s.updateFence(logger, now, out.expected, w.members)
 	plan := s.planner.Evaluate(now, out.owners, open)
 
 	want := s.interfaces(ctx, w, out, plan.Announce)
@@ -54,7 +54,7 @@ func (s *Speaker) sync(ctx context.Context) time.Time {
 }
 
 // updateFence evaluates the fence with the quorum counted over expected.
-func (s *Speaker) updateFence(now time.Time, expected []string, members map[string]election.Member) (bool, election.Reason, time.Time) {
+func (s *Speaker) updateFence(logger klog.Logger, now time.Time, expected []string, members map[string]election.Member) (bool, election.Reason, time.Time) {
 	h := s.membership.Health()
 	h.Expected = len(expected)
 	for _, n := range expected {
@@ -72,16 +72,16 @@ func (s *Speaker) updateFence(now time.Time, expected []string, members map[stri
 			s.metrics.fenceOpen.Set(0)
 			s.metrics.fenceClosed.WithLabelValues(string(reason)).Inc()
 		}
-		klog.Background().V(1).Info("Fence", "open", open, "reason", reason, "node", s.cfg.NodeName)
+		logger.Info("Fence changed", "open", open, "reason", reason, "reachable", h.Reachable, "expected", h.Expected)
 	}
 	return open, reason, next
 }
 
 // fenceChanged re-evaluates the fence between syncs and reports whether it
 // opened or closed, which needs a sync.
-func (s *Speaker) fenceChanged() bool {
+func (s *Speaker) fenceChanged(ctx context.Context) bool {
 	was := s.fenceWasOpen
-	open, _, _ := s.updateFence(s.clock.Now(), s.expected, s.membership.Members())
+	open, _, _ := s.updateFence(klog.FromContext(ctx), s.clock.Now(), s.expected, s.membership.Members())
 	return open != was
 }
 

@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	cloudprovider "k8s.io/cloud-provider"
 	"k8s.io/cloud-provider/app"
 	cloudcontrollerconfig "k8s.io/cloud-provider/app/config"
-	"k8s.io/cloud-provider/names"
 	cliflag "k8s.io/component-base/cli/flag"
 	controllermanagerapp "k8s.io/controller-manager/app"
 	"k8s.io/controller-manager/controller"
@@ -43,48 +43,47 @@ func (o *heraldOptions) flags() cliflag.NamedFlagSets {
 	return sets
 }
 
-// controllerInitializers are the upstream controllers plus herald's class
-// controller. Each gets its own client name, so its requests and RBAC are
-// attributable.
+// controllerInitializers are upstream's controllers with herald's Service
+// controllers in place of upstream's service-lb-controller: under that
+// name for Services without a class, so --controllers flags written for it
+// keep working, and as herald-class-controller for herald's class. Each
+// gets its own client name, so its requests and RBAC are attributable.
+// Upstream's map is cloned, never changed.
 func controllerInitializers(opts *heraldOptions) map[string]app.ControllerInitFuncConstructor {
-	initializers := app.DefaultInitFuncConstructors
-	if c, ok := initializers[names.ServiceLBController]; ok {
-		c.InitContext.ClientName = "herald-service-controller"
-		upstream := c.Constructor
-		c.Constructor = func(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.CompletedConfig, cloud cloudprovider.Interface) app.InitFunc {
-			if opts.classOnly {
-				return func(context.Context, controllermanagerapp.ControllerContext) (controller.Interface, bool, error) {
-					klog.InfoS("Not starting the upstream service controller: --load-balancer-class-only leaves Services without a class alone")
-					return nil, false, nil
-				}
-			}
-			return upstream(initContext, cfg, cloud)
-		}
-		initializers[names.ServiceLBController] = c
+	initializers := maps.Clone(app.DefaultInitFuncConstructors)
+	initializers[provider.ClasslessControllerName] = app.ControllerInitFuncConstructor{
+		InitContext: app.ControllerInitContext{ClientName: "herald-service-controller"},
+		Constructor: serviceController(provider.Classless, opts),
 	}
 	initializers[provider.ClassControllerName] = app.ControllerInitFuncConstructor{
 		InitContext: app.ControllerInitContext{ClientName: "herald-class-controller"},
-		Constructor: startClassController,
+		Constructor: serviceController(provider.Classed, opts),
 	}
 	return initializers
 }
 
-func startClassController(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.CompletedConfig, cloud cloudprovider.Interface) app.InitFunc {
-	return func(ctx context.Context, _ controllermanagerapp.ControllerContext) (controller.Interface, bool, error) {
-		p, ok := cloud.(*provider.Provider)
-		if !ok {
-			return nil, false, fmt.Errorf("%s needs the herald provider, got %T", provider.ClassControllerName, cloud)
+func serviceController(scope provider.Scope, opts *heraldOptions) app.InitFuncConstructor {
+	return func(initContext app.ControllerInitContext, cfg *cloudcontrollerconfig.CompletedConfig, cloud cloudprovider.Interface) app.InitFunc {
+		return func(ctx context.Context, _ controllermanagerapp.ControllerContext) (controller.Interface, bool, error) {
+			if scope == provider.Classless && opts.classOnly {
+				klog.InfoS("Not serving Services without a class: --load-balancer-class-only leaves them alone")
+				return nil, false, nil
+			}
+			p, ok := cloud.(*provider.Provider)
+			if !ok {
+				return nil, false, fmt.Errorf("herald's Service controllers need the herald provider, got %T", cloud)
+			}
+			client, err := cfg.ClientBuilder.Client(initContext.ClientName)
+			if err != nil {
+				return nil, false, err
+			}
+			informers := cfg.SharedInformers.Core().V1()
+			c, err := provider.NewServiceController(p, client, scope, informers.Services(), informers.Nodes(), informers.Namespaces())
+			if err != nil {
+				return nil, false, err
+			}
+			go c.Run(ctx, int(cfg.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
+			return nil, true, nil
 		}
-		client, err := cfg.ClientBuilder.Client(initContext.ClientName)
-		if err != nil {
-			return nil, false, err
-		}
-		informers := cfg.SharedInformers.Core().V1()
-		c, err := provider.NewClassController(p, client, informers.Services(), informers.Nodes())
-		if err != nil {
-			return nil, false, err
-		}
-		go c.Run(ctx, int(cfg.ComponentConfig.ServiceController.ConcurrentServiceSyncs))
-		return nil, true, nil
 	}
 }

@@ -18,15 +18,16 @@ import (
 	"k8s.io/cloud-provider/names"
 	"k8s.io/cloud-provider/options"
 	"k8s.io/component-base/cli"
-	_ "k8s.io/component-base/logs/json/register"          // --logging-format=json
+	_ "k8s.io/component-base/logs/json/register" // --logging-format=json
+	"k8s.io/component-base/metrics/legacyregistry"
 	_ "k8s.io/component-base/metrics/prometheus/clientgo" // client-go metrics on /metrics
 	_ "k8s.io/component-base/metrics/prometheus/version"  // build info on /metrics
+	"k8s.io/component-base/version/verflag"
 	"k8s.io/klog/v2"
 
 	awsbackend "github.com/heraldlb/herald/aws"
 	"github.com/heraldlb/herald/aws/api"
 	baremetal "github.com/heraldlb/herald/bare-metal"
-	"github.com/heraldlb/herald/bare-metal/ipam"
 	"github.com/heraldlb/herald/provider"
 	"github.com/heraldlb/herald/provider/service"
 )
@@ -53,6 +54,8 @@ func run() int {
 	// Check the cloud config before the controller manager connects
 	// anywhere, so a broken file fails fast with the field it gets wrong.
 	command.PreRunE = func(cmd *cobra.Command, _ []string) error {
+		// --version needs no cloud config.
+		verflag.PrintAndExitIfRequested()
 		err := checkCloudFlags(ccmOptions.KubeCloudShared.CloudProvider.Name, ccmOptions.KubeCloudShared.CloudProvider.CloudConfigFile)
 		if err != nil {
 			// Plainly, for a human: the structured log line escapes quotes.
@@ -89,19 +92,22 @@ func newProvider(config io.Reader, opts *heraldOptions) (cloudprovider.Interface
 	if err != nil {
 		return nil, err
 	}
-	selection := service.Selection{ClassOnly: opts.classOnly}
+	// herald-ccm's /metrics serves the legacy registry's Gatherer.
+	reg := legacyregistry.Registerer()
+	var backend provider.Backend
 	if cfg.backend == backendAWS {
-		backend, err := newAWSBackend(context.Background(), cfg.aws, opts)
-		if err != nil {
-			return nil, err
-		}
-		return provider.New(backend, selection), nil
+		backend, err = newAWSBackend(context.Background(), cfg.aws, opts)
+	} else {
+		backend, err = baremetal.New(cfg.pools, reg)
 	}
-	alloc, err := ipam.New(cfg.pools)
 	if err != nil {
-		return nil, fmt.Errorf("address pools: %w", err)
+		return nil, err
 	}
-	return provider.New(baremetal.New(alloc, cfg.pools), selection), nil
+	p, err := provider.New(backend, service.Selection{ClassOnly: opts.classOnly}, reg)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // newAWSBackend builds the AWS backend, asking the instance metadata

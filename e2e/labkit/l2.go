@@ -222,8 +222,15 @@ func (l *L2) WaitService(namespace, name, what string, cond func(*v1.Service) bo
 // WaitService polls until cond holds for the Service, and returns it.
 func WaitService(t netlab.T, client kubernetes.Interface, namespace, name, what string, cond func(*v1.Service) bool) *v1.Service {
 	t.Helper()
+	return WaitServiceWithin(t, client, namespace, name, what, WaitTimeout, cond)
+}
+
+// WaitServiceWithin is WaitService with a timeout of its own.
+func WaitServiceWithin(t netlab.T, client kubernetes.Interface, namespace, name, what string, timeout time.Duration,
+	cond func(*v1.Service) bool) *v1.Service {
+	t.Helper()
 	var last *v1.Service
-	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, WaitTimeout, true,
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true,
 		func(ctx context.Context) (bool, error) {
 			svc, err := client.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
@@ -238,7 +245,7 @@ func WaitService(t netlab.T, client kubernetes.Interface, namespace, name, what 
 		if last != nil {
 			status, finalizers = last.Status, last.Finalizers
 		}
-		t.Fatalf("service %s/%s: %s: not within %v; last seen: status=%+v finalizers=%v", namespace, name, what, WaitTimeout,
+		t.Fatalf("service %s/%s: %s: not within %v; last seen: status=%+v finalizers=%v", namespace, name, what, timeout,
 			status, finalizers)
 	}
 	return last

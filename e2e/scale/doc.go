@@ -1,5 +1,5 @@
 // Package scale holds herald's scale test: a real kube-apiserver with 1,000
-// fake Nodes kept Ready by kwok and 5,000 LoadBalancer Services served by
+// fake Nodes kept Ready by kwok and 10,000 LoadBalancer Services served by
 // herald-ccm. It is slow and loads the machine, so it runs only when asked:
 //
 //	make scale

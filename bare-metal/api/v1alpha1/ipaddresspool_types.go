@@ -26,7 +26,8 @@ type IPAddressPoolSpec struct {
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=100
 	// +kubebuilder:validation:items:XValidation:rule=`self.contains('/') || self.contains('-')`,messageExpression=`"'" + self + "' is neither a CIDR (192.0.2.0/28) nor a first-last range (192.0.2.10-192.0.2.20); write a single address as a /32 or /128"`
-	// +kubebuilder:validation:items:XValidation:rule=`!self.contains('/') || (isCIDR(self) && cidr(self) == cidr(self).masked())`,messageExpression=`"'" + self + "' is not a valid CIDR with its host bits zero (192.0.2.0/28, not 192.0.2.1/28)"`
+	// +kubebuilder:validation:items:XValidation:rule=`!self.contains('/') || isCIDR(self)`,messageExpression=`"'" + self + "' is not a CIDR: an IPv4 or IPv6 address, '/', and a prefix length (192.0.2.0/28, 2001:db8::/120)"`
+	// +kubebuilder:validation:items:XValidation:rule=`!self.contains('/') || !isCIDR(self) || cidr(self) == cidr(self).masked()`,messageExpression=`"'" + self + "' has host bits set: write the network's first address before the '/' (192.0.2.0/28, not 192.0.2.1/28)"`
 	// +kubebuilder:validation:items:XValidation:rule=`self.contains('/') || !self.contains('-') || (self.split('-').size() == 2 && isIP(self.split('-')[0].trim()) && isIP(self.split('-')[1].trim()))`,messageExpression=`"'" + self + "' is not a range of two IP addresses joined by '-'"`
 	// +kubebuilder:validation:items:XValidation:rule=`self.contains('/') || self.split('-').size() != 2 || !isIP(self.split('-')[0].trim()) || !isIP(self.split('-')[1].trim()) || ip(self.split('-')[0].trim()).family() == ip(self.split('-')[1].trim()).family()`,messageExpression=`"'" + self + "' mixes IPv4 and IPv6"`
 	Addresses []string `json:"addresses"`

@@ -135,8 +135,13 @@ func Start(cfg Config) (*Membership, error) {
 		stop: make(chan struct{})}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeName
-	if cfg.BindAddr.IsValid() {
+	switch {
+	case cfg.BindAddr.IsValid():
 		mc.BindAddr = cfg.BindAddr.String()
+	case cfg.AdvertiseAddr.Is6():
+		// memberlist's default, 0.0.0.0, would not receive what IPv6 peers
+		// send to the advertised address.
+		mc.BindAddr = "::"
 	}
 	mc.BindPort, mc.AdvertisePort = cfg.Port, cfg.Port
 	mc.AdvertiseAddr = cfg.AdvertiseAddr.String()

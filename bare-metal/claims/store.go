@@ -1,4 +1,4 @@
-package baremetal
+package claims
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
-	"github.com/heraldlb/herald/provider"
+	"github.com/heraldlb/herald/bare-metal/ipam"
 )
 
 // Claim timing. The grace period must outlast the time from a claim to
@@ -22,65 +22,68 @@ import (
 // when the apiserver is slow) plus informer lag; it is also how long a
 // claim leaked by a crash or a lost race keeps its address from others.
 const (
-	claimGrace      = time.Minute
-	claimGCInterval = 30 * time.Second
+	Grace           = time.Minute
+	collectInterval = 30 * time.Second
 	// claimRetries bounds the re-reads when writes keep hitting
 	// resourceVersion conflicts; the caller's sync is retried anyway.
 	claimRetries = 5
 )
 
+// fieldManager owns what herald writes on claims: herald-ccm, as on
+// Services.
+const fieldManager = "herald-ccm"
+
 // errClaimContended is returned when a claim kept changing under us.
 var errClaimContended = errors.New("address claim kept changing; retrying later")
 
-// claimAPI is the part of the IPAddress client claims use; the typed
-// client satisfies it, unit tests use a fake.
-type claimAPI interface {
+// API is the part of the IPAddress client claims use; the typed client
+// satisfies it, unit tests use claimstest.APIServer.
+type API interface {
 	Get(ctx context.Context, name string, opts metav1.GetOptions) (*networkingv1.IPAddress, error)
 	Create(ctx context.Context, obj *networkingv1.IPAddress, opts metav1.CreateOptions) (*networkingv1.IPAddress, error)
 	Update(ctx context.Context, obj *networkingv1.IPAddress, opts metav1.UpdateOptions) (*networkingv1.IPAddress, error)
 	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
 }
 
-// claimCache is what the IPAddress informer knows of herald's claims.
-type claimCache interface {
+// Cache is what the IPAddress informer knows of herald's claims.
+type Cache interface {
 	Get(name string) (*networkingv1.IPAddress, bool)
 	ByHolder(service string) []*networkingv1.IPAddress
 	List() []*networkingv1.IPAddress
 }
 
-// claimStore reads claims from the cache and writes them to the API: a
-// write that finds the cache stale re-reads the object and decides again.
-type claimStore struct {
-	api   claimAPI
-	cache claimCache
+// Store reads claims from the cache and writes them to the API: a write
+// that finds the cache stale re-reads the object and decides again.
+type Store struct {
+	api   API
+	cache Cache
 	now   func() time.Time
 	grace time.Duration
 }
 
-// holds reports whether the cached claim of ip lists service (with uid).
-func (s *claimStore) holds(ip netip.Addr, service, uid string) bool {
+// NewStore returns a store over api and cache; holders are renewed by now
+// and collected grace after their last renewal.
+func NewStore(api API, cache Cache, now func() time.Time, grace time.Duration) *Store {
+	return &Store{api: api, cache: cache, now: now, grace: grace}
+}
+
+// Holds reports whether the cached claim of ip lists service (with uid).
+func (s *Store) Holds(ip netip.Addr, service, uid string) bool {
 	obj, ok := s.cache.Get(ip.String())
 	if !ok {
 		return false
 	}
 	c, err := readClaim(obj)
-	if err != nil || !c.ours {
-		return false
-	}
-	i := c.holderIndex(service)
-	return i >= 0 && (uid == "" || c.holders[i].UID == uid)
+	return err == nil && c.ours && c.heldBy(service, uid)
 }
 
-// heldBy returns the addresses whose cached claims list service (with
+// HeldBy returns the addresses whose cached claims list service (with
 // uid), in address order.
-func (s *claimStore) heldBy(service, uid string) []netip.Addr {
+func (s *Store) HeldBy(service, uid string) []netip.Addr {
 	var ips []netip.Addr
 	for _, obj := range s.cache.ByHolder(service) {
 		c, err := readClaim(obj)
-		if err != nil || !c.ours {
-			continue
-		}
-		if i := c.holderIndex(service); i >= 0 && (uid == "" || c.holders[i].UID == uid) {
+		if err == nil && c.ours && c.heldBy(service, uid) {
 			ips = append(ips, c.ip)
 		}
 	}
@@ -88,11 +91,12 @@ func (s *claimStore) heldBy(service, uid string) []netip.Addr {
 	return ips
 }
 
-// claim makes h a holder of every address in ips, or returns a
-// *ClaimedError for the first address it may not hold. shown reports
-// whether the Service's status already shows an address. Holding already,
-// per the cache, costs no write.
-func (s *claimStore) claim(ctx context.Context, h claimHolder, ips []netip.Addr, shown func(netip.Addr) bool) error {
+// Claim makes the Service of req (with uid) a holder of every address in
+// ips, or returns a *ClaimedError for the first address it may not hold.
+// shown reports whether the Service's status already shows an address.
+// Holding already, per the cache, costs no write.
+func (s *Store) Claim(ctx context.Context, req ipam.Request, uid string, ips []netip.Addr, shown func(netip.Addr) bool) error {
+	h := holderFor(req, uid, s.now())
 	for _, ip := range ips {
 		if err := s.claimOne(ctx, h, ip, shown(ip)); err != nil {
 			return err
@@ -101,7 +105,7 @@ func (s *claimStore) claim(ctx context.Context, h claimHolder, ips []netip.Addr,
 	return nil
 }
 
-func (s *claimStore) claimOne(ctx context.Context, h claimHolder, ip netip.Addr, shown bool) error {
+func (s *Store) claimOne(ctx context.Context, h holder, ip netip.Addr, shown bool) error {
 	name := ip.String()
 	obj, _ := s.cache.Get(name)
 	for range claimRetries {
@@ -137,12 +141,12 @@ func (s *claimStore) claimOne(ctx context.Context, h claimHolder, ip netip.Addr,
 
 // create claims ip for h alone. It returns nil, nil when it did, and the
 // live object when the address was claimed already.
-func (s *claimStore) create(ctx context.Context, ip netip.Addr, h claimHolder) (*networkingv1.IPAddress, error) {
+func (s *Store) create(ctx context.Context, ip netip.Addr, h holder) (*networkingv1.IPAddress, error) {
 	obj, err := newClaim(ip, h)
 	if err != nil {
 		return nil, err
 	}
-	_, err = s.api.Create(ctx, obj, metav1.CreateOptions{FieldManager: provider.FieldManager})
+	_, err = s.api.Create(ctx, obj, metav1.CreateOptions{FieldManager: fieldManager})
 	switch {
 	case err == nil:
 		klog.FromContext(ctx).V(2).Info("Claimed address", "vip", ip)
@@ -161,7 +165,7 @@ func (s *claimStore) create(ctx context.Context, ip netip.Addr, h claimHolder) (
 // write stores holders in obj, deleting it when none is left. Both carry
 // obj's resourceVersion: a change made meanwhile by another instance fails
 // the write with a Conflict instead of being overwritten.
-func (s *claimStore) write(ctx context.Context, obj *networkingv1.IPAddress, holders []claimHolder) (*networkingv1.IPAddress, error) {
+func (s *Store) write(ctx context.Context, obj *networkingv1.IPAddress, holders []holder) (*networkingv1.IPAddress, error) {
 	if len(holders) == 0 {
 		uid, rv := obj.UID, obj.ResourceVersion
 		err := s.api.Delete(ctx, obj.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
@@ -171,13 +175,13 @@ func (s *claimStore) write(ctx context.Context, obj *networkingv1.IPAddress, hol
 	if err != nil {
 		return nil, err
 	}
-	return s.api.Update(ctx, next, metav1.UpdateOptions{FieldManager: provider.FieldManager})
+	return s.api.Update(ctx, next, metav1.UpdateOptions{FieldManager: fieldManager})
 }
 
-// release takes service (with uid, if known) off the claims of ips and off
+// Release takes service (with uid, if known) off the claims of ips and off
 // any other claim naming it except those of keep: a Service that moved or
 // was deleted holds nothing it no longer shows.
-func (s *claimStore) release(ctx context.Context, service, uid string, ips, keep []netip.Addr) error {
+func (s *Store) Release(ctx context.Context, service, uid string, ips, keep []netip.Addr) error {
 	names := map[string]bool{}
 	for _, ip := range ips {
 		names[ip.String()] = true
@@ -190,7 +194,7 @@ func (s *claimStore) release(ctx context.Context, service, uid string, ips, keep
 	}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(names)) {
-		err := s.update(ctx, name, func(c claim) ([]claimHolder, bool) { return leave(c, service, uid) })
+		err := s.update(ctx, name, func(c claim) ([]holder, bool) { return leave(c, service, uid) })
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -198,9 +202,9 @@ func (s *claimStore) release(ctx context.Context, service, uid string, ips, keep
 	return errors.Join(errs...)
 }
 
-// collect drops stale holders (staleHolders) from every claim; a claim
+// Collect drops stale holders (staleHolders) from every claim; a claim
 // left without holders is deleted.
-func (s *claimStore) collect(ctx context.Context, lookup func(string) (serviceView, bool)) error {
+func (s *Store) Collect(ctx context.Context, lookup Lookup) error {
 	logger := klog.FromContext(ctx)
 	var errs []error
 	for _, obj := range s.cache.List() {
@@ -212,9 +216,9 @@ func (s *claimStore) collect(ctx context.Context, lookup func(string) (serviceVi
 		if len(stale) == 0 {
 			continue
 		}
-		err = s.update(ctx, obj.Name, func(c claim) ([]claimHolder, bool) {
+		err = s.update(ctx, obj.Name, func(c claim) ([]holder, bool) {
 			drop := staleHolders(c, lookup, s.now(), s.grace) // decided again on what was read
-			kept := slices.DeleteFunc(slices.Clone(c.holders), func(h claimHolder) bool { return slices.Contains(drop, h.Service) })
+			kept := slices.DeleteFunc(slices.Clone(c.holders), func(h holder) bool { return slices.Contains(drop, h.Service) })
 			return kept, len(drop) > 0
 		})
 		if err != nil {
@@ -228,7 +232,7 @@ func (s *claimStore) collect(ctx context.Context, lookup func(string) (serviceVi
 
 // update applies change to the claim called name, starting from the
 // cache and re-reading after a conflict.
-func (s *claimStore) update(ctx context.Context, name string, change func(claim) ([]claimHolder, bool)) error {
+func (s *Store) update(ctx context.Context, name string, change func(claim) ([]holder, bool)) error {
 	obj, cached := s.cache.Get(name)
 	for range claimRetries {
 		fromCache := cached

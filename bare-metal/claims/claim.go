@@ -1,4 +1,25 @@
-package baremetal
+// Package claims makes address allocations atomic across herald-ccm
+// instances. Each allocator is in memory, so two instances that briefly
+// both run (a rolling update, a lost lease) could give one address to two
+// Services. Before a Service's status shows an address, herald claims it
+// with a networking.k8s.io/v1 IPAddress named after the address: creating
+// an object is atomic, so only one instance wins a free address, and
+// joining a shared one is an update with a resourceVersion precondition,
+// so two instances cannot both add holders that clash. The loser reserves
+// the address in its allocator and allocates again.
+//
+// The package has three parts: pure decisions on one claim (this file),
+// the Store that reads claims from an informer's cache and writes them to
+// the API, and the watch that keeps an allocator's reservations in step
+// with every claim in the cluster.
+//
+// kube-apiserver's own IPAddress repair loop leaves these objects alone:
+// RepairIPAddress.syncIPAddress returns early unless the
+// ipaddress.kubernetes.io/managed-by label is ipallocator.k8s.io
+// (k8s.io/kubernetes v1.37.2,
+// pkg/registry/core/service/ipallocator/controller/repairip.go,
+// managedByController).
+package claims
 
 import (
 	"encoding/json"
@@ -17,35 +38,19 @@ import (
 	"github.com/heraldlb/herald/bare-metal/ipam"
 )
 
-// Address claims make allocations atomic across herald-ccm instances. Each
-// allocator is in memory, so two instances that briefly both run (a
-// rolling update, a lost lease) could give one address to two Services.
-// Before a Service's status shows an address, herald claims it with a
-// networking.k8s.io/v1 IPAddress named after the address: creating an
-// object is atomic, so only one instance wins a free address, and joining
-// a shared one is an update with a resourceVersion precondition, so two
-// instances cannot both add holders that clash. The loser reserves the
-// address in its allocator and allocates again.
-//
-// kube-apiserver's own IPAddress repair loop leaves these objects alone:
-// RepairIPAddress.syncIPAddress returns early unless the
-// ipaddress.kubernetes.io/managed-by label is ipallocator.k8s.io
-// (k8s.io/kubernetes v1.37.2,
-// pkg/registry/core/service/ipallocator/controller/repairip.go,
-// managedByController).
 const (
-	// ClaimManager is the managed-by label value of herald's claims.
-	ClaimManager = "herald.dev"
-	// AnnotationClaimHolders lists the Services holding a claimed address
+	// Manager is the managed-by label value of herald's claims.
+	Manager = "herald.dev"
+	// AnnotationHolders lists the Services holding a claimed address
 	// (JSON). spec.parentRef is immutable, so it names the Service that
 	// first claimed the address; this list is who holds it now.
-	AnnotationClaimHolders = "herald.dev/holders"
+	AnnotationHolders = "herald.dev/holders"
 )
 
-// claimHolder is one Service holding a claimed address, with what the
-// sharing rules need, so an instance that never saw the Service can still
-// tell whether another may join.
-type claimHolder struct {
+// holder is one Service holding a claimed address, with what the sharing
+// rules need, so an instance that never saw the Service can still tell
+// whether another may join.
+type holder struct {
 	Service    string   `json:"service"` // namespace/name
 	UID        string   `json:"uid,omitempty"`
 	SharingKey string   `json:"sharingKey,omitempty"`
@@ -59,8 +64,8 @@ type claimHolder struct {
 }
 
 // holderFor describes the Service of req as a claim holder.
-func holderFor(req ipam.Request, uid string, now time.Time) claimHolder {
-	h := claimHolder{Service: req.Service, UID: uid, SharingKey: req.SharingKey,
+func holderFor(req ipam.Request, uid string, now time.Time) holder {
+	h := holder{Service: req.Service, UID: uid, SharingKey: req.SharingKey,
 		Local: req.LocalTrafficPolicy, Backend: req.BackendKey, Renewed: now.UTC().Truncate(time.Second)}
 	for _, p := range req.Ports {
 		proto := p.Protocol
@@ -73,7 +78,7 @@ func holderFor(req ipam.Request, uid string, now time.Time) claimHolder {
 }
 
 // request is the holder as a sharing-check request.
-func (h claimHolder) request() ipam.Request {
+func (h holder) request() ipam.Request {
 	req := ipam.Request{Service: h.Service, SharingKey: h.SharingKey, LocalTrafficPolicy: h.Local, BackendKey: h.Backend}
 	for _, p := range h.Ports {
 		proto, port, _ := strings.Cut(p, "/")
@@ -87,7 +92,7 @@ func (h claimHolder) request() ipam.Request {
 }
 
 // sameUse reports whether h and o differ at most in their renewal time.
-func (h claimHolder) sameUse(o claimHolder) bool {
+func (h holder) sameUse(o holder) bool {
 	return h.Service == o.Service && h.UID == o.UID && h.SharingKey == o.SharingKey &&
 		slices.Equal(h.Ports, o.Ports) && h.Local == o.Local && h.Backend == o.Backend
 }
@@ -97,10 +102,11 @@ type claim struct {
 	ip      netip.Addr
 	ours    bool // managed by herald; otherwise another controller's (a ClusterIP, say)
 	parent  string
-	holders []claimHolder
+	holders []holder
 }
 
-var errNotAClaim = errors.New("not an address claim")
+// ErrNotAClaim marks an IPAddress whose name is not an address.
+var ErrNotAClaim = errors.New("not an address claim")
 
 // readClaim decodes an IPAddress. Holders of herald's claims come from the
 // annotation; any other IPAddress has its parent as the one holder, which
@@ -108,19 +114,19 @@ var errNotAClaim = errors.New("not an address claim")
 func readClaim(obj *networkingv1.IPAddress) (claim, error) {
 	ip, err := netip.ParseAddr(obj.Name)
 	if err != nil {
-		return claim{}, fmt.Errorf("%w: IPAddress %q: %w", errNotAClaim, obj.Name, err)
+		return claim{}, fmt.Errorf("%w: IPAddress %q: %w", ErrNotAClaim, obj.Name, err)
 	}
-	c := claim{ip: ip.Unmap(), ours: obj.Labels[networkingv1.LabelManagedBy] == ClaimManager}
+	c := claim{ip: ip.Unmap(), ours: obj.Labels[networkingv1.LabelManagedBy] == Manager}
 	if ref := obj.Spec.ParentRef; ref != nil {
 		c.parent = ref.Resource + " " + ref.Namespace + "/" + ref.Name
 	}
 	if !c.ours {
-		c.holders = []claimHolder{{Service: fmt.Sprintf("IPAddress %s (%s, managed by %q)", obj.Name, c.parent, obj.Labels[networkingv1.LabelManagedBy])}}
+		c.holders = []holder{{Service: fmt.Sprintf("IPAddress %s (%s, managed by %q)", obj.Name, c.parent, obj.Labels[networkingv1.LabelManagedBy])}}
 		return c, nil
 	}
-	if raw := obj.Annotations[AnnotationClaimHolders]; raw != "" {
+	if raw := obj.Annotations[AnnotationHolders]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &c.holders); err != nil {
-			return claim{}, fmt.Errorf("IPAddress %s: annotation %s: %w", obj.Name, AnnotationClaimHolders, err)
+			return claim{}, fmt.Errorf("IPAddress %s: annotation %s: %w", obj.Name, AnnotationHolders, err)
 		}
 	}
 	return c, nil
@@ -136,7 +142,13 @@ func (c claim) reservation() []ipam.Request {
 }
 
 func (c claim) holderIndex(service string) int {
-	return slices.IndexFunc(c.holders, func(h claimHolder) bool { return h.Service == service })
+	return slices.IndexFunc(c.holders, func(h holder) bool { return h.Service == service })
+}
+
+// heldBy reports whether service (with uid, if given) holds c.
+func (c claim) heldBy(service, uid string) bool {
+	i := c.holderIndex(service)
+	return i >= 0 && (uid == "" || c.holders[i].UID == uid)
 }
 
 // ClaimedError means the address is claimed in the cluster by holders the
@@ -154,21 +166,21 @@ func (e *ClaimedError) Error() string {
 func (e *ClaimedError) Unwrap() error { return e.Err }
 
 // newClaim is the IPAddress that claims ip for h alone.
-func newClaim(ip netip.Addr, h claimHolder) (*networkingv1.IPAddress, error) {
+func newClaim(ip netip.Addr, h holder) (*networkingv1.IPAddress, error) {
 	namespace, name, _ := strings.Cut(h.Service, "/")
 	obj := &networkingv1.IPAddress{
 		ObjectMeta: metav1.ObjectMeta{Name: ip.String(), Labels: map[string]string{
-			networkingv1.LabelManagedBy:       ClaimManager,
+			networkingv1.LabelManagedBy:       Manager,
 			networkingv1.LabelIPAddressFamily: string(ipam.FamilyOf(ip)),
 		}},
 		Spec: networkingv1.IPAddressSpec{ParentRef: &networkingv1.ParentReference{
 			Resource: "services", Namespace: namespace, Name: name}},
 	}
-	return withHolders(obj, []claimHolder{h})
+	return withHolders(obj, []holder{h})
 }
 
 // withHolders returns a copy of obj listing holders.
-func withHolders(obj *networkingv1.IPAddress, holders []claimHolder) (*networkingv1.IPAddress, error) {
+func withHolders(obj *networkingv1.IPAddress, holders []holder) (*networkingv1.IPAddress, error) {
 	raw, err := json.Marshal(holders)
 	if err != nil {
 		return nil, err
@@ -177,7 +189,7 @@ func withHolders(obj *networkingv1.IPAddress, holders []claimHolder) (*networkin
 	if next.Annotations == nil {
 		next.Annotations = map[string]string{}
 	}
-	next.Annotations[AnnotationClaimHolders] = string(raw)
+	next.Annotations[AnnotationHolders] = string(raw)
 	return next, nil
 }
 
@@ -189,7 +201,7 @@ func renewAfter(grace time.Duration) time.Duration { return grace / 2 }
 // join decides how h holds c: unchanged (nil holders), with an updated
 // list, or not at all (*ClaimedError). shown: the Service's status already
 // shows the address, so garbage collection spares the holder anyway.
-func join(c claim, h claimHolder, shown bool, now time.Time, grace time.Duration) ([]claimHolder, error) {
+func join(c claim, h holder, shown bool, now time.Time, grace time.Duration) ([]holder, error) {
 	i := c.holderIndex(h.Service)
 	others := slices.Clone(c.holders)
 	if i >= 0 {
@@ -219,7 +231,7 @@ func join(c claim, h claimHolder, shown bool, now time.Time, grace time.Duration
 // leave returns c's holders without service, and whether it was one. With
 // a uid, a holder of that name with another UID stays: it is a Service
 // re-created under the same name, whose claim the old one must not take.
-func leave(c claim, service, uid string) ([]claimHolder, bool) {
+func leave(c claim, service, uid string) ([]holder, bool) {
 	i := c.holderIndex(service)
 	if i < 0 || uid != "" && c.holders[i].UID != "" && c.holders[i].UID != uid {
 		return nil, false
@@ -227,25 +239,28 @@ func leave(c claim, service, uid string) ([]claimHolder, bool) {
 	return slices.Delete(slices.Clone(c.holders), i, i+1), true
 }
 
-// serviceView is what garbage collection needs to know of a Service.
-type serviceView struct {
-	uid   string
-	shows []netip.Addr // status.loadBalancer.ingress
+// ServiceView is what garbage collection needs to know of a Service.
+type ServiceView struct {
+	UID   string
+	Shows []netip.Addr // status.loadBalancer.ingress
 }
+
+// Lookup finds the Service called namespace/name in the informer's cache.
+type Lookup func(service string) (ServiceView, bool)
 
 // staleHolders returns the holders of c to drop: renewed longer than grace
 // ago and not backed by their Service (gone, replaced by one of the same
 // name, or no longer showing the address). The grace period covers an
 // allocation of another instance whose status write has not landed yet,
 // and informers that lag behind.
-func staleHolders(c claim, lookup func(service string) (serviceView, bool), now time.Time, grace time.Duration) []string {
+func staleHolders(c claim, lookup Lookup, now time.Time, grace time.Duration) []string {
 	var stale []string
 	for _, h := range c.holders {
 		if now.Sub(h.Renewed) <= grace {
 			continue
 		}
 		view, ok := lookup(h.Service)
-		if ok && (h.UID == "" || view.uid == h.UID) && slices.Contains(view.shows, c.ip) {
+		if ok && (h.UID == "" || view.UID == h.UID) && slices.Contains(view.Shows, c.ip) {
 			continue
 		}
 		stale = append(stale, h.Service)

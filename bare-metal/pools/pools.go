@@ -1,4 +1,7 @@
-package baremetal
+// Package pools turns IPAddressPool objects into the allocator's pools and
+// reports back in their status how the allocator uses them; its Controller
+// watches the objects.
+package pools
 
 import (
 	"fmt"
@@ -17,18 +20,18 @@ import (
 // expect such pools to be tried after every pool that has one.
 const noPriority = math.MaxInt32
 
-// allocatorPriority maps a user's priority (1 first, 0 for none) to the
+// AllocatorPriority maps a user's priority (1 first, 0 for none) to the
 // allocator's order (lowest first).
-func allocatorPriority(p int32) int {
+func AllocatorPriority(p int32) int {
 	if p <= 0 {
 		return noPriority
 	}
 	return int(p)
 }
 
-// poolFromObject converts an IPAddressPool into the allocator's pool. The
+// FromObject converts an IPAddressPool into the allocator's pool. The
 // error says which field is wrong, for the pool's Ready condition.
-func poolFromObject(obj *v1alpha1.IPAddressPool) (ipam.Pool, error) {
+func FromObject(obj *v1alpha1.IPAddressPool) (ipam.Pool, error) {
 	pool := ipam.Pool{
 		Name:          obj.Name,
 		AutoAssign:    obj.Spec.AutoAssignEnabled(),
@@ -43,7 +46,7 @@ func poolFromObject(obj *v1alpha1.IPAddressPool) (ipam.Pool, error) {
 		pool.Ranges = append(pool.Ranges, r)
 	}
 	if sa := obj.Spec.ServiceAllocation; sa != nil {
-		pool.Priority = allocatorPriority(sa.Priority)
+		pool.Priority = AllocatorPriority(sa.Priority)
 		pool.Namespaces = slices.Clone(sa.Namespaces)
 		for i := range sa.NamespaceSelectors {
 			sel, err := metav1.LabelSelectorAsSelector(&sa.NamespaceSelectors[i])
@@ -63,17 +66,27 @@ func poolFromObject(obj *v1alpha1.IPAddressPool) (ipam.Pool, error) {
 	return pool, nil
 }
 
-// poolSet is the pools the allocator should have: those of the cloud
-// config and the valid IPAddressPools, plus why the others were left out.
-type poolSet struct {
-	pools   []ipam.Pool
-	invalid map[string]string // IPAddressPool name -> reason it is not used
+// Set is the pools the allocator should have: those of the cloud config
+// and the valid IPAddressPools, plus why the others were left out.
+type Set struct {
+	Pools   []ipam.Pool
+	Invalid map[string]string // IPAddressPool name -> reason it is not used
 }
 
-// desiredPools merges config pools with IPAddressPool objects. A config
-// pool's name wins: the file is what the operator deployed with.
-func desiredPools(config []ipam.Pool, objects []*v1alpha1.IPAddressPool) poolSet {
-	set := poolSet{pools: slices.Clone(config), invalid: map[string]string{}}
+// Desired merges config pools with IPAddressPool objects. A config pool's
+// name wins: the file is what the operator deployed with. The pools are in
+// order of seniority, which decides who keeps addresses two pools hold:
+// config pools first, then objects by creation (then name), so a pool
+// created later never takes addresses from one in use.
+func Desired(config []ipam.Pool, objects []*v1alpha1.IPAddressPool) Set {
+	set := Set{Pools: slices.Clone(config), Invalid: map[string]string{}}
+	objects = slices.Clone(objects)
+	slices.SortStableFunc(objects, func(a, b *v1alpha1.IPAddressPool) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	configNames := map[string]bool{}
 	for _, p := range config {
 		configNames[p.Name] = true
@@ -83,22 +96,29 @@ func desiredPools(config []ipam.Pool, objects []*v1alpha1.IPAddressPool) poolSet
 			continue
 		}
 		if configNames[obj.Name] {
-			set.invalid[obj.Name] = "a pool of this name is defined in herald-ccm's cloud config"
+			set.Invalid[obj.Name] = "a pool of this name is defined in herald-ccm's cloud config"
 			continue
 		}
-		pool, err := poolFromObject(obj)
+		pool, err := FromObject(obj)
 		if err != nil {
-			set.invalid[obj.Name] = err.Error()
+			set.Invalid[obj.Name] = err.Error()
 			continue
 		}
-		set.pools = append(set.pools, pool)
+		set.Pools = append(set.Pools, pool)
 	}
 	return set
 }
 
-// poolStatus computes an IPAddressPool's status from the allocator's view.
+// Report is what the allocator made of a Set.
+type Report struct {
+	Set       Set
+	Conflicts []ipam.Conflict
+	Usage     []ipam.PoolUsage
+}
+
+// Status computes an IPAddressPool's status from the allocator's view.
 // Conditions keep their transition time when their status is unchanged.
-func poolStatus(obj *v1alpha1.IPAddressPool, set poolSet, conflicts []ipam.Conflict, usage []ipam.PoolUsage, now metav1.Time) v1alpha1.IPAddressPoolStatus {
+func Status(obj *v1alpha1.IPAddressPool, r Report, now metav1.Time) v1alpha1.IPAddressPoolStatus {
 	status := v1alpha1.IPAddressPoolStatus{
 		ObservedGeneration: obj.Generation,
 		Conditions:         slices.Clone(obj.Status.Conditions),
@@ -107,19 +127,19 @@ func poolStatus(obj *v1alpha1.IPAddressPool, set poolSet, conflicts []ipam.Confl
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: t, Status: s, Reason: reason,
 			Message: message, ObservedGeneration: obj.Generation, LastTransitionTime: now})
 	}
-	if reason, bad := set.invalid[obj.Name]; bad {
+	if reason, bad := r.Set.Invalid[obj.Name]; bad {
 		setCondition(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonInvalidAddresses, reason)
 		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionConflicting)
 		return status
 	}
 	setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonValid, "addresses are in use by the allocator")
 	var overlaps []string
-	for _, c := range conflicts {
+	for _, c := range r.Conflicts {
 		switch obj.Name {
 		case c.Pool:
 			overlaps = append(overlaps, fmt.Sprintf("%s overlaps pool %s, which does not hand them out", c.Overlap, c.Shadowed))
 		case c.Shadowed:
-			overlaps = append(overlaps, fmt.Sprintf("%s overlaps pool %s, which keeps them", c.Overlap, c.Pool))
+			overlaps = append(overlaps, fmt.Sprintf("%s overlaps pool %s, which is older and keeps them", c.Overlap, c.Pool))
 		}
 	}
 	if len(overlaps) > 0 {
@@ -127,7 +147,7 @@ func poolStatus(obj *v1alpha1.IPAddressPool, set poolSet, conflicts []ipam.Confl
 	} else {
 		setCondition(v1alpha1.ConditionConflicting, metav1.ConditionFalse, v1alpha1.ReasonNoOverlap, "no address is in another pool")
 	}
-	for _, u := range usage {
+	for _, u := range r.Usage {
 		if u.Name != obj.Name {
 			continue
 		}
