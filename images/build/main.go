@@ -34,7 +34,7 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("images", flag.ContinueOnError)
 	root := fs.String("root", "../..", "The herald repository.")
-	out := fs.String("out", "bin/images", "Where to write the images, relative to --root.")
+	out := fs.String("out", "bin/images", "Where to write the images; a relative path is relative to --root.")
 	tag := fs.String("tag", "", "The images' tag; default: the chart's appVersion, the tag its values.yaml expects.")
 	version := fs.String("version", "", "The version stamped into the binaries (--version); default: v<tag>.")
 	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "Comma-separated OS/ARCH list.")
@@ -60,7 +60,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	outDir := filepath.Join(rootDir, *out)
+	outDir := *out
+	if !filepath.IsAbs(outDir) {
+		outDir = filepath.Join(rootDir, outDir)
+	}
 	var errs []error
 	for _, name := range strings.Split(*names, ",") {
 		spec, ok := imageSpecs()[name]
