@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,7 +99,7 @@ func (b builder) image(work string, p platform) (v1.Image, error) {
 		return nil, fmt.Errorf("images/debian-rootfs.sh: %w", err)
 	}
 	base, err := dirLayer(filepath.Join(work, "base.tar"), b.src.time, []string{rootfs, filepath.Join(b.root, "images/rootfs")},
-		[]extraDir{{path: "tmp", mode: 0o1777}, {path: "home/nonroot", mode: 0o700, uid: nonrootUID}})
+		[]extraDir{{path: "tmp", mode: fs.ModeSticky | 0o777}, {path: "home/nonroot", mode: 0o700, uid: nonrootUID}})
 	if err != nil {
 		return nil, err
 	}
