@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -78,17 +77,8 @@ func checkCCMRules(t *testing.T, client kubernetes.Interface, name string, want 
 // top: herald's AWS fake as the endpoints, and the controllers that
 // initialise and retire Nodes from EC2 (a self-managed cluster on EC2).
 func awsChartValues(fake *awsfake.Server) string {
-	return fmt.Sprintf(`cloudConfig:
-  backend: aws
-  aws:
-    clusterName: %s
-    region: %s
-    vpcID: %s
-    endpoints: {elbv2: %q, ec2: %q}
-    retry: {maxBackoff: 200ms}
-ccm:
-  controllers: [service-lb-controller, herald-class-controller, cloud-node, cloud-node-lifecycle]
-`, awsCluster, fake.Region, fake.VPCID(), fake.URL(), fake.URL())
+	return "cloudConfig:\n" + indent(awsCloudConfig(fake.URL(), fake.Region, fake.VPCID(), ""), "  ") +
+		"ccm:\n  controllers: [service-lb-controller, herald-class-controller, cloud-node, cloud-node-lifecycle]\n"
 }
 
 // TestChartAWS installs the chart with backend aws and the Node

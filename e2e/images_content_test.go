@@ -252,7 +252,7 @@ func runFromImage(t *testing.T, want imageWant, img *ociImage) {
 	}
 	t.Run("chroot", func(t *testing.T) {
 		testenv.RequireRoot(t, "running herald-agent and nft chrooted into the image")
-		testenv.RequireTools(t, "running herald-agent chrooted into the image", "unshare", "chroot")
+		testenv.RequireTools(t, "running herald-agent chrooted into the image", "unshare", "chroot", "mknod")
 		// A container runtime gives the pod /dev; nft is run with its
 		// standard input on /dev/null.
 		if err := os.MkdirAll(filepath.Join(root, "dev"), 0o755); err != nil {
