@@ -38,18 +38,64 @@ import (
 // ClusterRoleBinding in release "herald" of chart "herald".
 const agentName = "herald-agent"
 
-// agentRules is exactly what herald-agent uses with forwarding and layer2
-// on (the ci values): informers (list, watch) on Services, EndpointSlices,
-// Nodes, ServiceCIDRs, IPAddressPools and L2Advertisements; the Announced condition
-// (server-side apply on services/status); Events.
-var agentRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
-	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
-	{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"servicecidrs"}, Verbs: []string{"list", "watch"}},
-	{APIGroups: []string{"herald.dev"}, Resources: []string{"ipaddresspools", "l2advertisements"}, Verbs: []string{"list", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}},
-	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+// agentMode is which of herald-agent's jobs the chart turns on.
+type agentMode struct{ forwarding, layer2 bool }
+
+func (m agentMode) String() string {
+	switch {
+	case m.forwarding && m.layer2:
+		return "forwarding+layer2"
+	case m.forwarding:
+		return "forwarding-only"
+	default:
+		return "layer2-only"
+	}
+}
+
+// rules is exactly what herald-agent uses in the mode: informers (list,
+// watch) on Services, EndpointSlices and Nodes for either job (Layer 2
+// needs endpoints for externalTrafficPolicy: Local and the nodes'
+// readiness); with forwarding the ServiceCIDRs (unallocated ClusterIPs
+// are refused); with Layer 2 also IPAddressPools and L2Advertisements, the
+// Announced condition (server-side apply on services/status) and Events.
+func (m agentMode) rules() []rbacv1.PolicyRule {
+	rules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
+	}
+	if m.forwarding {
+		rules = append(rules,
+			rbacv1.PolicyRule{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"servicecidrs"}, Verbs: []string{"list", "watch"}})
+	}
+	if m.layer2 {
+		rules = append(rules,
+			rbacv1.PolicyRule{APIGroups: []string{"herald.dev"}, Resources: []string{"ipaddresspools", "l2advertisements"}, Verbs: []string{"list", "watch"}},
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}},
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}})
+	}
+	return rules
+}
+
+// capabilities are what the mode needs: NET_ADMIN for nftables and
+// conntrack (forwarding), NET_RAW for ARP/NDP packet sockets (Layer 2).
+func (m agentMode) capabilities() []v1.Capability {
+	var caps []v1.Capability
+	if m.forwarding {
+		caps = append(caps, "NET_ADMIN")
+	}
+	if m.layer2 {
+		caps = append(caps, "NET_RAW")
+	}
+	return caps
+}
+
+// modeOf reads the mode back from the DaemonSet's args.
+func modeOf(ctr v1.Container) agentMode {
+	return agentMode{forwarding: !slices.Contains(ctr.Args, "--forwarding=false"), layer2: slices.ContainsFunc(ctr.Args, func(arg string) bool {
+		protocols, ok := strings.CutPrefix(arg, "--announce=")
+		return ok && slices.Contains(strings.Split(protocols, ","), "layer2")
+	})}
 }
 
 // helmFails runs the pinned helm, which must fail, and returns its output.
@@ -130,11 +176,11 @@ func checkAgentToggle(t *testing.T) {
 }
 
 // checkAgentObjects reads the installed DaemonSet and RBAC and checks what
-// running in place of kube-proxy and answering ARP/NDP needs: the node's
-// network, NET_ADMIN and NET_RAW and nothing more, the node name and
-// address from the downward API, probes on the health port, every node,
-// one node at a time, and exactly the agent's RBAC rules.
-func checkAgentObjects(t *testing.T, client kubernetes.Interface) *appsv1.DaemonSet {
+// the mode needs: the node's network, the mode's capabilities and nothing
+// more, the node name and address from the downward API, probes on the
+// health port, every node, one node at a time, and exactly the mode's RBAC
+// rules.
+func checkAgentObjects(t *testing.T, client kubernetes.Interface, mode agentMode) *appsv1.DaemonSet {
 	t.Helper()
 	ctx := context.Background()
 	ds, err := client.AppsV1().DaemonSets(chartNamespace).Get(ctx, agentName, metav1.GetOptions{})
@@ -164,11 +210,14 @@ func checkAgentObjects(t *testing.T, client kubernetes.Interface) *appsv1.Daemon
 		t.Fatal("herald-agent has no securityContext with capabilities")
 	}
 	if sc.Privileged != nil && *sc.Privileged {
-		t.Error("herald-agent is privileged; it needs only NET_ADMIN and NET_RAW")
+		t.Errorf("herald-agent is privileged; it needs only %v", mode.capabilities())
 	}
-	if !reflect.DeepEqual(sc.Capabilities.Add, []v1.Capability{"NET_ADMIN", "NET_RAW"}) ||
+	if got := modeOf(ctr); got != mode {
+		t.Errorf("the DaemonSet's args %q run herald-agent in mode %s, want %s", ctr.Args, got, mode)
+	}
+	if !reflect.DeepEqual(sc.Capabilities.Add, mode.capabilities()) ||
 		!reflect.DeepEqual(sc.Capabilities.Drop, []v1.Capability{"ALL"}) {
-		t.Errorf("capabilities %+v, want add [NET_ADMIN NET_RAW], drop [ALL]", sc.Capabilities)
+		t.Errorf("capabilities %+v, want add %v, drop [ALL]", sc.Capabilities, mode.capabilities())
 	}
 	if !slices.Contains(ctr.Args, "--node-name=$(NODE_NAME)") {
 		t.Errorf("args %q do not pass --node-name=$(NODE_NAME)", ctr.Args)
@@ -191,11 +240,11 @@ func checkAgentObjects(t *testing.T, client kubernetes.Interface) *appsv1.Daemon
 	if got, want := containerPort(t, ctr, "metrics"), bindPort(t, ctr.Args, "--metrics-bind-address"); got != want {
 		t.Errorf("container port metrics is %d, --metrics-bind-address's port %d", got, want)
 	}
-	checkAgentRBAC(t, client, pod.ServiceAccountName)
+	checkAgentRBAC(t, client, pod.ServiceAccountName, mode.rules())
 	return ds
 }
 
-func checkAgentRBAC(t *testing.T, client kubernetes.Interface, serviceAccount string) {
+func checkAgentRBAC(t *testing.T, client kubernetes.Interface, serviceAccount string, agentRules []rbacv1.PolicyRule) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := client.CoreV1().ServiceAccounts(chartNamespace).Get(ctx, serviceAccount, metav1.GetOptions{}); err != nil {
@@ -258,12 +307,14 @@ func containerPort(t testing.TB, ctr v1.Container, port string) int32 {
 // runChartAgent runs herald-agent as the installed DaemonSet would on node
 // nodeName: the container's args with $(VAR)s expanded as the kubelet does,
 // a token of its ServiceAccount, in a network namespace of its own (the
-// pod's host network). The kubelet's probes must pass, the node's table
-// must hold the Service's ClusterIP, and no request may be refused (the
-// ClusterRole suffices). Then the uninstall story: the table outlives the
-// agent, and herald-agent --cleanup removes it.
+// pod's host network). The kubelet's probes must pass and no request may
+// be refused (the ClusterRole suffices). With forwarding, the node's table
+// must hold the Service's ClusterIP, and the uninstall story holds: the
+// table outlives the agent, and herald-agent --cleanup removes it; without
+// it, the agent must leave nftables alone (kube-proxy's job). With Layer 2,
+// the node announces the Service and says so in its condition.
 func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface, ds *appsv1.DaemonSet,
-	nodeName string, nodeIP netip.Addr, clusterIP string) {
+	mode agentMode, nodeName string, nodeIP netip.Addr, clusterIP string) {
 	t.Helper()
 	netlab.SkipUnlessAble(t)
 	lab := netlab.New(t)
@@ -281,19 +332,35 @@ func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface
 	if err != nil {
 		t.Fatal(err)
 	}
-	lab.OnCleanup(func() {
+	lab.OnCleanup(func() { p.Stop(5 * time.Second) })
+	defer requireNothingForbidden(t, "herald-agent", logPath)
+	// Now, not at cleanup: the log's temporary folder goes first.
+	defer func() {
 		if t.Failed() {
 			t.Logf("herald-agent log (tail):\n%s", p.LogTail(40))
 		}
-		p.Stop(5 * time.Second)
-	})
-	defer requireNothingForbidden(t, "herald-agent", logPath)
+	}()
 
 	// The kubelet probes a hostNetwork pod at its IP, the node's.
 	for _, probe := range []*v1.Probe{ctr.ReadinessProbe, ctr.LivenessProbe} {
 		url := fmt.Sprintf("http://%s%s", net.JoinHostPort(nodeIP.String(),
 			strconv.Itoa(int(containerPort(t, ctr, probe.HTTPGet.Port.String())))), probe.HTTPGet.Path)
 		waitHTTPOK(t, node.Netns, url, p)
+	}
+	if mode.layer2 {
+		// With an advertisement for the ci values' pool, the only node
+		// announces the Service and says so.
+		createL2Advertisement(t, dynamic.NewForConfigOrDie(c.Config).Resource(adGVR), "chart", map[string]any{"ipAddressPools": []any{"default"}})
+		waitForService(t, client, "default", "web", "is announced by "+nodeName, func(s *v1.Service) bool {
+			cond := meta.FindStatusCondition(s.Status.Conditions, speaker.ConditionAnnounced)
+			return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "node "+nodeName+" ")
+		})
+	}
+	if !mode.forwarding {
+		if out, err := node.Run("nft", "list", "table", "inet", "herald"); err == nil {
+			t.Errorf("with forwarding off, herald-agent made the table anyway (kube-proxy forwards there):\n%s", out)
+		}
+		return
 	}
 	table, err := node.Run("nft", "list", "table", "inet", "herald")
 	if err != nil {
@@ -302,13 +369,6 @@ func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface
 	if !strings.Contains(table, clusterIP) {
 		t.Errorf("the table has no element for ClusterIP %s:\n%s", clusterIP, table)
 	}
-	// Layer 2 under the chart's RBAC: with an advertisement for the ci
-	// values' pool, the only node announces the Service and says so.
-	createL2Advertisement(t, dynamic.NewForConfigOrDie(c.Config).Resource(adGVR), "chart", map[string]any{"ipAddressPools": []any{"default"}})
-	waitForService(t, client, "default", "web", "is announced by "+nodeName, func(s *v1.Service) bool {
-		cond := meta.FindStatusCondition(s.Status.Conditions, speaker.ConditionAnnounced)
-		return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "node "+nodeName+" ")
-	})
 
 	p.Stop(5 * time.Second)
 	if _, err := node.Run("nft", "list", "table", "inet", "herald"); err != nil {

@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
@@ -64,6 +65,12 @@ func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knfta
 		}
 		fmt.Fprintf(stderr, "herald-agent: %v\n", err)
 		return 2
+	}
+	if o.printVersion {
+		// Stamped at build time as herald-ccm's is (-X
+		// k8s.io/component-base/version.gitVersion=...; make images).
+		fmt.Fprintf(stderr, "herald-agent %s\n", version.Get().GitVersion)
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "herald-agent: unexpected arguments %q\n", fs.Args())

@@ -35,6 +35,7 @@ type options struct {
 	fullSyncPeriod     time.Duration
 	burst              int
 	cleanup            bool
+	printVersion       bool
 	healthBindAddress  string
 	metricsBindAddress string
 	profiling          bool
@@ -58,6 +59,7 @@ func newFlagSet(o *options) *pflag.FlagSet {
 		"How often a sync rewrites the whole table (this forgets ClientIP affinity choices).")
 	fs.IntVar(&o.burst, "burst", 2, "Syncs that may run back to back before --min-sync-period applies.")
 	fs.BoolVar(&o.cleanup, "cleanup", false, "Delete herald's nftables table and exit.")
+	fs.BoolVar(&o.printVersion, "version", false, "Print the version and exit.")
 	fs.StringVar(&o.healthBindAddress, "health-bind-address", defaultHealthBindAddress,
 		"host:port serving /readyz, /livez and /healthz; empty disables.")
 	fs.StringVar(&o.metricsBindAddress, "metrics-bind-address", defaultMetricsBindAddress,

@@ -269,5 +269,5 @@ func InstallCRDs(t netlab.T, c *cluster.Cluster, crdDir string) {
 	t.Helper()
 	Kubectl(t, c, "apply", "--server-side", "-f", crdDir)
 	Kubectl(t, c, "wait", "--for=condition=Established", "--timeout=60s",
-		"crd/ipaddresspools.herald.dev", "crd/l2advertisements.herald.dev")
+		"crd/ipaddresspools.herald.dev", "crd/l2advertisements.herald.dev", "crd/bgppeers.herald.dev", "crd/bgpadvertisements.herald.dev")
 }

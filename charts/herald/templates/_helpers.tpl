@@ -67,3 +67,31 @@ app.kubernetes.io/component: agent
 {{ .host }}:{{ .port }}
 {{- end -}}
 {{- end -}}
+
+{{/* The --cloud-config file: the backend and its section only. */}}
+{{- define "herald.cloudConfig" -}}
+{{- $c := .Values.cloudConfig -}}
+{{- $out := dict "backend" $c.backend -}}
+{{- if and (eq $c.backend "bare-metal") $c.bareMetal -}}
+{{- $_ := set $out "bareMetal" $c.bareMetal -}}
+{{- end -}}
+{{- if and (eq $c.backend "aws") $c.aws -}}
+{{- $_ := set $out "aws" $c.aws -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* Whether herald-ccm runs a controller that writes Nodes. */}}
+{{- define "herald.ccm.nodeControllers" -}}
+{{- if or (has "cloud-node" .Values.ccm.controllers) (has "cloud-node-lifecycle" .Values.ccm.controllers) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that pick one component's objects of this release (a
+     ServiceMonitor's Service selector). */}}
+{{- define "herald.labels.component" -}}
+app.kubernetes.io/name: {{ .ctx.Chart.Name }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
