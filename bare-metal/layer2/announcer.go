@@ -435,21 +435,32 @@ func (a *Announcer) kick() {
 // Close.
 func (a *Announcer) sendLoop() {
 	for {
-		announced, wait, pending := a.sendDue()
+		announced, at, pending := a.sendDue()
 		for _, k := range announced {
 			a.opts.OnAnnounced(k.iface, k.vip)
 		}
-		if !a.sleep(wait, pending) {
+		if !a.sleep(at, pending) {
 			return
 		}
 	}
 }
 
-// sleep waits until wait has passed (forever unless pending), Set or
-// Gratuitous wakes it, or Close; it returns false for Close.
-func (a *Announcer) sleep(wait time.Duration, pending bool) bool {
+// sleep waits until at (forever unless pending), Set or Gratuitous wakes
+// it, or Close; it returns false for Close. The wait is measured from the
+// clock's time now, not from when sendDue looked: a frame that fell due in
+// between goes out at once instead of a whole interval late.
+func (a *Announcer) sleep(at time.Time, pending bool) bool {
 	var fired <-chan time.Time
+	var wait time.Duration
 	if pending {
+		if wait = at.Sub(a.opts.Clock.Now()); wait <= 0 {
+			select {
+			case <-a.stop:
+				return false
+			default:
+				return true
+			}
+		}
 		timer := a.opts.Clock.NewTimer(wait)
 		defer timer.Stop()
 		fired = timer.C()
@@ -468,7 +479,7 @@ func (a *Announcer) sleep(wait time.Duration, pending bool) bool {
 
 // sendDue sends what is due now and returns the bursts whose first frame
 // went out (for OnAnnounced) and when to come back.
-func (a *Announcer) sendDue() (announced []burstKey, wait time.Duration, pending bool) {
+func (a *Announcer) sendDue() (announced []burstKey, at time.Time, pending bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.opts.Clock.Now()
@@ -483,6 +494,6 @@ func (a *Announcer) sendDue() (announced []burstKey, wait time.Duration, pending
 		}
 	}
 	a.bursts.settle()
-	wait, pending = a.bursts.next(now)
-	return announced, wait, pending
+	wait, pending := a.bursts.next(now)
+	return announced, now.Add(wait), pending
 }

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 
 	"github.com/heraldlb/herald/bare-metal/election"
 )
@@ -53,7 +54,7 @@ func startMember(t *testing.T, name string, ip netip.Addr, port int, key []byte,
 	cfg := DefaultConfig()
 	cfg.NodeName, cfg.BindAddr, cfg.AdvertiseAddr, cfg.Port, cfg.SecretKey = name, ip, ip, port, key
 	cfg.OnMessage = box.add
-	cfg.LogOutput = &LogWriter{Logger: testr.NewWithOptions(t, testr.Options{Verbosity: 1})}
+	cfg.LogOutput = &LogWriter{Logger: testLogger(t)}
 	m, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -195,4 +196,25 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+// testLogger logs to t until the test's cleanups are done. memberlist's
+// timers may still fire a probe, and log its failure, after Shutdown
+// returned, and logging through t after the test has completed panics; the
+// lock makes sure no line is in flight when the test ends.
+func testLogger(t *testing.T) logr.Logger {
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() { // registered first: runs after the members' Shutdown
+		mu.Lock()
+		defer mu.Unlock()
+		done = true
+	})
+	return funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			t.Log(prefix, args)
+		}
+	}, funcr.Options{Verbosity: 1})
 }
