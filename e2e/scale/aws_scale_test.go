@@ -55,7 +55,7 @@ func TestAWSScale(t *testing.T) {
 	if !*awsEnabled {
 		t.Skip("AWS scale test not requested: run `make scale-aws`")
 	}
-	ccmBinary := buildCCM(t)
+	ccmBinary := buildCommand(t, "herald-ccm")
 	kwok, kwokDir := installKWOK(t)
 	fake := awsfake.New()
 	fake.Start()

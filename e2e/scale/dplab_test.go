@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -241,17 +240,6 @@ func (p *proxy) deleteTables(t testing.TB) {
 	if _, err := p.node.Run("nft", "flush", "ruleset"); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// buildAgent builds herald-agent from this checkout.
-func buildAgent(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", dir, "../../cmd/herald-agent").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build herald-agent: %v\n%s", err, out)
-	}
-	return filepath.Join(dir, "herald-agent")
 }
 
 func (l *dpLab) heraldAgent(bin, node string, extra ...string) *proxy {

@@ -27,7 +27,7 @@ import (
 //	go test ./e2e/scale -run '^$' -bench EndpointToKernel -benchtime 30x
 func BenchmarkEndpointToKernel(b *testing.B) {
 	testenv.RequireRoot(b, "the data plane benchmark's network namespaces")
-	agentBin := buildAgent(b)
+	agentBin := buildCommand(b, "herald-agent")
 	l := newDPLab(b, *dpServices, "hn")
 	args := strings.Fields(*dpAgentArgs)
 	if *dpHeap != "" {

@@ -20,15 +20,16 @@ const (
 	kwokVersion = "v0.8.0"
 )
 
-// buildCCM builds herald-ccm from this checkout into a temporary folder.
-func buildCCM(t *testing.T) string {
+// buildCommand builds one of herald's commands (herald-ccm, herald-agent)
+// from this checkout into a temporary folder.
+func buildCommand(t testing.TB, name string) string {
 	t.Helper()
 	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", dir, "../../cmd/herald-ccm").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", dir, "../../cmd/"+name).CombinedOutput()
 	if err != nil {
-		t.Fatalf("go build herald-ccm: %v\n%s", err, out)
+		t.Fatalf("go build %s: %v\n%s", name, err, out)
 	}
-	return filepath.Join(dir, "herald-ccm")
+	return filepath.Join(dir, name)
 }
 
 // installKWOK installs kwok from the Go module proxy into a temporary GOBIN

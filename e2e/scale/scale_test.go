@@ -103,7 +103,7 @@ func TestScale(t *testing.T) {
 	f := figures{Nodes: *nodeCount, Services: *svcCount, CPUs: runtime.NumCPU(), LoadAvgStart: loadAverage(),
 		GoalSeconds: goalSeconds, GoalRSSMiB: goalRSSMiB,
 		NodePorts: *nodePorts, Workers: *createConns, CCMGOMEMLIMIT: *ccmMemLimit, Date: time.Now().UTC().Format(time.RFC3339)}
-	ccmBinary := buildCCM(t)
+	ccmBinary := buildCommand(t, "herald-ccm")
 	kwok, kwokDir := installKWOK(t)
 
 	c := cluster.StartForTest(t, cluster.Options{ServiceCIDRs: serviceCIDR,

@@ -74,7 +74,7 @@ func TestDataplaneSideBySide(t *testing.T) {
 	out := sideBySide{Services: *dpServices, Runs: map[string][]proxyRun{}, Medians: map[string]medians{},
 		AgentArgs: strings.Fields(*dpAgentArgs), CPUs: runtime.NumCPU(), LoadAvgStart: loadAverage(),
 		Date: time.Now().UTC().Format(time.RFC3339)}
-	agentBin := buildAgent(t)
+	agentBin := buildCommand(t, "herald-agent")
 	l := newDPLab(t, *dpServices, "hn", "kn")
 	var heapPort string
 	if *dpHeap != "" {
