@@ -64,6 +64,10 @@ func (m agentMode) rules() []rbacv1.PolicyRule {
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
 	}
+	if m.layer2 {
+		// Announcing reads its own Node once at start, for its addresses.
+		rules[2].Verbs = []string{"get", "list", "watch"}
+	}
 	if m.forwarding {
 		rules = append(rules,
 			rbacv1.PolicyRule{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"servicecidrs"}, Verbs: []string{"list", "watch"}})
