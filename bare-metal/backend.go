@@ -44,12 +44,6 @@ const (
 	ReasonAddressOutsidePools = "AddressOutsidePools"
 )
 
-// AnnotationAllocatedFromPool records on a Service the pool its addresses
-// came from. It is written before status.loadBalancer shows the addresses,
-// follows the addresses when their pool changes, and goes when they are
-// released.
-const AnnotationAllocatedFromPool = v1alpha1.AnnotationAllocatedFromPool
-
 // claimer records in the cluster which Service holds which address
 // (claims.Store); the backend runs without one when the cluster has no
 // IPAddress API.
@@ -150,7 +144,7 @@ func (b *Backend) updateMetrics() []ipam.PoolUsage {
 func (b *Backend) ConditionType() string { return ConditionAddressAllocated }
 
 // AnnotationKeys are the annotations Ensure's Results set.
-func (b *Backend) AnnotationKeys() []string { return []string{AnnotationAllocatedFromPool} }
+func (b *Backend) AnnotationKeys() []string { return []string{v1alpha1.AnnotationAllocatedFromPool} }
 
 // Ensure allocates (or keeps) lb's addresses and claims them in the
 // cluster before the caller writes them to the Service's status. An
@@ -197,7 +191,7 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*provid
 	}
 	return &provider.Result{
 		Status:      statusOf(assignment.IPs),
-		Annotations: map[string]string{AnnotationAllocatedFromPool: assignment.Pool},
+		Annotations: map[string]string{v1alpha1.AnnotationAllocatedFromPool: assignment.Pool},
 		Warning:     outsideWarning(assignment),
 	}, nil
 }

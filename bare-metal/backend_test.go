@@ -289,7 +289,7 @@ func TestEnsureNamesThePool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := result.Annotations[AnnotationAllocatedFromPool]; got != "p" || !slices.Equal(f.backend.AnnotationKeys(), []string{AnnotationAllocatedFromPool}) {
+	if got := result.Annotations[v1alpha1.AnnotationAllocatedFromPool]; got != "p" || !slices.Equal(f.backend.AnnotationKeys(), []string{v1alpha1.AnnotationAllocatedFromPool}) {
 		t.Errorf("annotations %v (keys %v), want the pool p", result.Annotations, f.backend.AnnotationKeys())
 	}
 }
@@ -347,7 +347,7 @@ func TestAddressOutsideEveryPoolIsKept(t *testing.T) {
 		!strings.Contains(kept.Warning.Message, "pool blue") || !strings.Contains(kept.Warning.Message, "198.51.100.0") {
 		t.Fatalf("after the pool went: %+v, %v; want a warning naming the address and pool blue", kept, err)
 	}
-	if !apiequality.Semantic.DeepEqual(kept.Status, first.Status) || kept.Annotations[AnnotationAllocatedFromPool] != "blue" {
+	if !apiequality.Semantic.DeepEqual(kept.Status, first.Status) || kept.Annotations[v1alpha1.AnnotationAllocatedFromPool] != "blue" {
 		t.Errorf("after the pool went: status %+v, annotations %v; want both unchanged", kept.Status, kept.Annotations)
 	}
 	want := `
@@ -362,7 +362,7 @@ herald_addresses_outside_pools{family="IPv6"} 0
 
 	// A restart: the Service shows the address and records pool blue.
 	svc.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "198.51.100.0"}}
-	svc.Annotations = map[string]string{AnnotationAllocatedFromPool: "blue"}
+	svc.Annotations = map[string]string{v1alpha1.AnnotationAllocatedFromPool: "blue"}
 	restarted := newBackend(t, nil, prometheus.NewRegistry())
 	start(t, restarted, provider.Env{Services: serviceLister(t, svc), ServicesSynced: func() bool { return true }})
 	waitServing(t, restarted)

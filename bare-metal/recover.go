@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/klog/v2"
 
+	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
 	"github.com/heraldlb/herald/bare-metal/ipam"
 	"github.com/heraldlb/herald/provider/service"
 )
@@ -59,7 +60,7 @@ func restoreRequest(svc *v1.Service) ipam.Request {
 	if lb, err := service.Build(svc, nil); err == nil {
 		req = requestFor(lb)
 	}
-	if recorded, ok := svc.Annotations[AnnotationAllocatedFromPool]; ok {
+	if recorded, ok := svc.Annotations[v1alpha1.AnnotationAllocatedFromPool]; ok {
 		req.Pool = recorded
 	}
 	return req

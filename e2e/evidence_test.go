@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	baremetal "github.com/heraldlb/herald/bare-metal"
+	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
 	"github.com/heraldlb/herald/bare-metal/claims"
 	"github.com/heraldlb/herald/e2e/cluster"
 	"github.com/heraldlb/herald/provider/service"
@@ -96,7 +97,7 @@ func TestAddressFamiliesSpecificAddressesAndSharing(t *testing.T) {
 		if tc.ips != nil && !slices.Equal(ips, tc.ips) {
 			t.Errorf("%s shows %v, want the addresses it asked for, %v", name, ips, tc.ips)
 		}
-		if got.Annotations[baremetal.AnnotationAllocatedFromPool] != "dual" {
+		if got.Annotations[v1alpha1.AnnotationAllocatedFromPool] != "dual" {
 			t.Errorf("%s: annotations %v, want the pool dual recorded", name, got.Annotations)
 		}
 		held := claimHolders(t, client)

@@ -381,10 +381,10 @@ func TestAllocatedFromPoolAnnotation(t *testing.T) {
 	versions := watchServices(t, client, "ann")
 	createService(t, client, newService("ann", "web", v1.ServiceTypeLoadBalancer, nil))
 	web := waitForService(t, client, "ann", "web", "has an ingress IP and the pool annotation", func(s *v1.Service) bool {
-		return hasIngress(s) && s.Annotations[baremetal.AnnotationAllocatedFromPool] == "first"
+		return hasIngress(s) && s.Annotations[v1alpha1.AnnotationAllocatedFromPool] == "first"
 	})
 	for _, seen := range versions.get() {
-		if hasIngress(seen) && seen.Annotations[baremetal.AnnotationAllocatedFromPool] != "first" {
+		if hasIngress(seen) && seen.Annotations[v1alpha1.AnnotationAllocatedFromPool] != "first" {
 			t.Errorf("version %s shows %v without the pool annotation (%v)", seen.ResourceVersion, ingressIPs(seen), seen.Annotations)
 		}
 	}
@@ -394,14 +394,14 @@ func TestAllocatedFromPoolAnnotation(t *testing.T) {
 	}
 	createPool(t, pools, "second", "198.51.100.64/30")
 	moved := waitForService(t, client, "ann", "web", "names the new pool", func(s *v1.Service) bool {
-		return s.Annotations[baremetal.AnnotationAllocatedFromPool] == "second"
+		return s.Annotations[v1alpha1.AnnotationAllocatedFromPool] == "second"
 	})
 	if !slices.Equal(ingressIPs(moved), ingressIPs(web)) {
 		t.Errorf("web moved from %v to %v", ingressIPs(web), ingressIPs(moved))
 	}
 	toClusterIP(t, client, moved)
 	waitForService(t, client, "ann", "web", "lost its addresses and the pool annotation", func(s *v1.Service) bool {
-		_, annotated := s.Annotations[baremetal.AnnotationAllocatedFromPool]
+		_, annotated := s.Annotations[v1alpha1.AnnotationAllocatedFromPool]
 		return !hasIngress(s) && !annotated
 	})
 	m.requireRunning(t)
