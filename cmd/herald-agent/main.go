@@ -122,19 +122,20 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	informers := agent.NewInformerFactory(client)
 	var parts []func(context.Context) error
 	var health http.Handler
+	var forwarding <-chan struct{}
 	if o.forwarding {
 		a, err := newForwarder(o, client, informers, reg, newNFT, batch)
 		if err != nil {
 			return err
 		}
-		parts, health = append(parts, a.Run), a.HealthHandler()
+		parts, health, forwarding = append(parts, a.Run), a.HealthHandler(), a.Forwarding()
 	}
 	if o.announce.any() {
 		sp, err := newSpeaker(ctx, o, cfg, client, informers, reg)
 		if err != nil {
 			return err
 		}
-		parts = append(parts, sp.Run)
+		parts = append(parts, after(forwarding, "the first nftables sync", sp.Run))
 		if health == nil {
 			health = sp.HealthHandler()
 		}
@@ -159,6 +160,29 @@ func newForwarder(o *options, client kubernetes.Interface, informers informers.S
 		deps.Reloader = dataplane.NewNetlinkReloader(0)
 	}
 	return agent.New(o.agentConfig(), deps)
+}
+
+// after runs run once ready is closed (at once if ready is nil). A node
+// that announces a VIP before its own forwarding rules are in the kernel
+// draws traffic it drops: the router's ECMP route or the client's ARP entry
+// points at it, and nothing DNATs the VIP yet. So with forwarding on, the
+// speaker joins the membership and opens BGP sessions only after the first
+// sync; until then the other nodes keep the VIPs.
+func after(ready <-chan struct{}, what string, run func(context.Context) error) func(context.Context) error {
+	if ready == nil {
+		return run
+	}
+	return func(ctx context.Context) error {
+		logger := klog.FromContext(ctx)
+		logger.Info("Announcing waits", "for", what)
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil
+		}
+		logger.Info("Announcing starts", "after", what)
+		return run(ctx)
+	}
 }
 
 // runAll runs the agent's parts until ctx ends or one fails; a failure

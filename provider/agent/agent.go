@@ -149,8 +149,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		changes:   newChangeTracker(deps.Clock),
 		conntrack: deps.Conntrack,
 		metrics:   m,
-		health: &healthState{clock: deps.Clock, syncPeriod: cfg.SyncPeriod,
-			threshold: cfg.LivenessThreshold},
+		health:    newHealthState(deps.Clock, cfg.SyncPeriod, cfg.LivenessThreshold),
 	}
 	a.hc = newHealthCheckServers(deps.Listen, a.health.healthy, m)
 	a.runner, err = NewRunner("dataplane-sync", a.sync, RunnerConfig{
@@ -312,6 +311,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // HealthHandler serves /readyz, /livez and /healthz.
 func (a *Agent) HealthHandler() http.Handler { return a.health.handler() }
+
+// Forwarding is closed once the first full sync has put the ruleset in the
+// kernel: from then on this node forwards Service traffic. An announcer on
+// the same node waits for it, so that no router or client is sent to a node
+// that would drop the VIP's traffic.
+func (a *Agent) Forwarding() <-chan struct{} { return a.health.forwarding }
 
 func newApplier(deps Deps) *dataplane.Applier {
 	var opts []dataplane.ApplierOption
