@@ -95,7 +95,9 @@ func builderStates() []buildState {
 	next("new node address", func(s *buildState) {
 		s.node = Node{Name: thisNode, IPs: []netip.Addr{nodeIP4, nodeIP6, netip.MustParseAddr("192.0.2.11")}}
 	})
-	next("pod CIDRs", func(s *buildState) { s.opts = Options{Local: LocalDetector{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}} })
+	next("pod CIDRs", func(s *buildState) {
+		s.opts = Options{Local: LocalDetector{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}
+	})
 	next("bridge interface", func(s *buildState) { s.opts = Options{Local: LocalDetector{Interface: "cbr0"}} })
 	next("pod interface prefix", func(s *buildState) {
 		s.opts = Options{Local: LocalDetector{Interface: "veth", InterfacePrefix: true}}
