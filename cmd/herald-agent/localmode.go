@@ -15,8 +15,10 @@ const (
 )
 
 // validateLocalDetection checks --detect-local-mode and the flags it reads.
-// A flag that only another mode reads is refused rather than ignored: it
-// says the operator meant something this mode will not do.
+// An interface flag that only another mode reads is refused rather than
+// ignored: it says the operator meant something this mode will not do.
+// --cluster-cidr is let through in every mode, as kube-proxy does, since
+// cluster-wide configuration carries it whatever the mode.
 func (o *options) validateLocalDetection() []error {
 	var errs []error
 	if _, err := parseCIDRs("--cluster-cidr", o.clusterCIDRs); err != nil {
@@ -28,7 +30,6 @@ func (o *options) validateLocalDetection() []error {
 		set  bool
 		mode string
 	}{
-		{"--cluster-cidr", len(o.clusterCIDRs) > 0, modeClusterCIDR},
 		{"--pod-bridge-interface", o.podBridgeInterface != "", modeBridgeInterface},
 		{"--pod-interface-name-prefix", o.podInterfacePrefix != "", modeInterfaceNamePrefix},
 	} {

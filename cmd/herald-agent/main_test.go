@@ -70,8 +70,10 @@ func TestFlagValidation(t *testing.T) {
 			"--pod-bridge-interface is read only with --detect-local-mode=BridgeInterface, not ClusterCIDR"},
 		{"prefix flag in another mode", []string{"--node-name=n1", "--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cbr0",
 			"--pod-interface-name-prefix=veth"}, "--pod-interface-name-prefix is read only with --detect-local-mode=InterfaceNamePrefix, not BridgeInterface"},
-		{"cluster CIDR in node CIDR mode", []string{"--node-name=n1", "--detect-local-mode=NodeCIDR", "--cluster-cidr=192.0.2.0/24"},
-			"--cluster-cidr is read only with --detect-local-mode=ClusterCIDR, not NodeCIDR"},
+		{"cluster CIDR in node CIDR mode is unused, as in kube-proxy", []string{"--node-name=n1", "--detect-local-mode=NodeCIDR",
+			"--cluster-cidr=192.0.2.0/24"}, ""},
+		{"bad cluster CIDR in another mode", []string{"--node-name=n1", "--detect-local-mode=NodeCIDR", "--cluster-cidr=x"},
+			`--cluster-cidr: "x" is not a CIDR`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var o options
@@ -113,7 +115,7 @@ func TestLocalDetectorFromFlags(t *testing.T) {
 		{nil, dataplane.LocalDetector{PodCIDRs: []netip.Prefix{}}, false},
 		{[]string{"--cluster-cidr=192.0.2.7/24,2001:db8::/64"},
 			dataplane.LocalDetector{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/64")}}, false},
-		{[]string{"--detect-local-mode=NodeCIDR"}, dataplane.LocalDetector{}, true},
+		{[]string{"--detect-local-mode=NodeCIDR", "--cluster-cidr=192.0.2.0/24"}, dataplane.LocalDetector{}, true},
 		{[]string{"--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cbr0"}, dataplane.LocalDetector{Interface: "cbr0"}, false},
 		{[]string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth"},
 			dataplane.LocalDetector{Interface: "veth", InterfacePrefix: true}, false},
