@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/heraldlb/herald/e2e/netlab"
@@ -99,7 +100,7 @@ func TestNetnsLocalDetection(t *testing.T) {
 		// says why. As kube-proxy without a detector, herald then
 		// masquerades nothing (the pods keep their address) and makes
 		// no exception for pods.
-		e.waitNodeEvent(t, "n1", agent.ReasonNoPodCIDRs)
+		waitNodeEvent(t, e.client, "n1", agent.ReasonNoPodCIDRs)
 		for _, p := range []string{"a1", "c1"} {
 			e.seenBy(t, p+" to the ClusterIP", e.pods[p].Netns, clusterIP, e.pods[p].IP)
 			dropped(t, p)
@@ -129,12 +130,12 @@ func (e *netEnv) seenBy(t *testing.T, what string, ns *netlab.Netns, addr string
 }
 
 // waitNodeEvent waits for an Event with reason on the Node.
-func (e *netEnv) waitNodeEvent(t *testing.T, node, reason string) {
+func waitNodeEvent(t *testing.T, client kubernetes.Interface, node, reason string) {
 	t.Helper()
 	sel := fields.Set{"involvedObject.kind": "Node", "involvedObject.name": node, "reason": reason}.String()
 	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, waitTimeout, true,
 		func(ctx context.Context) (bool, error) {
-			evs, err := e.client.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: sel})
+			evs, err := client.CoreV1().Events("").List(ctx, metav1.ListOptions{FieldSelector: sel})
 			return err == nil && len(evs.Items) > 0, nil
 		})
 	if err != nil {
