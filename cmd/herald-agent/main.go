@@ -18,6 +18,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,11 +26,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
@@ -120,18 +125,23 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	// One cache of Services and EndpointSlices for forwarding and
 	// announcing alike.
 	informers := agent.NewInformerFactory(client)
+	events := sync.OnceValue(func() record.EventRecorder { return newEventRecorder(ctx, client, o.nodeName) })
 	var parts []func(context.Context) error
 	var health http.Handler
 	var forwarding <-chan struct{}
 	if o.forwarding {
-		a, err := newForwarder(o, client, informers, reg, newNFT, batch)
+		if o.noLocalDetection() {
+			klog.FromContext(ctx).Info("No --cluster-cidr with --detect-local-mode=ClusterCIDR: no traffic is taken for pods'; " +
+				"ClusterIP traffic is not masqueraded and pods get no exception to externalTrafficPolicy Local")
+		}
+		a, err := newForwarder(o, client, informers, reg, newNFT, batch, events)
 		if err != nil {
 			return err
 		}
 		parts, health, forwarding = append(parts, a.Run), a.HealthHandler(), a.Forwarding()
 	}
 	if o.announce.any() {
-		sp, err := newSpeaker(ctx, o, cfg, client, informers, reg)
+		sp, err := newSpeaker(ctx, o, cfg, client, informers, reg, events())
 		if err != nil {
 			return err
 		}
@@ -149,7 +159,8 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 }
 
 func newForwarder(o *options, client kubernetes.Interface, informers informers.SharedInformerFactory,
-	reg prometheus.Registerer, newNFT func() (knftables.Interface, error), batch bool) (*agent.Agent, error) {
+	reg prometheus.Registerer, newNFT func() (knftables.Interface, error), batch bool,
+	events func() record.EventRecorder) (*agent.Agent, error) {
 	nft, err := newNFT()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
@@ -159,7 +170,22 @@ func newForwarder(o *options, client kubernetes.Interface, informers informers.S
 	if batch {
 		deps.Reloader = dataplane.NewNetlinkReloader(0)
 	}
-	return agent.New(o.agentConfig(), deps)
+	cfg := o.agentConfig()
+	if cfg.LocalFromNode {
+		// Only to warn of a Node without pod ranges; other modes record
+		// nothing, so they need no RBAC for Events.
+		deps.Recorder = events()
+	}
+	return agent.New(cfg, deps)
+}
+
+// newEventRecorder records Events as herald-agent on this node; the
+// forwarder and the speaker share it.
+func newEventRecorder(ctx context.Context, client kubernetes.Interface, nodeName string) record.EventRecorder {
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(3)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	return broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "herald-agent", Host: nodeName})
 }
 
 // after runs run once ready is closed (at once if ready is nil). A node

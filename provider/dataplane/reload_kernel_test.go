@@ -27,7 +27,7 @@ func TestRealReloadWritesWhatNftWrites(t *testing.T) {
 	for _, s := range []buildState{
 		st[0],
 		st[len(st)-2],
-		{name: "400 Services", svcs: big, slices: bigSl, node: testNode, opts: Options{PodCIDRs: wide}},
+		{name: "400 Services", svcs: big, slices: bigSl, node: testNode, opts: Options{Local: LocalDetector{PodCIDRs: wide}}},
 	} {
 		r := Build(s.svcs, s.slices, s.node, s.opts)
 		if _, err := NewApplier(nft, BatchElements()).SyncFull(ctx, r); err != nil {
