@@ -45,7 +45,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	code := run(ctx, os.Args[1:], os.Stderr, newNFT, true)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, newNFT, true)
 	stop()
 	klog.Flush()
 	os.Exit(code)
@@ -55,12 +55,12 @@ func newNFT() (knftables.Interface, error) {
 	return knftables.New(dataplane.TableFamily, dataplane.TableName)
 }
 
-// run is main without the process: tests pass their own arguments, output
+// run is main without the process: tests pass their own arguments, outputs
 // and knftables.
 // batch says nft runs the nft binary against the host's kernel, so full
 // syncs may fold elements (dataplane.BatchElements) and reload them over
 // netlink (dataplane.ReloadElements).
-func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knftables.Interface, error), batch bool) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, nft func() (knftables.Interface, error), batch bool) int {
 	var o options
 	fs := newFlagSet(&o)
 	fs.SetOutput(stderr)
@@ -73,8 +73,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knfta
 	}
 	if o.printVersion {
 		// Stamped at build time as herald-ccm's is (-X
-		// k8s.io/component-base/version.gitVersion=...; make images).
-		fmt.Fprintf(stderr, "herald-agent %s\n", version.Get().GitVersion)
+		// k8s.io/component-base/version.gitVersion=...; make images), and
+		// on stdout as herald-ccm's, for scripts: $(herald-agent --version).
+		fmt.Fprintf(stdout, "herald-agent %s\n", version.Get().GitVersion)
 		return 0
 	}
 	if fs.NArg() > 0 {

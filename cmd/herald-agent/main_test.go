@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -142,21 +143,26 @@ func TestRunExitCodes(t *testing.T) {
 		args   []string
 		code   int
 		stderr string
+		stdout string
 	}{
-		{"missing node name", nil, 2, "herald-agent: --node-name is required"},
+		{"missing node name", nil, 2, "herald-agent: --node-name is required", ""},
 		{"bridge mode without bridge", []string{"--node-name=n1", "--detect-local-mode=BridgeInterface"}, 2,
-			"herald-agent: --detect-local-mode=BridgeInterface needs --pod-bridge-interface"},
-		{"unknown flag", []string{"--node-nme=x"}, 2, "unknown flag: --node-nme"},
-		{"stray argument", []string{"--node-name=n1", "extra"}, 2, `unexpected arguments ["extra"]`},
-		{"help", []string{"--help"}, 0, "--nodeport-addresses"},
+			"herald-agent: --detect-local-mode=BridgeInterface needs --pod-bridge-interface", ""},
+		{"unknown flag", []string{"--node-nme=x"}, 2, "unknown flag: --node-nme", ""},
+		{"stray argument", []string{"--node-name=n1", "extra"}, 2, `unexpected arguments ["extra"]`, ""},
+		{"help", []string{"--help"}, 0, "--nodeport-addresses", ""},
+		{"version", []string{"--version"}, 0, "", "herald-agent v"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			if code := run(context.Background(), tc.args, &stderr, noNFT, false); code != tc.code {
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), tc.args, &stdout, &stderr, noNFT, false); code != tc.code {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
 			}
 			if !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stderr lacks %q:\n%s", tc.stderr, stderr.String())
+			}
+			if !strings.HasPrefix(stdout.String(), tc.stdout) || (tc.stdout == "") != (stdout.Len() == 0) {
+				t.Errorf("stdout %q, want %q...", stdout.String(), tc.stdout)
 			}
 		})
 	}
@@ -173,7 +179,7 @@ func TestCleanupDeletesTheTableIdempotently(t *testing.T) {
 	}
 	for i := range 2 { // the second run finds no table
 		var stderr bytes.Buffer
-		if code := run(context.Background(), []string{"--cleanup"}, &stderr, nft, false); code != 0 {
+		if code := run(context.Background(), []string{"--cleanup"}, io.Discard, &stderr, nft, false); code != 0 {
 			t.Fatalf("run %d: exit %d: %s", i, code, stderr.String())
 		}
 		if d := fake.Dump(); d != "" {
