@@ -23,14 +23,19 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	sigsyaml "sigs.k8s.io/yaml"
 
+	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
 	"github.com/heraldlb/herald/bare-metal/speaker"
 	"github.com/heraldlb/herald/e2e/cluster"
+	"github.com/heraldlb/herald/e2e/labkit"
 	"github.com/heraldlb/herald/e2e/netlab"
 	"github.com/heraldlb/herald/provider/agent"
 )
@@ -41,15 +46,21 @@ const agentName = "herald-agent"
 
 // agentMode is which of herald-agent's jobs the chart turns on; nodeCIDR
 // is agent.detectLocalMode=NodeCIDR (else the default, ClusterCIDR).
-type agentMode struct{ forwarding, layer2, nodeCIDR bool }
+type agentMode struct{ forwarding, layer2, bgp, nodeCIDR bool }
 
 func (m agentMode) String() string {
-	name := "layer2-only"
-	switch {
-	case m.forwarding && m.layer2:
-		name = "forwarding+layer2"
-	case m.forwarding:
-		name = "forwarding-only"
+	var jobs []string
+	for _, job := range []struct {
+		on   bool
+		name string
+	}{{m.forwarding, "forwarding"}, {m.layer2, "layer2"}, {m.bgp, "bgp"}} {
+		if job.on {
+			jobs = append(jobs, job.name)
+		}
+	}
+	name := strings.Join(jobs, "+")
+	if len(jobs) == 1 {
+		name += "-only"
 	}
 	if m.nodeCIDR {
 		name += "+NodeCIDR"
@@ -71,14 +82,18 @@ func (m agentMode) detectLocalMode() string {
 // readiness); with forwarding the ServiceCIDRs (unallocated ClusterIPs
 // are refused); with Layer 2 also IPAddressPools and L2Advertisements, the
 // Announced condition (server-side apply on services/status) and Events;
-// forwarding with NodeCIDR records Events too (a Node without pod ranges).
+// with BGP BGPPeers and BGPAdvertisements, their status (sessions per
+// node, Valid), the BGPAdvertised condition and Events; forwarding with
+// NodeCIDR records Events too (a Node without pod ranges). BGP's password
+// Secrets are a Role of their own (bgpSecretRules).
 func (m agentMode) rules() []rbacv1.PolicyRule {
 	rules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
 	}
-	if m.layer2 {
+	announcing := m.layer2 || m.bgp
+	if announcing {
 		// Announcing reads its own Node once at start, for its addresses.
 		rules[2].Verbs = []string{"get", "list", "watch"}
 	}
@@ -86,20 +101,42 @@ func (m agentMode) rules() []rbacv1.PolicyRule {
 		rules = append(rules,
 			rbacv1.PolicyRule{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"servicecidrs"}, Verbs: []string{"list", "watch"}})
 	}
-	if m.layer2 {
-		rules = append(rules,
-			rbacv1.PolicyRule{APIGroups: []string{"herald.dev"}, Resources: []string{"ipaddresspools", "l2advertisements"}, Verbs: []string{"list", "watch"}},
-			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}})
+	if announcing {
+		watched := []string{"ipaddresspools"}
+		if m.layer2 {
+			watched = append(watched, "l2advertisements")
+		}
+		if m.bgp {
+			watched = append(watched, "bgppeers", "bgpadvertisements")
+		}
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{"herald.dev"}, Resources: watched, Verbs: []string{"list", "watch"}})
+		if m.bgp {
+			rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{"herald.dev"},
+				Resources: []string{"bgppeers/status", "bgpadvertisements/status"}, Verbs: []string{"patch"}})
+		}
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}})
 	}
-	if m.layer2 || (m.forwarding && m.nodeCIDR) {
+	if announcing || (m.forwarding && m.nodeCIDR) {
 		rules = append(rules,
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}})
 	}
 	return rules
 }
 
+// bgpPasswordSecret is the one Secret the BGP mode's values list in
+// agent.bgp.passwordSecrets; bgpUnlistedSecret exists but is not listed.
+const bgpPasswordSecret, bgpUnlistedSecret = "bgp-password", "bgp-unlisted"
+
+// bgpSecretRules are the BGP mode's Role in the release's namespace: the
+// listed password Secrets, by name, and nothing else.
+func bgpSecretRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"},
+		ResourceNames: []string{bgpPasswordSecret}, Verbs: []string{"get"}}}
+}
+
 // capabilities are what the mode needs: NET_ADMIN for nftables and
-// conntrack (forwarding), NET_RAW for ARP/NDP packet sockets (Layer 2).
+// conntrack (forwarding), NET_RAW for ARP/NDP packet sockets (Layer 2);
+// BGP needs none without a listening port below 1024.
 func (m agentMode) capabilities() []v1.Capability {
 	var caps []v1.Capability
 	if m.forwarding {
@@ -113,10 +150,14 @@ func (m agentMode) capabilities() []v1.Capability {
 
 // modeOf reads the mode back from the DaemonSet's args.
 func modeOf(ctr v1.Container) agentMode {
-	return agentMode{forwarding: !slices.Contains(ctr.Args, "--forwarding=false"), layer2: slices.ContainsFunc(ctr.Args, func(arg string) bool {
-		protocols, ok := strings.CutPrefix(arg, "--announce=")
-		return ok && slices.Contains(strings.Split(protocols, ","), "layer2")
-	}), nodeCIDR: slices.Contains(ctr.Args, "--detect-local-mode=NodeCIDR")}
+	announces := func(protocol string) bool {
+		return slices.ContainsFunc(ctr.Args, func(arg string) bool {
+			protocols, ok := strings.CutPrefix(arg, "--announce=")
+			return ok && slices.Contains(strings.Split(protocols, ","), protocol)
+		})
+	}
+	return agentMode{forwarding: !slices.Contains(ctr.Args, "--forwarding=false"), layer2: announces("layer2"),
+		bgp: announces("bgp"), nodeCIDR: slices.Contains(ctr.Args, "--detect-local-mode=NodeCIDR")}
 }
 
 // helmFails runs the pinned helm, which must fail, and returns its output.
@@ -236,7 +277,7 @@ func checkAgentObjects(t *testing.T, client kubernetes.Interface, mode agentMode
 	if got := modeOf(ctr); got != mode {
 		t.Errorf("the DaemonSet's args %q run herald-agent in mode %s, want %s", ctr.Args, got, mode)
 	}
-	if !reflect.DeepEqual(sc.Capabilities.Add, mode.capabilities()) ||
+	if !slices.Equal(sc.Capabilities.Add, mode.capabilities()) ||
 		!reflect.DeepEqual(sc.Capabilities.Drop, []v1.Capability{"ALL"}) {
 		t.Errorf("capabilities %+v, want add %v, drop [ALL]", sc.Capabilities, mode.capabilities())
 	}
@@ -262,7 +303,25 @@ func checkAgentObjects(t *testing.T, client kubernetes.Interface, mode agentMode
 		t.Errorf("container port metrics is %d, --metrics-bind-address's port %d", got, want)
 	}
 	checkAgentRBAC(t, client, pod.ServiceAccountName, mode.rules())
+	checkBGPSecretRole(t, client, mode)
 	return ds
+}
+
+// checkBGPSecretRole: with BGP, the agent may get exactly the listed
+// password Secrets in the release's namespace; without, no such Role.
+func checkBGPSecretRole(t *testing.T, client kubernetes.Interface, mode agentMode) {
+	t.Helper()
+	name := agentName + "-bgp-secrets"
+	role, err := client.RbacV1().Roles(chartNamespace).Get(context.Background(), name, metav1.GetOptions{})
+	switch {
+	case !mode.bgp && err == nil:
+		t.Errorf("Role %s exists without BGP: the agent may read Secrets it has no use for", name)
+	case !mode.bgp:
+	case err != nil:
+		t.Errorf("Role %s: %v", name, err)
+	case !reflect.DeepEqual(role.Rules, bgpSecretRules()):
+		t.Errorf("Role %s grants\n%+v\nwant exactly\n%+v", name, role.Rules, bgpSecretRules())
+	}
 }
 
 func checkAgentRBAC(t *testing.T, client kubernetes.Interface, serviceAccount string, agentRules []rbacv1.PolicyRule) {
@@ -377,6 +436,9 @@ func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface
 			return cond != nil && cond.Status == metav1.ConditionTrue && strings.Contains(cond.Message, "node "+nodeName+" ")
 		})
 	}
+	if mode.bgp {
+		checkChartBGP(t, c, client, nodeName)
+	}
 	if !mode.forwarding {
 		if out, err := node.Run("nft", "list", "table", "inet", "herald"); err == nil {
 			t.Errorf("with forwarding off, herald-agent made the table anyway (kube-proxy forwards there):\n%s", out)
@@ -481,4 +543,62 @@ func waitHTTPOK(t testing.TB, ns *netlab.Netns, url string, p *cluster.Process) 
 	if err != nil {
 		t.Fatalf("GET %s: %v (last: %s)", url, err, last)
 	}
+}
+
+// checkChartBGP gives the agent two BGPPeers with passwords (no router
+// answers: the sessions stay down): the one whose Secret the values list
+// becomes Valid and gets this node's session in its status; the other's
+// Secret exists but is not listed, so the Role keeps it from the agent and
+// the peer says why. Status, Secrets and conditions all go through the
+// chart's RBAC.
+func checkChartBGP(t *testing.T, c *cluster.Cluster, client kubernetes.Interface, nodeName string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, name := range []string{bgpPasswordSecret, bgpUnlistedSecret} {
+		secret := &v1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, StringData: map[string]string{"password": "s3cret"}}
+		if _, err := client.CoreV1().Secrets(chartNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dyn := dynamic.NewForConfigOrDie(c.Config)
+	create := func(gvr schema.GroupVersionResource, kind, name string, spec map[string]any) {
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": kind,
+			"metadata": map[string]any{"name": name}, "spec": spec,
+		}}
+		if _, err := dyn.Resource(gvr).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("creating %s %s: %v", kind, name, err)
+		}
+	}
+	peer := func(address, secret string) map[string]any {
+		return map[string]any{"peerAddress": address, "peerASN": int64(64500), "localASN": int64(64512),
+			"passwordSecret": map[string]any{"name": secret}}
+	}
+	create(labkit.BGPPeerGVR, "BGPPeer", "listed", peer("192.0.2.1", bgpPasswordSecret))
+	create(labkit.BGPPeerGVR, "BGPPeer", "unlisted", peer("192.0.2.2", bgpUnlistedSecret))
+	create(labkit.BGPAdGVR, "BGPAdvertisement", "chart", map[string]any{"ipAddressPools": []any{"default"}})
+
+	readPeer := func(name string) *v1alpha1.BGPPeer {
+		u, err := dyn.Resource(labkit.BGPPeerGVR).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p v1alpha1.BGPPeer
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &p); err != nil {
+			t.Fatal(err)
+		}
+		return &p
+	}
+	var last *v1alpha1.BGPPeer
+	waitFor(t, time.Minute, "BGPPeer listed: Valid with node "+nodeName+"'s session", func() bool {
+		last = readPeer("listed")
+		valid := meta.FindStatusCondition(last.Status.Conditions, v1alpha1.ConditionValid)
+		return valid != nil && valid.Status == metav1.ConditionTrue &&
+			slices.ContainsFunc(last.Status.Nodes, func(n v1alpha1.BGPPeerNodeStatus) bool { return n.Node == nodeName })
+	})
+	waitFor(t, time.Minute, "BGPPeer unlisted: Valid=False, "+v1alpha1.ReasonSecretForbidden, func() bool {
+		last = readPeer("unlisted")
+		valid := meta.FindStatusCondition(last.Status.Conditions, v1alpha1.ConditionValid)
+		return valid != nil && valid.Status == metav1.ConditionFalse && valid.Reason == v1alpha1.ReasonSecretForbidden
+	})
 }

@@ -140,6 +140,8 @@ var badValues = []struct {
 		[]string{"/agent/podBridgeInterface", "br 0"}},
 	{"interface name too long", "agent: {detectLocalMode: InterfaceNamePrefix, podInterfaceNamePrefix: a-very-long-prefix}",
 		[]string{"/agent/podInterfaceNamePrefix", "a-very-long-prefix"}},
+	{"password Secret not a name", "agent: {enabled: true, bgp: {enabled: true, passwordSecrets: [Tor_BGP]}}",
+		[]string{"/agent/bgp/passwordSecrets/0", "Tor_BGP"}},
 }
 
 // TestChartRefusesBadValues renders the chart with each bad values file:

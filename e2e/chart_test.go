@@ -57,7 +57,7 @@ func helm(t testing.TB, args ...string) string {
 // and gives a Service an address, and nothing is forbidden on the way.
 // herald-agent is checked the same way in each of its modes (forwarding
 // and Layer 2, forwarding alone for a cluster without kube-proxy that
-// announces nothing, Layer 2 alone beside kube-proxy): its DaemonSet and
+// announces nothing, Layer 2 or BGP alone beside kube-proxy): its DaemonSet and
 // RBAC as installed, then (as root) the real binary with the DaemonSet's
 // args and ServiceAccount on a node of its own.
 func TestChart(t *testing.T) {
@@ -70,7 +70,7 @@ func TestChart(t *testing.T) {
 	checkAgentToggle(t)
 	// Forwarding alone runs in mode NodeCIDR, whose only extra need (Events)
 	// the other modes do not show.
-	for _, mode := range []agentMode{{forwarding: true, layer2: true}, {forwarding: true, nodeCIDR: true}, {layer2: true}} {
+	for _, mode := range []agentMode{{forwarding: true, layer2: true}, {forwarding: true, nodeCIDR: true}, {layer2: true}, {bgp: true}} {
 		t.Run(mode.String(), func(t *testing.T) { checkChartInstall(t, mode) })
 	}
 }
@@ -83,8 +83,9 @@ func checkChartInstall(t *testing.T, mode agentMode) {
 	rendered := filepath.Join(t.TempDir(), "chart.yaml")
 	manifest := helm(t, "template", "herald", chartDir, "--namespace", chartNamespace,
 		"--kube-version", "v1.37.2", "--include-crds", "-f", ciValues,
-		"--set", fmt.Sprintf("agent.forwarding=%t,agent.layer2.enabled=%t,agent.detectLocalMode=%s",
-			mode.forwarding, mode.layer2, mode.detectLocalMode()))
+		"--set", fmt.Sprintf("agent.forwarding=%t,agent.layer2.enabled=%t,agent.bgp.enabled=%t,agent.detectLocalMode=%s",
+			mode.forwarding, mode.layer2, mode.bgp, mode.detectLocalMode()),
+		"--set", "agent.bgp.passwordSecrets={"+bgpPasswordSecret+"}")
 	if err := os.WriteFile(rendered, []byte(manifest), 0o600); err != nil {
 		t.Fatal(err)
 	}
