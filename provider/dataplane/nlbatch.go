@@ -295,59 +295,96 @@ func (b *nlBatch) addRule(chain, rule string) error {
 }
 
 // elements adds (or, with DELSETELEM, deletes) elements, split into
-// messages whose element list fits a netlink attribute.
+// messages whose element list fits a netlink attribute. They are written
+// by hand rather than through netlink.AttributeEncoder: at 10k Services
+// a full sync has ~56k of them, and the encoder's closures and copies
+// cost a quarter of the sync.
 func (b *nlBatch) elements(msgType uint16, set string, id uint32, els []nftables.SetElement) error {
 	chunks, _ := chunkElements(els)
 	for _, chunk := range chunks {
-		err := b.add(msgType, pick(msgType == unix.NFT_MSG_NEWSETELEM, netlink.Create, 0), func(ae *netlink.AttributeEncoder) {
-			ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
-			ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
-			if id != 0 {
-				ae.Uint32(unix.NFTA_SET_ELEM_LIST_SET_ID, id)
-			}
-			ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(lae *netlink.AttributeEncoder) error {
-				for i, e := range chunk {
-					lae.Nested(uint16(i+1), func(eae *netlink.AttributeEncoder) error {
-						encodeElement(eae, e)
-						return nil
-					})
-				}
-				return nil
-			})
-		})
-		if err != nil {
-			return err
+		data := make([]byte, 0, maxElementListBytes+256)
+		data = append(data, unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0)
+		data = appendAttr(data, unix.NFTA_SET_ELEM_LIST_TABLE, cString(TableName))
+		data = appendAttr(data, unix.NFTA_SET_ELEM_LIST_SET, cString(set))
+		if id != 0 {
+			data = appendAttr(data, unix.NFTA_SET_ELEM_LIST_SET_ID, be32(id))
 		}
+		list := len(data)
+		data = appendAttr(data, netlink.Nested|unix.NFTA_SET_ELEM_LIST_ELEMENTS, nil)
+		for i, e := range chunk {
+			at := len(data)
+			data = appendAttr(data, netlink.Nested|uint16(i+1), nil)
+			data = appendElement(data, e)
+			data = endAttr(data, at)
+		}
+		data = endAttr(data, list)
+		if len(data)-list > 0xffff {
+			return fmt.Errorf("%w: element list of %d bytes", ErrEncode, len(data)-list)
+		}
+		b.bytes += len(data) + 16
+		b.msgs = append(b.msgs, netlink.Message{
+			Header: netlink.Header{
+				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
+				Flags: netlink.Request | pick(msgType == unix.NFT_MSG_NEWSETELEM, netlink.Create, 0),
+			},
+			Data: data,
+		})
 	}
 	return nil
 }
 
-func encodeElement(ae *netlink.AttributeEncoder, e nftables.SetElement) {
-	if e.IntervalEnd {
-		ae.Uint32(unix.NFTA_SET_ELEM_FLAGS, unix.NFT_SET_ELEM_INTERVAL_END)
+func cString(s string) []byte { return append([]byte(s), 0) }
+
+// appendAttr appends a netlink attribute; a nested one is closed by endAttr.
+func appendAttr(b []byte, typ uint16, payload []byte) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(payload)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, payload...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
 	}
-	nestedValue(ae, unix.NFTA_SET_ELEM_KEY, e.Key)
+	return b
+}
+
+// endAttr sets the length of the nested attribute that starts at at.
+func endAttr(b []byte, at int) []byte {
+	binary.NativeEndian.PutUint16(b[at:], uint16(len(b)-at))
+	return b
+}
+
+func appendValue(b []byte, typ uint16, value []byte) []byte {
+	at := len(b)
+	b = appendAttr(b, netlink.Nested|typ, nil)
+	b = appendAttr(b, unix.NFTA_DATA_VALUE, value)
+	return endAttr(b, at)
+}
+
+func appendElement(b []byte, e nftables.SetElement) []byte {
+	if e.IntervalEnd {
+		b = appendAttr(b, unix.NFTA_SET_ELEM_FLAGS, be32(unix.NFT_SET_ELEM_INTERVAL_END))
+	}
+	b = appendValue(b, unix.NFTA_SET_ELEM_KEY, e.Key)
 	if len(e.KeyEnd) > 0 {
-		nestedValue(ae, nftaSetElemKeyEnd, e.KeyEnd)
+		b = appendValue(b, nftaSetElemKeyEnd, e.KeyEnd)
 	}
 	switch {
 	case e.VerdictData != nil:
-		ae.Nested(unix.NFTA_SET_ELEM_DATA, func(dae *netlink.AttributeEncoder) error {
-			dae.Nested(unix.NFTA_DATA_VERDICT, func(vae *netlink.AttributeEncoder) error {
-				vae.Uint32(unix.NFTA_VERDICT_CODE, uint32(int32(e.VerdictData.Kind)))
-				if e.VerdictData.Chain != "" {
-					vae.String(unix.NFTA_VERDICT_CHAIN, e.VerdictData.Chain)
-				}
-				return nil
-			})
-			return nil
-		})
+		data := len(b)
+		b = appendAttr(b, netlink.Nested|unix.NFTA_SET_ELEM_DATA, nil)
+		verdict := len(b)
+		b = appendAttr(b, netlink.Nested|unix.NFTA_DATA_VERDICT, nil)
+		b = appendAttr(b, unix.NFTA_VERDICT_CODE, be32(uint32(int32(e.VerdictData.Kind))))
+		if e.VerdictData.Chain != "" {
+			b = appendAttr(b, unix.NFTA_VERDICT_CHAIN, cString(e.VerdictData.Chain))
+		}
+		b = endAttr(endAttr(b, verdict), data)
 	case len(e.Val) > 0:
-		nestedValue(ae, unix.NFTA_SET_ELEM_DATA, e.Val)
+		b = appendValue(b, unix.NFTA_SET_ELEM_DATA, e.Val)
 	}
 	if e.Comment != "" {
-		ae.Bytes(unix.NFTA_SET_ELEM_USERDATA, userdata.AppendString(nil, userdata.NFTNL_UDATA_SET_ELEM_COMMENT, e.Comment))
+		b = appendAttr(b, unix.NFTA_SET_ELEM_USERDATA, userdata.AppendString(nil, userdata.NFTNL_UDATA_SET_ELEM_COMMENT, e.Comment))
 	}
+	return b
 }
 
 // send runs the batch as one transaction. Errors come back in order, and

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -118,7 +119,7 @@ func BenchmarkRealFullSyncNFT10k(b *testing.B) { benchRealFullSync(b, 10000, fal
 func BenchmarkRealFullSyncNFT30k(b *testing.B) { benchRealFullSync(b, 30000, false) }
 
 // BenchmarkRealFirstSync10k is an agent's first sync on a node without
-// the table (after boot): nft writes the skeleton, elements go over netlink.
+// the table (after boot): one netlink batch writes skeleton and elements.
 // Deleting the previous iteration's table is not in build-ms or sync-ms.
 func BenchmarkRealFirstSync10k(b *testing.B) {
 	ctx := context.Background()
@@ -133,8 +134,8 @@ func BenchmarkRealFirstSync10k(b *testing.B) {
 		a := NewApplier(nft, BatchElements(), ReloadElements(reloader))
 		r := t.build(func() *Ruleset { return Build(svcs, sl, testNode, Options{}) })
 		res, err := t.sync(func() (SyncResult, error) { return a.Sync(ctx, r) })
-		if err != nil || !res.Reloaded {
-			b.Fatalf("first sync: %+v, %v; want it to create the table and reload", res, err)
+		if err != nil || !res.Rewritten {
+			b.Fatalf("first sync: %+v, %v; want it to write the table over netlink", res, err)
 		}
 	}
 	t.report(b)
@@ -172,6 +173,72 @@ func benchRealPartialSync(b *testing.B, netlink bool) {
 		res, err := t.sync(func() (SyncResult, error) { return a.Sync(ctx, r) })
 		if err != nil || res.Full {
 			b.Fatalf("sync: %v full=%t", err, res.Full)
+		}
+	}
+	t.report(b)
+}
+
+// BenchmarkRealFullSyncTampered10k is a periodic resync that finds a rule
+// added behind herald's back: the table is rewritten over netlink. Adding
+// the rule (through nft) is in neither build-ms nor sync-ms.
+func BenchmarkRealFullSyncTampered10k(b *testing.B) {
+	ctx := context.Background()
+	svcs, sl := scaleCluster(10000)
+	nft := inNetns(b)
+	a := NewApplier(nft, BatchElements(), ReloadElements(NewNetlinkReloader(threadNetns(b))))
+	if _, err := a.SyncFull(ctx, Build(svcs, sl, testNode, Options{})); err != nil {
+		b.Fatal(err)
+	}
+	var t phaseTimer
+	for b.Loop() {
+		if out, err := exec.Command("nft", "add rule inet herald services counter").CombinedOutput(); err != nil {
+			b.Fatalf("tamper: %v: %s", err, out)
+		}
+		r := t.build(func() *Ruleset { return Build(svcs, sl, testNode, Options{}) })
+		res, err := t.sync(func() (SyncResult, error) { return a.SyncFull(ctx, r) })
+		if err != nil || !res.Rewritten {
+			b.Fatalf("full sync of a tampered table: %+v, %v; want it rewritten over netlink", res, err)
+		}
+	}
+	t.report(b)
+}
+
+// BenchmarkRealFullSyncNewSkeleton10k is a full sync whose skeleton is not
+// the table's (a restarted agent finds one Service grown past the
+// precreated pick chains, or back): the table is rewritten over netlink.
+func BenchmarkRealFullSyncNewSkeleton10k(b *testing.B) { benchRealSkeletonChange(b, true) }
+
+// BenchmarkRealPartialSyncNewChain10k is one Service among 10k growing past
+// the precreated pick chains (3 to PrecreatedPickChains+1 endpoints) and
+// back: a partial sync that adds (or deletes) a pick chain over netlink in
+// the batch of its element changes.
+func BenchmarkRealPartialSyncNewChain10k(b *testing.B) { benchRealSkeletonChange(b, false) }
+
+func benchRealSkeletonChange(b *testing.B, full bool) {
+	ctx := context.Background()
+	svcs, sl := scaleCluster(10000)
+	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
+	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, PrecreatedPickChains+1)
+	nft := inNetns(b)
+	a := NewApplier(nft, BatchElements(), ReloadElements(NewNetlinkReloader(threadNetns(b))))
+	bld := NewBuilder()
+	if _, err := a.Sync(ctx, bld.Build(svcs, sl, testNode, Options{})); err != nil {
+		b.Fatal(err)
+	}
+	var t phaseTimer
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		r := t.build(func() *Ruleset { return bld.Build(svcs, states[i%2], testNode, Options{}) })
+		res, err := t.sync(func() (SyncResult, error) {
+			if full {
+				return a.SyncFull(ctx, r)
+			}
+			return a.Sync(ctx, r)
+		})
+		if err != nil || res.Full != full || full && !res.Rewritten {
+			b.Fatalf("sync: %+v, %v; want full=%t over netlink", res, err, full)
 		}
 	}
 	t.report(b)
