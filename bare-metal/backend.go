@@ -176,7 +176,7 @@ func (b *Backend) Ensure(ctx context.Context, lb *service.LoadBalancer) (*provid
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("claiming %s: %w", joinAddrs(assignment.IPs), err)
+			return nil, err // the store's errors name the address: "claiming 192.0.2.1: ..."
 		}
 		break
 	}

@@ -32,24 +32,37 @@ import (
 	"github.com/heraldlb/herald/bare-metal/speaker"
 	"github.com/heraldlb/herald/e2e/cluster"
 	"github.com/heraldlb/herald/e2e/netlab"
+	"github.com/heraldlb/herald/provider/agent"
 )
 
 // agentName is herald-agent's DaemonSet, ServiceAccount, ClusterRole and
 // ClusterRoleBinding in release "herald" of chart "herald".
 const agentName = "herald-agent"
 
-// agentMode is which of herald-agent's jobs the chart turns on.
-type agentMode struct{ forwarding, layer2 bool }
+// agentMode is which of herald-agent's jobs the chart turns on; nodeCIDR
+// is agent.detectLocalMode=NodeCIDR (else the default, ClusterCIDR).
+type agentMode struct{ forwarding, layer2, nodeCIDR bool }
 
 func (m agentMode) String() string {
+	name := "layer2-only"
 	switch {
 	case m.forwarding && m.layer2:
-		return "forwarding+layer2"
+		name = "forwarding+layer2"
 	case m.forwarding:
-		return "forwarding-only"
-	default:
-		return "layer2-only"
+		name = "forwarding-only"
 	}
+	if m.nodeCIDR {
+		name += "+NodeCIDR"
+	}
+	return name
+}
+
+// detectLocalMode is the agent.detectLocalMode value of the mode.
+func (m agentMode) detectLocalMode() string {
+	if m.nodeCIDR {
+		return "NodeCIDR"
+	}
+	return "ClusterCIDR"
 }
 
 // rules is exactly what herald-agent uses in the mode: informers (list,
@@ -57,7 +70,8 @@ func (m agentMode) String() string {
 // needs endpoints for externalTrafficPolicy: Local and the nodes'
 // readiness); with forwarding the ServiceCIDRs (unallocated ClusterIPs
 // are refused); with Layer 2 also IPAddressPools and L2Advertisements, the
-// Announced condition (server-side apply on services/status) and Events.
+// Announced condition (server-side apply on services/status) and Events;
+// forwarding with NodeCIDR records Events too (a Node without pod ranges).
 func (m agentMode) rules() []rbacv1.PolicyRule {
 	rules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: []string{"list", "watch"}},
@@ -75,7 +89,10 @@ func (m agentMode) rules() []rbacv1.PolicyRule {
 	if m.layer2 {
 		rules = append(rules,
 			rbacv1.PolicyRule{APIGroups: []string{"herald.dev"}, Resources: []string{"ipaddresspools", "l2advertisements"}, Verbs: []string{"list", "watch"}},
-			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}},
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services/status"}, Verbs: []string{"patch"}})
+	}
+	if m.layer2 || (m.forwarding && m.nodeCIDR) {
+		rules = append(rules,
 			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}})
 	}
 	return rules
@@ -99,7 +116,7 @@ func modeOf(ctr v1.Container) agentMode {
 	return agentMode{forwarding: !slices.Contains(ctr.Args, "--forwarding=false"), layer2: slices.ContainsFunc(ctr.Args, func(arg string) bool {
 		protocols, ok := strings.CutPrefix(arg, "--announce=")
 		return ok && slices.Contains(strings.Split(protocols, ","), "layer2")
-	})}
+	}), nodeCIDR: slices.Contains(ctr.Args, "--detect-local-mode=NodeCIDR")}
 }
 
 // helmFails runs the pinned helm, which must fail, and returns its output.
@@ -372,6 +389,11 @@ func runChartAgent(t *testing.T, c *cluster.Cluster, client kubernetes.Interface
 	}
 	if !strings.Contains(table, clusterIP) {
 		t.Errorf("the table has no element for ClusterIP %s:\n%s", clusterIP, table)
+	}
+	if mode.nodeCIDR {
+		// The Node has no pod ranges: the agent says so on it, which
+		// the ClusterRole must allow.
+		waitNodeEvent(t, client, nodeName, agent.ReasonNoPodCIDRs)
 	}
 
 	p.Stop(5 * time.Second)

@@ -129,6 +129,17 @@ var badValues = []struct {
 	{"PDB blocking every drain", "ccm: {podDisruptionBudget: {enabled: true, maxUnavailable: 0}}", []string{"/ccm/podDisruptionBudget/maxUnavailable"}},
 	{"ServiceMonitor without the CRD", "metrics: {serviceMonitor: {enabled: true}}", []string{"monitoring.coreos.com/v1", "--api-versions"}},
 	{"agent with nothing to do", "agent: {enabled: true, forwarding: false}", []string{"nothing to do"}},
+	{"unknown detect-local mode", "agent: {detectLocalMode: nodecidr}", []string{"/agent/detectLocalMode", "ClusterCIDR", "NodeCIDR"}},
+	{"bridge mode without bridge", "agent: {enabled: true, detectLocalMode: BridgeInterface}",
+		[]string{"agent.detectLocalMode=BridgeInterface needs agent.podBridgeInterface"}},
+	{"prefix mode without prefix", "agent: {enabled: true, detectLocalMode: InterfaceNamePrefix}",
+		[]string{"agent.detectLocalMode=InterfaceNamePrefix needs agent.podInterfaceNamePrefix"}},
+	{"bridge in another mode", "agent: {enabled: true, podBridgeInterface: cbr0}",
+		[]string{"agent.podBridgeInterface is read only with agent.detectLocalMode=BridgeInterface, not ClusterCIDR"}},
+	{"interface name with a space", "agent: {detectLocalMode: BridgeInterface, podBridgeInterface: 'br 0'}",
+		[]string{"/agent/podBridgeInterface", "br 0"}},
+	{"interface name too long", "agent: {detectLocalMode: InterfaceNamePrefix, podInterfaceNamePrefix: a-very-long-prefix}",
+		[]string{"/agent/podInterfaceNamePrefix", "a-very-long-prefix"}},
 }
 
 // TestChartRefusesBadValues renders the chart with each bad values file:

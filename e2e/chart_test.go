@@ -68,7 +68,9 @@ func TestChart(t *testing.T) {
 	helm(t, "lint", "--strict", chartDir)
 	helm(t, "lint", "--strict", chartDir, "-f", ciValues)
 	checkAgentToggle(t)
-	for _, mode := range []agentMode{{forwarding: true, layer2: true}, {forwarding: true}, {layer2: true}} {
+	// Forwarding alone runs in mode NodeCIDR, whose only extra need (Events)
+	// the other modes do not show.
+	for _, mode := range []agentMode{{forwarding: true, layer2: true}, {forwarding: true, nodeCIDR: true}, {layer2: true}} {
 		t.Run(mode.String(), func(t *testing.T) { checkChartInstall(t, mode) })
 	}
 }
@@ -81,7 +83,8 @@ func checkChartInstall(t *testing.T, mode agentMode) {
 	rendered := filepath.Join(t.TempDir(), "chart.yaml")
 	manifest := helm(t, "template", "herald", chartDir, "--namespace", chartNamespace,
 		"--kube-version", "v1.37.2", "--include-crds", "-f", ciValues,
-		"--set", fmt.Sprintf("agent.forwarding=%t,agent.layer2.enabled=%t", mode.forwarding, mode.layer2))
+		"--set", fmt.Sprintf("agent.forwarding=%t,agent.layer2.enabled=%t,agent.detectLocalMode=%s",
+			mode.forwarding, mode.layer2, mode.detectLocalMode()))
 	if err := os.WriteFile(rendered, []byte(manifest), 0o600); err != nil {
 		t.Fatal(err)
 	}

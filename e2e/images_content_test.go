@@ -246,7 +246,7 @@ func runFromImage(t *testing.T, want imageWant, img *ociImage) {
 	if want.name != "herald-agent" {
 		return
 	}
-	out, err = exec.Command(bin, "--version").CombinedOutput()
+	out, err = exec.Command(bin, "--version").Output() // on stdout, for $(herald-agent --version)
 	if err != nil || strings.TrimSpace(string(out)) != "herald-agent v0.0.0-test" {
 		t.Errorf("herald-agent --version from the image: %v: %q, want %q", err, out, "herald-agent v0.0.0-test")
 	}

@@ -18,6 +18,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,11 +26,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
+	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/component-base/version"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
@@ -40,7 +45,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	code := run(ctx, os.Args[1:], os.Stderr, newNFT, true)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, newNFT, true)
 	stop()
 	klog.Flush()
 	os.Exit(code)
@@ -50,12 +55,12 @@ func newNFT() (knftables.Interface, error) {
 	return knftables.New(dataplane.TableFamily, dataplane.TableName)
 }
 
-// run is main without the process: tests pass their own arguments, output
+// run is main without the process: tests pass their own arguments, outputs
 // and knftables.
 // batch says nft runs the nft binary against the host's kernel, so full
 // syncs may fold elements (dataplane.BatchElements) and reload them over
 // netlink (dataplane.ReloadElements).
-func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knftables.Interface, error), batch bool) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, nft func() (knftables.Interface, error), batch bool) int {
 	var o options
 	fs := newFlagSet(&o)
 	fs.SetOutput(stderr)
@@ -68,8 +73,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, nft func() (knfta
 	}
 	if o.printVersion {
 		// Stamped at build time as herald-ccm's is (-X
-		// k8s.io/component-base/version.gitVersion=...; make images).
-		fmt.Fprintf(stderr, "herald-agent %s\n", version.Get().GitVersion)
+		// k8s.io/component-base/version.gitVersion=...; make images), and
+		// on stdout as herald-ccm's, for scripts: $(herald-agent --version).
+		fmt.Fprintf(stdout, "herald-agent %s\n", version.Get().GitVersion)
 		return 0
 	}
 	if fs.NArg() > 0 {
@@ -120,21 +126,27 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	// One cache of Services and EndpointSlices for forwarding and
 	// announcing alike.
 	informers := agent.NewInformerFactory(client)
+	events := sync.OnceValue(func() record.EventRecorder { return newEventRecorder(ctx, client, o.nodeName) })
 	var parts []func(context.Context) error
 	var health http.Handler
+	var forwarding <-chan struct{}
 	if o.forwarding {
-		a, err := newForwarder(o, client, informers, reg, newNFT, batch)
+		if o.noLocalDetection() {
+			klog.FromContext(ctx).Info("No --cluster-cidr with --detect-local-mode=ClusterCIDR: no traffic is taken for pods'; " +
+				"ClusterIP traffic is not masqueraded and pods get no exception to externalTrafficPolicy Local")
+		}
+		a, err := newForwarder(o, client, informers, reg, newNFT, batch, events)
 		if err != nil {
 			return err
 		}
-		parts, health = append(parts, a.Run), a.HealthHandler()
+		parts, health, forwarding = append(parts, a.Run), a.HealthHandler(), a.Forwarding()
 	}
 	if o.announce.any() {
-		sp, err := newSpeaker(ctx, o, cfg, client, informers, reg)
+		sp, err := newSpeaker(ctx, o, cfg, client, informers, reg, events())
 		if err != nil {
 			return err
 		}
-		parts = append(parts, sp.Run)
+		parts = append(parts, after(forwarding, "the first nftables sync", sp.Run))
 		if health == nil {
 			health = sp.HealthHandler()
 		}
@@ -148,7 +160,8 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 }
 
 func newForwarder(o *options, client kubernetes.Interface, informers informers.SharedInformerFactory,
-	reg prometheus.Registerer, newNFT func() (knftables.Interface, error), batch bool) (*agent.Agent, error) {
+	reg prometheus.Registerer, newNFT func() (knftables.Interface, error), batch bool,
+	events func() record.EventRecorder) (*agent.Agent, error) {
 	nft, err := newNFT()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
@@ -158,7 +171,45 @@ func newForwarder(o *options, client kubernetes.Interface, informers informers.S
 	if batch {
 		deps.Reloader = dataplane.NewNetlinkReloader(0)
 	}
-	return agent.New(o.agentConfig(), deps)
+	cfg := o.agentConfig()
+	if cfg.LocalFromNode {
+		// Only to warn of a Node without pod ranges; other modes record
+		// nothing, so they need no RBAC for Events.
+		deps.Recorder = events()
+	}
+	return agent.New(cfg, deps)
+}
+
+// newEventRecorder records Events as herald-agent on this node; the
+// forwarder and the speaker share it.
+func newEventRecorder(ctx context.Context, client kubernetes.Interface, nodeName string) record.EventRecorder {
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(3)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	return broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "herald-agent", Host: nodeName})
+}
+
+// after runs run once ready is closed (at once if ready is nil). A node
+// that announces a VIP before its own forwarding rules are in the kernel
+// draws traffic it drops: the router's ECMP route or the client's ARP entry
+// points at it, and nothing DNATs the VIP yet. So with forwarding on, the
+// speaker joins the membership and opens BGP sessions only after the first
+// sync; until then the other nodes keep the VIPs.
+func after(ready <-chan struct{}, what string, run func(context.Context) error) func(context.Context) error {
+	if ready == nil {
+		return run
+	}
+	return func(ctx context.Context) error {
+		logger := klog.FromContext(ctx)
+		logger.Info("Announcing waits", "for", what)
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil
+		}
+		logger.Info("Announcing starts", "after", what)
+		return run(ctx)
+	}
 }
 
 // runAll runs the agent's parts until ctx ends or one fails; a failure

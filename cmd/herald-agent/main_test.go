@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +53,28 @@ func TestFlagValidation(t *testing.T) {
 			"--bgp-converge-wait=5s must be positive and shorter than --drain-timeout=5s"},
 		{"no secret namespace", []string{"--node-name=n1", "--announce=bgp", "--bgp-secret-namespace="}, "--bgp-secret-namespace must not be empty"},
 		{"BGP flags unchecked without BGP", []string{"--node-name=n1", "--bgp-router-id=x"}, ""},
+		{"node CIDR mode", []string{"--node-name=n1", "--detect-local-mode=NodeCIDR"}, ""},
+		{"bridge mode", []string{"--node-name=n1", "--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cbr0"}, ""},
+		{"prefix mode", []string{"--node-name=n1", "--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth"}, ""},
+		{"unknown mode", []string{"--node-name=n1", "--detect-local-mode=clustercidr"},
+			`--detect-local-mode="clustercidr": want ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix`},
+		{"empty mode", []string{"--node-name=n1", "--detect-local-mode="}, `--detect-local-mode="": want ClusterCIDR`},
+		{"bridge mode without bridge", []string{"--node-name=n1", "--detect-local-mode=BridgeInterface"},
+			"--detect-local-mode=BridgeInterface needs --pod-bridge-interface"},
+		{"prefix mode without prefix", []string{"--node-name=n1", "--detect-local-mode=InterfaceNamePrefix"},
+			"--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix"},
+		{"bridge name too long", []string{"--node-name=n1", "--detect-local-mode=BridgeInterface", "--pod-bridge-interface=bridge-for-all-pods"},
+			`--pod-bridge-interface="bridge-for-all-pods": not a usable interface name: "bridge-for-all-pods" is longer than 15 bytes`},
+		{"prefix with a glob", []string{"--node-name=n1", "--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth*"},
+			`--pod-interface-name-prefix="veth*": not a usable interface name: "veth*" has '*'`},
+		{"bridge flag in another mode", []string{"--node-name=n1", "--pod-bridge-interface=cbr0"},
+			"--pod-bridge-interface is read only with --detect-local-mode=BridgeInterface, not ClusterCIDR"},
+		{"prefix flag in another mode", []string{"--node-name=n1", "--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cbr0",
+			"--pod-interface-name-prefix=veth"}, "--pod-interface-name-prefix is read only with --detect-local-mode=InterfaceNamePrefix, not BridgeInterface"},
+		{"cluster CIDR in node CIDR mode is unused, as in kube-proxy", []string{"--node-name=n1", "--detect-local-mode=NodeCIDR",
+			"--cluster-cidr=192.0.2.0/24"}, ""},
+		{"bad cluster CIDR in another mode", []string{"--node-name=n1", "--detect-local-mode=NodeCIDR", "--cluster-cidr=x"},
+			`--cluster-cidr: "x" is not a CIDR`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var o options
@@ -76,9 +101,37 @@ func TestAgentConfigFromFlags(t *testing.T) {
 	}
 	c := o.agentConfig()
 	if c.NodeName != "n1" || c.Burst != 3 || c.MinSyncPeriod != 2*time.Second || c.SyncPeriod != 30*time.Second ||
-		!c.Dataplane.MasqueradeAll || len(c.Dataplane.PodCIDRs) != 2 ||
+		!c.Dataplane.MasqueradeAll || len(c.Dataplane.Local.PodCIDRs) != 2 || c.LocalFromNode ||
 		len(c.Dataplane.NodePortCIDRs) != 1 || c.Dataplane.NodePortCIDRs[0].String() != "192.0.2.0/24" {
 		t.Errorf("config %+v", c)
+	}
+}
+
+func TestLocalDetectorFromFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		want     dataplane.LocalDetector
+		fromNode bool
+	}{
+		{nil, dataplane.LocalDetector{PodCIDRs: []netip.Prefix{}}, false},
+		{[]string{"--cluster-cidr=192.0.2.7/24,2001:db8::/64"},
+			dataplane.LocalDetector{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8::/64")}}, false},
+		{[]string{"--detect-local-mode=NodeCIDR", "--cluster-cidr=192.0.2.0/24"}, dataplane.LocalDetector{}, true},
+		{[]string{"--detect-local-mode=BridgeInterface", "--pod-bridge-interface=cbr0"}, dataplane.LocalDetector{Interface: "cbr0"}, false},
+		{[]string{"--detect-local-mode=InterfaceNamePrefix", "--pod-interface-name-prefix=veth"},
+			dataplane.LocalDetector{Interface: "veth", InterfacePrefix: true}, false},
+	} {
+		var o options
+		if err := newFlagSet(&o).Parse(append([]string{"--node-name=n1"}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		if err := o.validate(); err != nil {
+			t.Fatalf("%q: %v", tc.args, err)
+		}
+		c := o.agentConfig()
+		if !reflect.DeepEqual(c.Dataplane.Local, tc.want) || c.LocalFromNode != tc.fromNode {
+			t.Errorf("%q: detector %+v fromNode %t, want %+v %t", tc.args, c.Dataplane.Local, c.LocalFromNode, tc.want, tc.fromNode)
+		}
 	}
 }
 
@@ -90,19 +143,26 @@ func TestRunExitCodes(t *testing.T) {
 		args   []string
 		code   int
 		stderr string
+		stdout string
 	}{
-		{"missing node name", nil, 2, "herald-agent: --node-name is required"},
-		{"unknown flag", []string{"--node-nme=x"}, 2, "unknown flag: --node-nme"},
-		{"stray argument", []string{"--node-name=n1", "extra"}, 2, `unexpected arguments ["extra"]`},
-		{"help", []string{"--help"}, 0, "--nodeport-addresses"},
+		{"missing node name", nil, 2, "herald-agent: --node-name is required", ""},
+		{"bridge mode without bridge", []string{"--node-name=n1", "--detect-local-mode=BridgeInterface"}, 2,
+			"herald-agent: --detect-local-mode=BridgeInterface needs --pod-bridge-interface", ""},
+		{"unknown flag", []string{"--node-nme=x"}, 2, "unknown flag: --node-nme", ""},
+		{"stray argument", []string{"--node-name=n1", "extra"}, 2, `unexpected arguments ["extra"]`, ""},
+		{"help", []string{"--help"}, 0, "--nodeport-addresses", ""},
+		{"version", []string{"--version"}, 0, "", "herald-agent v"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			if code := run(context.Background(), tc.args, &stderr, noNFT, false); code != tc.code {
+			var stdout, stderr bytes.Buffer
+			if code := run(context.Background(), tc.args, &stdout, &stderr, noNFT, false); code != tc.code {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr.String())
 			}
 			if !strings.Contains(stderr.String(), tc.stderr) {
 				t.Errorf("stderr lacks %q:\n%s", tc.stderr, stderr.String())
+			}
+			if !strings.HasPrefix(stdout.String(), tc.stdout) || (tc.stdout == "") != (stdout.Len() == 0) {
+				t.Errorf("stdout %q, want %q...", stdout.String(), tc.stdout)
 			}
 		})
 	}
@@ -119,7 +179,7 @@ func TestCleanupDeletesTheTableIdempotently(t *testing.T) {
 	}
 	for i := range 2 { // the second run finds no table
 		var stderr bytes.Buffer
-		if code := run(context.Background(), []string{"--cleanup"}, &stderr, nft, false); code != 0 {
+		if code := run(context.Background(), []string{"--cleanup"}, io.Discard, &stderr, nft, false); code != 0 {
 			t.Fatalf("run %d: exit %d: %s", i, code, stderr.String())
 		}
 		if d := fake.Dump(); d != "" {

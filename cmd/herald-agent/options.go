@@ -29,6 +29,9 @@ type options struct {
 	nodeName           string
 	nodePortAddresses  []string
 	clusterCIDRs       []string
+	detectLocalMode    string
+	podBridgeInterface string
+	podInterfacePrefix string
 	masqueradeAll      bool
 	minSyncPeriod      time.Duration
 	syncPeriod         time.Duration
@@ -50,7 +53,17 @@ func newFlagSet(o *options) *pflag.FlagSet {
 	fs.StringSliceVar(&o.nodePortAddresses, "nodeport-addresses", nil,
 		"CIDRs of the node addresses that answer NodePorts and healthCheckNodePorts; empty means all node addresses.")
 	fs.StringSliceVar(&o.clusterCIDRs, "cluster-cidr", nil,
-		"The cluster's pod CIDRs; ClusterIP traffic from outside them is masqueraded so replies return through this node.")
+		"The cluster's pod CIDRs, for --detect-local-mode=ClusterCIDR.")
+	fs.StringVar(&o.detectLocalMode, "detect-local-mode", modeClusterCIDR,
+		"How traffic from pods is told from the rest, as kube-proxy's: ClusterCIDR (source in --cluster-cidr), "+
+			"NodeCIDR (source in the Node's spec.podCIDRs), BridgeInterface (enters through --pod-bridge-interface), "+
+			"InterfaceNamePrefix (enters through an interface named --pod-interface-name-prefix*). Other ClusterIP traffic "+
+			"is masqueraded so replies return through this node; pods reaching an externalTrafficPolicy Local "+
+			"Service's external address get all its endpoints.")
+	fs.StringVar(&o.podBridgeInterface, "pod-bridge-interface", "",
+		"The bridge pods are attached to, for --detect-local-mode=BridgeInterface.")
+	fs.StringVar(&o.podInterfacePrefix, "pod-interface-name-prefix", "",
+		"The prefix of pods' host-side interface names, for --detect-local-mode=InterfaceNamePrefix.")
 	fs.BoolVar(&o.masqueradeAll, "masquerade-all", false, "Masquerade all traffic to ClusterIPs.")
 	fs.DurationVar(&o.minSyncPeriod, "min-sync-period", time.Second,
 		"Minimum time between two syncs once --burst syncs have run back to back; 0 disables the limit.")
@@ -92,9 +105,7 @@ func (o *options) validate() error {
 	if _, err := parseCIDRs("--nodeport-addresses", o.nodePortAddresses); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := parseCIDRs("--cluster-cidr", o.clusterCIDRs); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, o.validateLocalDetection()...)
 	switch {
 	case o.minSyncPeriod < 0:
 		errs = append(errs, fmt.Errorf("--min-sync-period=%v must not be negative", o.minSyncPeriod))
@@ -158,14 +169,15 @@ func checkBindAddress(addr string) error {
 func (o *options) agentConfig() agent.Config {
 	// validate has parsed these already
 	nodePorts, _ := parseCIDRs("--nodeport-addresses", o.nodePortAddresses)
-	pods, _ := parseCIDRs("--cluster-cidr", o.clusterCIDRs)
+	local, fromNode := o.localDetector()
 	return agent.Config{
 		NodeName: o.nodeName,
 		Dataplane: dataplane.Options{
 			NodePortCIDRs: nodePorts,
-			PodCIDRs:      pods,
+			Local:         local,
 			MasqueradeAll: o.masqueradeAll,
 		},
+		LocalFromNode:  fromNode,
 		MinSyncPeriod:  o.minSyncPeriod,
 		SyncPeriod:     o.syncPeriod,
 		FullSyncPeriod: o.fullSyncPeriod,

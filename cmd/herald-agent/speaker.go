@@ -12,8 +12,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -29,7 +27,7 @@ import (
 // membership on this node's address and the ARP/NDP announcer gated by the
 // fence; for BGP the embedded GoBGP speaker; and an event recorder.
 func newSpeaker(ctx context.Context, o *options, cfg *rest.Config, client kubernetes.Interface,
-	shared informers.SharedInformerFactory, reg prometheus.Registerer) (*speaker.Speaker, error) {
+	shared informers.SharedInformerFactory, reg prometheus.Registerer, recorder record.EventRecorder) (*speaker.Speaker, error) {
 	logger := klog.FromContext(ctx)
 	node, err := client.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
 	if err != nil {
@@ -39,10 +37,6 @@ func newSpeaker(ctx context.Context, o *options, cfg *rest.Config, client kubern
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
 	}
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartStructuredLogging(3)
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "herald-agent", Host: o.nodeName})
 	deps := speaker.Deps{Client: client, Dynamic: dyn, Informers: shared, Recorder: recorder, Registerer: reg}
 
 	if o.announce.layer2() {

@@ -74,6 +74,7 @@ func BenchmarkEndpointToKernel(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(mem.PeakMiB, "peak-rss-MiB")
+	b.ReportMetric(mem.FileMiB, "rss-file-MiB") // the binary's pages: see memory
 	// The Go heap in use now (the live objects and what the GC has not
 	// yet swept), from the agent's metrics: what the rest of RSS is not.
 	heap, err := metricValue(labkit.HTTPClient(agent.node.Netns, 10*time.Second),

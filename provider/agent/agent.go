@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"slices"
 	"time"
@@ -22,6 +23,7 @@ import (
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/knftables"
@@ -44,8 +46,11 @@ const (
 type Config struct {
 	// NodeName is the Node this agent runs on; required.
 	NodeName string
-	// Dataplane tunes the ruleset (node port CIDRs, pod CIDRs, masquerade).
+	// Dataplane tunes the ruleset (node port CIDRs, local traffic, masquerade).
 	Dataplane dataplane.Options
+	// LocalFromNode replaces Dataplane.Local.PodCIDRs with this Node's
+	// spec.podCIDRs at every sync (--detect-local-mode=NodeCIDR).
+	LocalFromNode bool
 	// MinSyncPeriod, SyncPeriod and Burst bound the sync frequency: at most
 	// Burst syncs back to back, then one per MinSyncPeriod; at least one
 	// every SyncPeriod.
@@ -84,6 +89,9 @@ type Deps struct {
 	// speaker) so they are cached once; it must come from
 	// NewInformerFactory. Nil: the agent makes its own.
 	Informers informers.SharedInformerFactory
+	// Recorder, when set, records a Warning Event on the Node when
+	// LocalFromNode finds no pod ranges; nil leaves it to the log.
+	Recorder record.EventRecorder
 }
 
 // Agent keeps this node's herald nftables table in line with the cluster's
@@ -110,6 +118,10 @@ type Agent struct {
 	changes            *changeTracker
 	source             cacheSource
 	conntrack          Conntrack
+	recorder           record.EventRecorder
+	// reportedPodCIDRs are the Node's pod ranges last reported (nil before
+	// the first report); only the sync goroutine uses it.
+	reportedPodCIDRs *[]netip.Prefix
 	// lastApplied is the ruleset of the last successful sync, to find the
 	// UDP flows the next one makes stale; only the sync goroutine uses it.
 	lastApplied *dataplane.Ruleset
@@ -148,9 +160,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		builder:   dataplane.NewBuilder(),
 		changes:   newChangeTracker(deps.Clock),
 		conntrack: deps.Conntrack,
+		recorder:  deps.Recorder,
 		metrics:   m,
-		health: &healthState{clock: deps.Clock, syncPeriod: cfg.SyncPeriod,
-			threshold: cfg.LivenessThreshold},
+		health:    newHealthState(deps.Clock, cfg.SyncPeriod, cfg.LivenessThreshold),
 	}
 	a.hc = newHealthCheckServers(deps.Listen, a.health.healthy, m)
 	a.runner, err = NewRunner("dataplane-sync", a.sync, RunnerConfig{
@@ -228,15 +240,14 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 		},
 		DeleteFunc: func(obj any) { a.changes.slice(obj, true); a.requestSync() },
 	}
-	// Nodes update their status often; only the addresses and the zone
-	// (topology hints) matter here.
+	// Nodes update their status often; only the addresses, the zone
+	// (topology hints) and the pod ranges (LocalFromNode) matter here.
 	node := cache.ResourceEventHandlerFuncs{
 		AddFunc: func(any) { a.requestSync() },
 		UpdateFunc: func(o, n any) {
 			on, ok1 := o.(*v1.Node)
 			nn, ok2 := n.(*v1.Node)
-			if !ok1 || !ok2 || !reflect.DeepEqual(on.Status.Addresses, nn.Status.Addresses) ||
-				on.Labels[v1.LabelTopologyZone] != nn.Labels[v1.LabelTopologyZone] {
+			if !ok1 || !ok2 || nodeChanged(on, nn) {
 				a.requestSync()
 			}
 		},
@@ -270,6 +281,13 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 		a.synced = append(a.synced, r.HasSynced)
 	}
 	return nil
+}
+
+// nodeChanged says whether a Node update changes what a sync reads.
+func nodeChanged(o, n *v1.Node) bool {
+	return !reflect.DeepEqual(o.Status.Addresses, n.Status.Addresses) ||
+		o.Labels[v1.LabelTopologyZone] != n.Labels[v1.LabelTopologyZone] ||
+		!slices.Equal(o.Spec.PodCIDRs, n.Spec.PodCIDRs) || o.Spec.PodCIDR != n.Spec.PodCIDR
 }
 
 // requestSync asks for a sync and starts the liveness clock for it.
@@ -312,6 +330,12 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // HealthHandler serves /readyz, /livez and /healthz.
 func (a *Agent) HealthHandler() http.Handler { return a.health.handler() }
+
+// Forwarding is closed once the first full sync has put the ruleset in the
+// kernel: from then on this node forwards Service traffic. An announcer on
+// the same node waits for it, so that no router or client is sent to a node
+// that would drop the VIP's traffic.
+func (a *Agent) Forwarding() <-chan struct{} { return a.health.forwarding }
 
 func newApplier(deps Deps) *dataplane.Applier {
 	var opts []dataplane.ApplierOption

@@ -104,6 +104,12 @@ type report struct {
 
 func newHarness(t *testing.T, objs ...runtime.Object) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil, objs...)
+}
+
+// newHarnessWith lets mod change the Config and Deps before New.
+func newHarnessWith(t *testing.T, mod func(*Config, *Deps), objs ...runtime.Object) *harness {
+	t.Helper()
 	h := &harness{
 		client:  fake.NewClientset(objs...),
 		nft:     knftables.NewFake(dataplane.TableFamily, dataplane.TableName),
@@ -114,8 +120,12 @@ func newHarness(t *testing.T, objs ...runtime.Object) *harness {
 		ct:      &fakeConntrack{},
 	}
 	h.flaky = &flakyNFT{Interface: h.nft}
-	a, err := New(Config{NodeName: nodeName, MinSyncPeriod: time.Second, SyncPeriod: 30 * time.Second, Burst: 100},
-		Deps{Client: h.client, NFT: h.flaky, Registerer: h.reg, Clock: h.clock, Listen: h.mem.listen, Conntrack: h.ct})
+	cfg := Config{NodeName: nodeName, MinSyncPeriod: time.Second, SyncPeriod: 30 * time.Second, Burst: 100}
+	deps := Deps{Client: h.client, NFT: h.flaky, Registerer: h.reg, Clock: h.clock, Listen: h.mem.listen, Conntrack: h.ct}
+	if mod != nil {
+		mod(&cfg, &deps)
+	}
+	a, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,12 @@ type healthState struct {
 	queuedAt    time.Time // oldest request not yet served; zero if none
 	lastSuccess time.Time
 	ready       bool
+	// forwarding is closed when ready first turns true (see Agent.Forwarding).
+	forwarding chan struct{}
+}
+
+func newHealthState(clk clock.PassiveClock, syncPeriod, threshold time.Duration) *healthState {
+	return &healthState{clock: clk, syncPeriod: syncPeriod, threshold: threshold, forwarding: make(chan struct{})}
 }
 
 func (h *healthState) queued() {
@@ -43,7 +49,10 @@ func (h *healthState) synced(full bool) {
 	defer h.mu.Unlock()
 	h.lastSuccess = h.clock.Now()
 	h.queuedAt = time.Time{}
-	h.ready = h.ready || full
+	if full && !h.ready {
+		h.ready = true
+		close(h.forwarding)
+	}
 }
 
 func (h *healthState) isReady() bool {

@@ -62,7 +62,7 @@ func TestLiveness(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := testingclock.NewFakeClock(t0)
-			h := &healthState{clock: clk, syncPeriod: period, threshold: threshold}
+			h := newHealthState(clk, period, threshold)
 			for i, s := range tc.steps {
 				clk.SetTime(t0.Add(s.at))
 				switch s.event {
@@ -78,6 +78,9 @@ func TestLiveness(t *testing.T) {
 					t.Errorf("step %d: live=%t %q ready=%t, want live=%t %q ready=%t",
 						i, live, why, h.isReady(), s.live, s.reason, s.ready)
 				}
+				if forwarding := isClosed(h.forwarding); forwarding != s.ready {
+					t.Errorf("step %d: Forwarding closed=%t, want %t (announcers wait for it)", i, forwarding, s.ready)
+				}
 			}
 		})
 	}
@@ -85,7 +88,7 @@ func TestLiveness(t *testing.T) {
 
 func TestHealthHandler(t *testing.T) {
 	clk := testingclock.NewFakeClock(t0)
-	h := &healthState{clock: clk, syncPeriod: time.Second, threshold: time.Second}
+	h := newHealthState(clk, time.Second, time.Second)
 	srv := httptest.NewServer(h.handler())
 	defer srv.Close()
 	codes := func() [3]int {
@@ -107,5 +110,14 @@ func TestHealthHandler(t *testing.T) {
 	clk.Step(time.Minute)
 	if got := codes(); got != [3]int{ok, unavailable, unavailable} {
 		t.Errorf("stuck: %v", got)
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }

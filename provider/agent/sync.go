@@ -30,7 +30,7 @@ func (a *Agent) sync(ctx context.Context) error {
 	node := a.node(ctx)
 	changed, triggers := a.changes.take()
 	forceFull := a.lastFull.IsZero() || start.Sub(a.lastFull) >= a.cfg.FullSyncPeriod
-	ruleset, err := a.build(node, changed, forceFull)
+	ruleset, err := a.build(node, a.localDetector(ctx), changed, forceFull)
 	if err != nil {
 		a.changes.putBack(changed, triggers)
 		return err
@@ -78,9 +78,10 @@ func (a *Agent) sync(ctx context.Context) error {
 
 // build returns the desired ruleset: from the changed Services alone when
 // the Builder can take them in, else from every cached object.
-func (a *Agent) build(node dataplane.Node, changed []types.NamespacedName, all bool) (*dataplane.Ruleset, error) {
+func (a *Agent) build(node dataplane.Node, local dataplane.LocalDetector, changed []types.NamespacedName, all bool) (*dataplane.Ruleset, error) {
 	opts := a.cfg.Dataplane
 	opts.ServiceCIDRs = a.serviceCIDRs()
+	opts.Local = local
 	if !all && a.builder.Primed(node, opts) {
 		return a.builder.Update(changed, a.source), nil
 	}

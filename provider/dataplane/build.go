@@ -73,8 +73,12 @@ func newBaseBuilder(node Node, opts Options) builder {
 	b.addNodeAndPodAddresses()
 	for n := 1; n <= PrecreatedPickChains; n++ {
 		for _, f := range families {
-			b.pickChain(f, false, n)
-			b.pickChain(f, true, n)
+			b.pickChain(f, false, false, n)
+			b.pickChain(f, true, false, n)
+			if b.localDetected(f) {
+				b.pickChain(f, false, true, n)
+				b.pickChain(f, true, true, n)
+			}
 		}
 	}
 	return b
@@ -112,7 +116,10 @@ func (b *builder) addNodeAndPodAddresses() {
 		b.nodePortIPs[f.n] = append(b.nodePortIPs[f.n], ip)
 		b.r.addElement(f.nodePortIPs(), Element{Key: []string{ip.String()}})
 	}
-	for _, p := range b.opts.PodCIDRs {
+	if b.opts.Local.Interface != "" {
+		return // the interface decides; the pod ranges are not looked at
+	}
+	for _, p := range b.opts.Local.PodCIDRs {
 		p = p.Masked()
 		f := familyOf(p.Addr().Is6())
 		b.r.addElement(f.podCIDRs(), Element{Key: []string{p.String()}})

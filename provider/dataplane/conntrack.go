@@ -43,7 +43,7 @@ func StaleUDPFlows(prev, next *Ruleset) []StaleFlow {
 	}
 	var out []StaleFlow
 	for _, f := range families {
-		for _, m := range []string{f.ep(), f.npEp()} {
+		for _, m := range []string{f.ep(), f.npEp(), f.podEp(), f.podNpEp()} {
 			var before, after endpointsByFrontend
 			if next.base == prev && next.dirty != nil {
 				before, after = changedUDPEndpoints(next, m)
@@ -68,7 +68,9 @@ func StaleUDPFlows(prev, next *Ruleset) []StaleFlow {
 		return cmp.Or(cmp.Compare(btoi(a.IPv6), btoi(b.IPv6)), a.Dst.Compare(b.Dst), cmp.Compare(a.Port, b.Port),
 			a.Endpoint.Compare(b.Endpoint))
 	})
-	return out
+	// An endpoint leaving both a frontend's own list and its list for pods
+	// (addPodBypass) is one flow to delete.
+	return slices.Compact(out)
 }
 
 // udpFrontend is a UDP frontend as the endpoint maps key it.

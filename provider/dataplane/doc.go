@@ -97,7 +97,13 @@
 // masqueraded (the endpoint may be on another node and must reply through
 // this one); under Local they are not, and only local endpoints are used.
 // ClusterIP traffic is masqueraded when Options.MasqueradeAll is set, or when
-// it comes from outside Options.PodCIDRs. Hairpin traffic (a pod reaching
+// Options.Local does not recognise it as a pod's (by source range or input
+// interface, kube-proxy's --detect-local-mode). A pod reaching an external
+// frontend of a Local policy Service is sent, unmasqueraded, to every
+// endpoint, as kube-proxy does: the services chain looks such packets up
+// first in podsvc4/podnp4, whose own pick chains pick from podep4/podnpep4;
+// nftables cannot make one map lookup depend on the source, so the second
+// list needs maps (and pick chains) of its own. Hairpin traffic (a pod reaching
 // itself through a Service) is matched by a set of (ip . ip) pairs, since
 // nftables cannot compare two packet fields.
 //

@@ -16,6 +16,9 @@ func (b *builder) addFrontend(f ipFamily, fe frontend, p svcPlan) {
 	if fe.lb && len(p.ranges) > 0 {
 		b.addSourceRanges(f, key, p.ranges)
 	}
+	if fe.external && localOnly {
+		b.addPodBypass(f, fe, p)
+	}
 	sel := usable(p.eps, localOnly)
 	if len(sel) == 0 {
 		// Nothing anywhere: tell the client at once (reset/unreachable). Only
@@ -30,9 +33,20 @@ func (b *builder) addFrontend(f ipFamily, fe frontend, p svcPlan) {
 	}
 
 	b.r.addElement(pick(fe.nodePort, f.np(), f.svc()), Element{
-		Key: key, Value: []string{"goto " + b.pickChain(f, fe.nodePort, len(sel))}, Comment: p.name,
+		Key: key, Value: []string{"goto " + b.pickChain(f, fe.nodePort, false, len(sel))}, Comment: p.name,
 	})
-	epMap := pick(fe.nodePort, f.npEp(), f.ep())
+	b.addEndpoints(f, pick(fe.nodePort, f.npEp(), f.ep()), key, sel)
+	if v := b.masqVerdict(f, fe, localOnly); v != "" {
+		b.r.addElement(pick(fe.nodePort, f.masqNP(), f.masq()), Element{Key: key, Value: []string{v}})
+	}
+	if p.affinity > 0 {
+		b.addAffinity(f, fe, p.affinity, sel)
+	}
+}
+
+// addEndpoints lists sel in epMap under the frontend key, in the order the
+// pick chain's numgen indexes them.
+func (b *builder) addEndpoints(f ipFamily, epMap string, key []string, sel []endpoint) {
 	for i, e := range sel {
 		b.r.addElement(epMap, Element{
 			Key:   append(key[:len(key):len(key)], strconv.Itoa(i)),
@@ -42,11 +56,34 @@ func (b *builder) addFrontend(f ipFamily, fe frontend, p svcPlan) {
 			b.r.addElement(f.hairpin(), Element{Key: []string{e.addr.String(), e.addr.String()}})
 		}
 	}
-	if v := b.masqVerdict(f, fe, localOnly); v != "" {
-		b.r.addElement(pick(fe.nodePort, f.masqNP(), f.masq()), Element{Key: key, Value: []string{v}})
+}
+
+// addPodBypass sends pods of this node that reach an external frontend of
+// an externalTrafficPolicy Local Service to every usable endpoint, as
+// kube-proxy does. The policy keeps an external client's address by never
+// leaving the node; a pod's address survives the trip to any node anyway,
+// and without this a pod on a node with no endpoint of the Service could
+// not reach its load balancer address at all. Nothing is masqueraded.
+// Frontends with no endpoint anywhere get nothing here: the block map
+// rejects them for pods as for everyone.
+func (b *builder) addPodBypass(f ipFamily, fe frontend, p svcPlan) {
+	if !b.localDetected(f) {
+		return
 	}
+	all := usable(p.eps, false)
+	if len(all) == 0 {
+		return
+	}
+	key := fe.key()
+	b.r.addElement(pick(fe.nodePort, f.podNP(), f.podSvc()), Element{
+		Key: key, Value: []string{"goto " + b.pickChain(f, fe.nodePort, true, len(all))}, Comment: p.name,
+	})
+	b.addEndpoints(f, pick(fe.nodePort, f.podNpEp(), f.podEp()), key, all)
 	if p.affinity > 0 {
-		b.addAffinity(f, fe, p.affinity, sel)
+		// The choice is remembered under the same frontend key; listing
+		// every endpoint keeps the purge after a sync from taking it for
+		// stale.
+		b.addAffinity(f, fe, p.affinity, all)
 	}
 }
 
@@ -61,22 +98,17 @@ func (b *builder) masqVerdict(f ipFamily, fe frontend, localOnly bool) string {
 		return ""
 	case b.opts.MasqueradeAll:
 		return verdictMasq
-	case b.hasPodCIDRs(f):
+	case b.localDetected(f):
 		return "goto " + f.masqUnlessPod()
 	}
 	return ""
 }
 
-// hasPodCIDRs reads Options rather than the podcidrs set, so that a
-// Builder can build one Service on its own.
-func (b *builder) hasPodCIDRs(f ipFamily) bool {
-	for _, p := range b.opts.PodCIDRs {
-		if familyOf(p.Masked().Addr().Is6()) == f {
-			return true
-		}
-	}
-	return false
-}
+// localDetected reads Options rather than the skeleton, so that a Builder
+// can build one Service on its own. Without detection ClusterIP traffic is
+// not masqueraded, as in kube-proxy: masquerading everything would hide
+// every pod's address.
+func (b *builder) localDetected(f ipFamily) bool { return b.opts.Local.match(f) != "" }
 
 func (b *builder) addSourceRanges(f ipFamily, key []string, ranges []netip.Prefix) {
 	b.r.addElement(f.fw(), Element{Key: key})
@@ -126,10 +158,16 @@ func affinityKey(daddr, proto, port, epAddr, epPort string) string {
 // pickChain returns (and creates on first use) the chain that picks one of n
 // endpoints at random. There is one such chain per endpoint count in use, not
 // per service: numgen's modulus must be a constant, the endpoint map does the rest.
-func (b *builder) pickChain(f ipFamily, nodePort bool, n int) string {
+// fromPod picks from the endpoint maps of addPodBypass.
+func (b *builder) pickChain(f ipFamily, nodePort, fromPod bool, n int) string {
 	name, key, m := f.pickChain(n), f.keyIP(), f.ep()
-	if nodePort {
+	switch {
+	case nodePort && fromPod:
+		name, key, m = f.podNPPickChain(n), keyPort, f.podNpEp()
+	case nodePort:
 		name, key, m = f.npPickChain(n), keyPort, f.npEp()
+	case fromPod:
+		name, m = f.podPickChain(n), f.podEp()
 	}
 	if _, ok := b.r.Chains[name]; !ok {
 		b.r.addChain(name, fmt.Sprintf("%s dnat %s to %s . numgen random mod %d map @%s", l4, f.ip, key, n, m))

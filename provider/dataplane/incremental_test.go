@@ -95,7 +95,13 @@ func builderStates() []buildState {
 	next("new node address", func(s *buildState) {
 		s.node = Node{Name: thisNode, IPs: []netip.Addr{nodeIP4, nodeIP6, netip.MustParseAddr("192.0.2.11")}}
 	})
-	next("pod CIDRs", func(s *buildState) { s.opts = Options{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}} })
+	next("pod CIDRs", func(s *buildState) {
+		s.opts = Options{Local: LocalDetector{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}}
+	})
+	next("bridge interface", func(s *buildState) { s.opts = Options{Local: LocalDetector{Interface: "cbr0"}} })
+	next("pod interface prefix", func(s *buildState) {
+		s.opts = Options{Local: LocalDetector{Interface: "veth", InterfacePrefix: true}}
+	})
 	next("one more service", func(s *buildState) {
 		s.svcs = append(s.svcs, service("late", clusterIPs("198.51.100.99"), ports(tcp80)))
 		s.slices = append(s.slices, endpointSlice("late", "late-1", discoveryv1.AddressTypeIPv4, tcpHTTP, ep{"192.0.2.99", thisNode, ready}))

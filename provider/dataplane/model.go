@@ -32,10 +32,14 @@ type Options struct {
 	// NodePortCIDRs narrows the node addresses that answer NodePorts
 	// (kube-proxy's --nodeport-addresses). Empty means every node IP.
 	NodePortCIDRs []netip.Prefix
-	// PodCIDRs are the cluster's pod ranges. When set, traffic to a ClusterIP
-	// from a source outside them (another node, an off-cluster router) is
-	// masqueraded so that replies come back through this node.
-	PodCIDRs []netip.Prefix
+	// Local tells traffic from pods apart from the rest (kube-proxy's
+	// --detect-local-mode). Where it can, traffic to a ClusterIP from
+	// anything else (the node itself, another node, an off-cluster router)
+	// is masqueraded so that replies come back through this node, and pods
+	// reaching an external frontend of an externalTrafficPolicy Local
+	// Service are sent to all its endpoints, as if the policy were Cluster.
+	// The zero value detects nothing: neither happens.
+	Local LocalDetector
 	// MasqueradeAll masquerades every connection to a ClusterIP.
 	MasqueradeAll bool
 	// ServiceCIDRs are the cluster's Service ranges (its ServiceCIDR

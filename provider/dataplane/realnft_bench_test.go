@@ -243,3 +243,30 @@ func benchRealSkeletonChange(b *testing.B, full bool) {
 	}
 	t.report(b)
 }
+
+// BenchmarkRealSkeletonNFT is the skeleton alone through nft, without and
+// with local-traffic detection, which adds the pick chains for pods
+// reaching externalTrafficPolicy Local frontends (PrecreatedPickChains per
+// family and kind): their cost in every full sync through nft.
+func BenchmarkRealSkeletonNFT(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		local LocalDetector
+	}{
+		{"none", LocalDetector{}},
+		{"interface", LocalDetector{Interface: "veth", InterfacePrefix: true}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			a := NewApplier(inNetns(b), BatchElements())
+			var t phaseTimer
+			for b.Loop() {
+				r := t.build(func() *Ruleset { return Build(nil, nil, testNode, Options{Local: c.local}) })
+				if _, err := t.sync(func() (SyncResult, error) { return a.SyncFull(ctx, r) }); err != nil {
+					b.Fatal(err)
+				}
+			}
+			t.report(b)
+		})
+	}
+}

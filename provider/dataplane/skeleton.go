@@ -45,9 +45,19 @@ func (f ipFamily) fwAllow() string     { return "fwallow" + f.n }
 func (f ipFamily) hairpin() string     { return "hairpin" + f.n }
 func (f ipFamily) podCIDRs() string    { return "podcidrs" + f.n }
 
+// Their counterparts for pods reaching an external frontend of an
+// externalTrafficPolicy Local Service, which kube-proxy sends to every
+// endpoint rather than only this node's (see LocalDetector).
+func (f ipFamily) podSvc() string  { return "podsvc" + f.n }
+func (f ipFamily) podNP() string   { return "podnp" + f.n }
+func (f ipFamily) podEp() string   { return "podep" + f.n }
+func (f ipFamily) podNpEp() string { return "podnpep" + f.n }
+
 // Chain names that depend on data: endpoint counts and affinity timeouts.
-func (f ipFamily) pickChain(n int) string   { return fmt.Sprintf("pick%s-%d", f.n, n) }
-func (f ipFamily) npPickChain(n int) string { return fmt.Sprintf("nppick%s-%d", f.n, n) }
+func (f ipFamily) pickChain(n int) string      { return fmt.Sprintf("pick%s-%d", f.n, n) }
+func (f ipFamily) npPickChain(n int) string    { return fmt.Sprintf("nppick%s-%d", f.n, n) }
+func (f ipFamily) podPickChain(n int) string   { return fmt.Sprintf("podpick%s-%d", f.n, n) }
+func (f ipFamily) podNPPickChain(n int) string { return fmt.Sprintf("podnppick%s-%d", f.n, n) }
 func (f ipFamily) affRecordChain(t int32) string {
 	return fmt.Sprintf("affrec%s-%d", f.n, t)
 }
@@ -110,6 +120,16 @@ func addSkeleton(r *Ruleset, opts Options) {
 			fmt.Sprintf("%s dnat %s to %s saddr . %s map @%s", l4, f.ip, f.ip, f.keyIP(), f.aff()))
 	}
 	for _, f := range families {
+		local := opts.Local.match(f)
+		if local != "" {
+			// Before the frontends' own maps, so that a pod reaching an
+			// externalTrafficPolicy Local frontend gets every endpoint:
+			// its address survives to the endpoint on any node, and it
+			// should not be dropped when this node has no endpoint.
+			services = append(services,
+				fmt.Sprintf("%s %s vmap @%s", local, f.keyIP(), f.podSvc()),
+				fmt.Sprintf("%s %s daddr @%s %s vmap @%s", local, f.ip, f.nodePortIPs(), keyPort, f.podNP()))
+		}
 		services = append(services,
 			fmt.Sprintf("%s vmap @%s", f.keyIP(), f.svc()),
 			fmt.Sprintf("%s daddr @%s %s vmap @%s", f.ip, f.nodePortIPs(), keyPort, f.np()))
@@ -129,7 +149,9 @@ func addSkeleton(r *Ruleset, opts Options) {
 			fmt.Sprintf("ct state new ct status dnat %s %s vmap @%s", l4, f.keyOrigIP(), f.affSvc()),
 			fmt.Sprintf("ct state new ct status dnat %s ct original %s daddr @%s %s vmap @%s",
 				l4, f.ip, f.nodePortIPs(), keyOrigPort, f.affNP()))
-		r.addChain(f.masqUnlessPod(), fmt.Sprintf("%s saddr @%s return", f.ip, f.podCIDRs()), "masquerade")
+		if local != "" {
+			r.addChain(f.masqUnlessPod(), local+" return", "masquerade")
+		}
 	}
 	r.addChain(chainServices, services...)
 	r.addChain(chainFirewall, firewall...)
@@ -178,6 +200,10 @@ func addFamilyContainers(r *Ruleset, f ipFamily, affSize uint64) {
 	// serves every endpoint count.
 	r.addMap(f.ep(), ipKey+" . numgen random mod 2 : "+target)
 	r.addMap(f.npEp(), keyPort+" . numgen random mod 2 : "+target)
+	r.addMap(f.podSvc(), ipKey+" : verdict")
+	r.addMap(f.podNP(), keyPort+" : verdict")
+	r.addMap(f.podEp(), ipKey+" . numgen random mod 2 : "+target)
+	r.addMap(f.podNpEp(), keyPort+" . numgen random mod 2 : "+target)
 	r.addDynamicMap(f.aff(), f.ip+" saddr . "+ipKey+" : "+target, affSize, 3*time.Hour)
 	r.addMap(f.affSvc(), ipKey+" : verdict")
 	r.addMap(f.affNP(), keyPort+" : verdict")

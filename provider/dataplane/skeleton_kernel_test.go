@@ -13,8 +13,9 @@ import (
 // skeletonVariants are rulesets whose chains, rules and set definitions
 // differ in every way Options and Services can make them differ: pick
 // chains past the precreated ones, affinity timeouts, ServiceCIDRs of both
-// families (several, one, adjacent, not on a byte boundary), pod CIDRs,
-// masquerade-all, the affinity map's size, and no Services at all.
+// families (several, one, adjacent, not on a byte boundary), every way of
+// detecting pods (pod CIDRs, a bridge, an interface prefix), masquerade-all,
+// the affinity map's size, and no Services at all.
 func skeletonVariants() []buildState {
 	st := builderStates()
 	pfx := func(ss ...string) []netip.Prefix {
@@ -39,7 +40,7 @@ func skeletonVariants() []buildState {
 	return []buildState{
 		byName("start"),
 		withOpts("pod and service CIDRs", byName("start"), Options{
-			PodCIDRs:     pfx("192.0.2.0/24", "2001:db8::/64"),
+			Local:        LocalDetector{PodCIDRs: pfx("192.0.2.0/24", "2001:db8::/64")},
 			ServiceCIDRs: pfx("198.51.100.0/24", "203.0.113.0/25", "2001:db8:1::/112"),
 		}),
 		withOpts("odd service CIDRs", byName("start"), Options{
@@ -50,8 +51,15 @@ func skeletonVariants() []buildState {
 		withOpts("one service CIDR each", byName("start"), Options{ServiceCIDRs: pfx("198.51.100.0/24", "2001:db8:1::/33")}),
 		withOpts("service CIDRs from zero", byName("start"), Options{ServiceCIDRs: pfx("0.0.0.0/1", "198.51.100.0/24", "::/0")}),
 		byName("scale one to 70"),
-		withOpts("two affinity timeouts", aff, Options{PodCIDRs: pfx("192.0.2.0/24")}),
-		{name: "400 Services", svcs: big, slices: bigSl, node: testNode, opts: Options{PodCIDRs: pfx("2001:db8::/32")}},
+		withOpts("two affinity timeouts", aff, Options{Local: LocalDetector{PodCIDRs: pfx("192.0.2.0/24")}}),
+		withOpts("pods by bridge", aff, Options{Local: LocalDetector{Interface: "cni0"}}),
+		withOpts("pods by interface prefix", byName("start"), Options{
+			Local:        LocalDetector{Interface: "veth", InterfacePrefix: true},
+			ServiceCIDRs: pfx("198.51.100.0/24"),
+		}),
+		{name: "400 Services", svcs: big, slices: bigSl, node: testNode, opts: Options{
+			Local: LocalDetector{PodCIDRs: pfx("2001:db8::/32")},
+		}},
 		byName("all gone"),
 	}
 }

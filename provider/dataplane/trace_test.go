@@ -93,7 +93,7 @@ var (
 
 func TestTrace(t *testing.T) {
 	podCIDR := netip.MustParsePrefix("192.0.2.96/27")
-	_, tr := buildTraced(t, testNode, Options{PodCIDRs: []netip.Prefix{podCIDR}})
+	_, tr := buildTraced(t, testNode, Options{Local: LocalDetector{PodCIDRs: []netip.Prefix{podCIDR}}})
 	const client = "203.0.113.50"
 	const pod = "192.0.2.99"
 	cases := []struct {

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -50,6 +51,26 @@ type tracer struct {
 	t     *testing.T
 	table *knftables.FakeTable
 	nodes []netip.Addr
+	// podIface is the interface localPod packets come in through
+	// (defaultPodIface when empty); offNode ones come through uplinkIface,
+	// hostProc ones through none.
+	podIface string
+}
+
+const (
+	defaultPodIface = "veth1a2b3c"
+	uplinkIface     = "eth0"
+)
+
+// iifname is the input interface nft sees for p.
+func (tr *tracer) iifname(p packet) string {
+	switch p.from {
+	case localPod:
+		return cmp.Or(tr.podIface, defaultPodIface)
+	case offNode:
+		return uplinkIface
+	}
+	return ""
 }
 
 func newTracer(t *testing.T, fake *knftables.Fake, nodeIPs ...netip.Addr) *tracer {
@@ -202,6 +223,11 @@ func (tr *tracer) evalRule(st *pktState, toks []string) (ruleOutcome, string) {
 				return next, ""
 			}
 			i += 3
+		case toks[i] == "iifname":
+			if !ifnameMatches(strings.Trim(toks[i+1], `"`), tr.iifname(st.packet)) {
+				return next, ""
+			}
+			i += 2
 		case toks[i] == "meta" && toks[i+1] == "l4proto" && toks[i+2] != ".":
 			n, ok := tr.matchProto(st, toks[i+2:])
 			if !ok {
@@ -386,6 +412,14 @@ func (tr *tracer) evalUpdate(st *pktState, toks []string) {
 			name, strings.Join(key, " . "), strings.Join(value, " . "), toks[timeout+1]))
 	}
 	sort.Strings(st.res.remembered)
+}
+
+// ifnameMatches is nft's string match: a trailing "*" matches any rest.
+func ifnameMatches(pattern, name string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(name, prefix)
+	}
+	return pattern == name
 }
 
 func findElem(els []*knftables.Element, key []string) *knftables.Element {
