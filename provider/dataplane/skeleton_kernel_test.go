@@ -5,9 +5,11 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 // skeletonVariants are rulesets whose chains, rules and set definitions
@@ -93,5 +95,24 @@ func TestRealSkeletonOverNetlinkListsAsNft(t *testing.T) {
 		if got, err := writer.Fingerprint(ctx); err != nil || !bytes.Equal(got, wantFP) {
 			t.Errorf("%s: the kernel holds another skeleton than nft writes (err %v)", s.name, err)
 		}
+	}
+}
+
+// TestRealIPv6AffinityOverNetlink: nft 1.0.6 aborts on the IPv6 affinity
+// record rule (its key and data need 15 of the 16 registers, and nft's
+// register allocator asserts), so a table with an IPv6 ClientIP Service
+// can only be written over netlink; nft then lists the rule as written.
+func TestRealIPv6AffinityOverNetlink(t *testing.T) {
+	inNetns(t)
+	svcs := []*v1.Service{service("aff6", clusterIPs("2001:db8:1::7"), ports(port("http", v1.ProtocolTCP, 80, 0)), clientIPAffinity(60))}
+	sl := []*discoveryv1.EndpointSlice{endpointSlice("aff6", "aff6-1", discoveryv1.AddressTypeIPv6, tcpHTTP,
+		ep{"2001:db8:3::1", thisNode, ready})}
+	r := Build(svcs, sl, testNode, Options{})
+	if err := NewNetlinkReloader(threadNetns(t)).Rewrite(context.Background(), r); err != nil {
+		t.Fatalf("rewrite over netlink: %v", err)
+	}
+	want := "meta l4proto { tcp, udp, sctp } update @aff6 { ip6 saddr . ct original ip6 daddr . meta l4proto . ct original proto-dst timeout 1m : ip6 daddr . th dport }"
+	if got := listTable(t); !strings.Contains(got, "\t"+want+"\n") {
+		t.Errorf("the IPv6 affinity record rule is not listed as written:\n%s", got)
 	}
 }
