@@ -144,19 +144,32 @@ func BenchmarkRealFirstSync10k(b *testing.B) {
 // BenchmarkRealPartialSyncOneService10k is one Service among 10k going from
 // three endpoints to four and back: a Builder's Build (as the agent does)
 // plus a partial sync, over netlink as the agent does it.
-func BenchmarkRealPartialSyncOneService10k(b *testing.B) { benchRealPartialSync(b, true) }
+func BenchmarkRealPartialSyncOneService10k(b *testing.B) {
+	benchRealOneService(b, oneServiceChange{endpoints: 4, netlink: true})
+}
 
 // The same through nft, as without ReloadElements.
-func BenchmarkRealPartialSyncNFTOneService10k(b *testing.B) { benchRealPartialSync(b, false) }
+func BenchmarkRealPartialSyncNFTOneService10k(b *testing.B) {
+	benchRealOneService(b, oneServiceChange{endpoints: 4})
+}
 
-func benchRealPartialSync(b *testing.B, netlink bool) {
+// oneServiceChange is what benchRealOneService does: Service 4242 of 10k
+// goes from three endpoints to this many and back, each step a Builder's
+// Build (as the agent does) and a sync, over netlink or through nft only,
+// partial or (full) a full sync.
+type oneServiceChange struct {
+	endpoints     int
+	netlink, full bool
+}
+
+func benchRealOneService(b *testing.B, c oneServiceChange) {
 	ctx := context.Background()
 	svcs, sl := scaleCluster(10000)
 	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
-	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
+	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, c.endpoints)
 	opts := []ApplierOption{BatchElements()}
 	nft := inNetns(b)
-	if netlink {
+	if c.netlink {
 		opts = append(opts, ReloadElements(NewNetlinkReloader(threadNetns(b))))
 	}
 	a := NewApplier(nft, opts...)
@@ -170,9 +183,14 @@ func benchRealPartialSync(b *testing.B, netlink bool) {
 	for b.Loop() {
 		i++
 		r := t.build(func() *Ruleset { return bld.Build(svcs, states[i%2], testNode, Options{}) })
-		res, err := t.sync(func() (SyncResult, error) { return a.Sync(ctx, r) })
-		if err != nil || res.Full {
-			b.Fatalf("sync: %v full=%t", err, res.Full)
+		res, err := t.sync(func() (SyncResult, error) {
+			if c.full {
+				return a.SyncFull(ctx, r)
+			}
+			return a.Sync(ctx, r)
+		})
+		if err != nil || res.Full != c.full || c.full && c.netlink && !res.Rewritten {
+			b.Fatalf("sync: %+v, %v; want full=%t, over netlink=%t", res, err, c.full, c.netlink)
 		}
 	}
 	t.report(b)
@@ -206,42 +224,16 @@ func BenchmarkRealFullSyncTampered10k(b *testing.B) {
 // BenchmarkRealFullSyncNewSkeleton10k is a full sync whose skeleton is not
 // the table's (a restarted agent finds one Service grown past the
 // precreated pick chains, or back): the table is rewritten over netlink.
-func BenchmarkRealFullSyncNewSkeleton10k(b *testing.B) { benchRealSkeletonChange(b, true) }
+func BenchmarkRealFullSyncNewSkeleton10k(b *testing.B) {
+	benchRealOneService(b, oneServiceChange{endpoints: PrecreatedPickChains + 1, netlink: true, full: true})
+}
 
 // BenchmarkRealPartialSyncNewChain10k is one Service among 10k growing past
 // the precreated pick chains (3 to PrecreatedPickChains+1 endpoints) and
 // back: a partial sync that adds (or deletes) a pick chain over netlink in
 // the batch of its element changes.
-func BenchmarkRealPartialSyncNewChain10k(b *testing.B) { benchRealSkeletonChange(b, false) }
-
-func benchRealSkeletonChange(b *testing.B, full bool) {
-	ctx := context.Background()
-	svcs, sl := scaleCluster(10000)
-	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
-	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, PrecreatedPickChains+1)
-	nft := inNetns(b)
-	a := NewApplier(nft, BatchElements(), ReloadElements(NewNetlinkReloader(threadNetns(b))))
-	bld := NewBuilder()
-	if _, err := a.Sync(ctx, bld.Build(svcs, sl, testNode, Options{})); err != nil {
-		b.Fatal(err)
-	}
-	var t phaseTimer
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		i++
-		r := t.build(func() *Ruleset { return bld.Build(svcs, states[i%2], testNode, Options{}) })
-		res, err := t.sync(func() (SyncResult, error) {
-			if full {
-				return a.SyncFull(ctx, r)
-			}
-			return a.Sync(ctx, r)
-		})
-		if err != nil || res.Full != full || full && !res.Rewritten {
-			b.Fatalf("sync: %+v, %v; want full=%t over netlink", res, err, full)
-		}
-	}
-	t.report(b)
+func BenchmarkRealPartialSyncNewChain10k(b *testing.B) {
+	benchRealOneService(b, oneServiceChange{endpoints: PrecreatedPickChains + 1, netlink: true})
 }
 
 // BenchmarkRealSkeletonNFT is the skeleton alone through nft, without and
