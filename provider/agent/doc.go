@@ -13,8 +13,10 @@
 // kernel holds) and every FullSyncPeriod, to repair changes made behind
 // herald's back. With Deps.Reloader, a full sync whose chains and rules the
 // kernel still holds as written rewrites only the elements, over netlink
-// (mode "reload" in the metrics), and keeps ClientIP affinity choices; a
-// full sync through nft forgets them.
+// (mode "reload" in the metrics), and keeps ClientIP affinity choices; if
+// the Reloader is a dataplane.SkeletonWriter, any other full sync rewrites
+// the whole table over netlink (mode "rewrite") and nft is only a fallback.
+// A full sync that writes the table forgets ClientIP choices.
 //
 // Restarts do not disturb traffic: stopping the agent leaves the table in
 // place, and the next agent's first full sync replaces it atomically.

@@ -31,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "herald_dataplane_sync_duration_seconds",
-			Help: "Time to build and apply the nftables ruleset, by mode (full, reload or partial).",
+			Help: "Time to build and apply the nftables ruleset, by mode (full, reload, rewrite or partial).",
 			// 1 ms to about 65 s: a partial sync of a few elements up to a
 			// full sync of tens of thousands of Services.
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17),
@@ -77,11 +77,14 @@ func gauge(name, help string) prometheus.Gauge {
 }
 
 // syncMode labels a sync: "full" through nft, "reload" (a full sync that
-// rewrote only elements, over netlink) or "partial".
+// rewrote only elements, over netlink), "rewrite" (a full sync that wrote
+// the whole table over netlink) or "partial".
 func syncMode(res dataplane.SyncResult) string {
 	switch {
 	case res.Reloaded:
 		return "reload"
+	case res.Rewritten:
+		return "rewrite"
 	case res.Full:
 		return "full"
 	}

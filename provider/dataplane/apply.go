@@ -52,6 +52,12 @@ func ReloadElements(r ElementReloader) ApplierOption {
 	return func(a *Applier) { a.reloader = r }
 }
 
+// writer is the reloader if it can write chains, rules and sets too.
+func (a *Applier) writer() SkeletonWriter {
+	w, _ := a.reloader.(SkeletonWriter)
+	return w
+}
+
 // NewApplier returns an Applier over nft, which must be bound to family inet
 // and table TableName.
 func NewApplier(nft knftables.Interface, opts ...ApplierOption) *Applier {
@@ -66,7 +72,9 @@ func NewApplier(nft knftables.Interface, opts ...ApplierOption) *Applier {
 type SyncResult struct {
 	Full bool
 	// Reloaded: the full sync rewrote only elements, over netlink.
-	Reloaded   bool
+	Reloaded bool
+	// Rewritten: the full sync rewrote the whole table over netlink.
+	Rewritten  bool
 	Operations int
 }
 
@@ -85,13 +93,18 @@ func (a *Applier) SyncFull(ctx context.Context, desired *Ruleset) (SyncResult, e
 func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncResult, error) {
 	logger := klog.FromContext(ctx)
 	start := time.Now()
-	if !full && !partialPossible(a.applied, desired) {
-		full = true
-	}
 	if !full && a.applied.stale && desired.base != a.applied {
 		// A Builder has updated the applied Ruleset's elements since, and
 		// desired does not say from what: we no longer know what it held.
 		full = true
+	}
+	var newChains []string
+	if !full {
+		var ok bool
+		newChains, ok = chainsOnlyChange(a.applied, desired)
+		// New chains need the skeleton writer: nft cannot add a rule
+		// naming an existing dnat map.
+		full = !ok || len(newChains) > 0 && a.writer() == nil
 	}
 	if full && a.reloader != nil {
 		if res, ok := a.reload(ctx, desired); ok {
@@ -101,18 +114,32 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	}
 	res := SyncResult{Full: full}
 	tx := a.nft.NewTransaction()
-	viaNetlink := false
+	viaNetlink, skeletonChanged := false, false
 	if full {
 		res.Operations = fullTransaction(tx, desired, a.batch)
 	} else {
 		changes, deadChains := partialChanges(a.applied, desired)
-		if viaNetlink = a.reloader != nil && len(deadChains) == 0; viaNetlink {
+		switch w := a.writer(); {
+		case w != nil && len(newChains)+len(deadChains) > 0:
+			viaNetlink, skeletonChanged = true, true
+			res.Operations = len(changes) + len(newChains) + len(deadChains)
+			err := w.ChangeSkeleton(ctx, desired, newChains, changes, deadChains)
+			if errors.Is(err, ErrEncode) {
+				logger.Info("Cannot encode the chains a partial sync adds; syncing in full", "err", err)
+				return a.sync(ctx, desired, true)
+			}
+			if err != nil {
+				a.applied = nil
+				return res, fmt.Errorf("%w (full=false, %d operations): %w", ErrApply, res.Operations, err)
+			}
+		case a.reloader != nil && len(deadChains) == 0:
+			viaNetlink = true
 			res.Operations = len(changes)
 			if err := a.changeOverNetlink(ctx, desired, changes); err != nil {
 				a.applied = nil
 				return res, fmt.Errorf("%w (full=false, %d operations): %w", ErrApply, res.Operations, err)
 			}
-		} else {
+		default:
 			partialTransaction(tx, desired, changes, deadChains)
 		}
 	}
@@ -126,7 +153,7 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 	}
 	prev := a.applied
 	a.applied = desired
-	if full && a.reloader != nil {
+	if (full || skeletonChanged) && a.reloader != nil {
 		a.stamp(ctx, desired)
 	}
 	logger.V(2).Info("Synced nftables", "full", full, "netlink", viaNetlink, "operations", res.Operations, "elapsed", time.Since(start))
@@ -148,7 +175,7 @@ func (a *Applier) sync(ctx context.Context, desired *Ruleset, full bool) (SyncRe
 func fullTransaction(tx *knftables.Transaction, desired *Ruleset, batch bool) (folded int) {
 	tx.Add(&knftables.Table{})
 	tx.Delete(&knftables.Table{})
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("herald service load balancing")})
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo(tableComment)})
 	for _, name := range sortedKeys(desired.Chains) {
 		c := desired.Chains[name].Chain
 		tx.Add(&c)

@@ -16,11 +16,11 @@ import (
 const defaultAffinitySeconds int32 = 10800
 
 // PrecreatedPickChains is how many endpoint counts have a pick chain whether
-// or not a Service uses them. A count beyond them costs a full sync through
-// nft the first time a Service reaches it (see doc.go), which an autoscaled
-// Deployment would otherwise pay at every step. 64 covers most Services for
-// a small cost in nft time per full sync through nft, the only syncs that
-// write chains (docs/benchmarks.md).
+// or not a Service uses them. A count beyond them adds a chain the first
+// time a Service reaches it: a partial sync over netlink, but a full sync
+// where only nft writes (see doc.go), which an autoscaled Deployment would
+// otherwise pay at every step. 64 covers most Services for a small cost in
+// every sync that writes the skeleton (docs/benchmarks.md).
 const PrecreatedPickChains = 64
 
 // frontend is one address (or, for a NodePort, every node address) plus

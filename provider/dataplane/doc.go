@@ -1,20 +1,23 @@
 // Package dataplane turns Services and EndpointSlices into the nftables
 // ruleset that forwards ClusterIP, NodePort, LoadBalancer and external-IP
-// traffic on a node, and applies it through knftables.
+// traffic on a node, and applies it through nft (knftables) or over netlink.
 //
 // Build is pure (stdlib, k8s.io/api, knftables types): it returns a Ruleset,
 // plain data for one table, inet "herald", that herald owns alone. Applier
-// writes it: a full sync deletes and recreates the table in one atomic
-// transaction; a partial sync sends only the element adds and deletes since
-// the last successful sync. Any failed transaction makes the next sync full,
+// writes it: a full sync replaces the table's content in one atomic
+// transaction; a partial sync sends only the element adds and deletes (and
+// chains added or gone) since the last successful sync. Any failed transaction makes the next sync full,
 // because after a failure we no longer know what the kernel holds.
 //
-// Rules never change in a partial sync. nft 1.0.6 (Debian 12) refuses a rule
-// that names an existing map whose data type is "address . th dport" (the
-// dnat maps), so such rules are only written together with their maps, by a
-// full sync. Pick chains for 1 to PrecreatedPickChains endpoints therefore
-// exist up front; a Service reaching a larger endpoint count for the first
-// time, or a new affinity timeout, costs one full sync.
+// Rules of existing chains never change in a partial sync; chains come
+// and go. Pick chains for 1 to PrecreatedPickChains endpoints exist up
+// front; a Service reaching a larger endpoint count for the first time, or
+// a new affinity timeout, adds a chain. Over netlink (SkeletonWriter) that
+// is a partial sync: the new chain, its rule and the element changes in
+// one batch. Through nft it costs a full sync, because nft 1.0.6 (Debian
+// 12) refuses a rule that names an existing map whose data type is
+// "address . th dport" (the dnat maps): such rules are written by nft only
+// together with their maps.
 //
 // # Why the ruleset looks the way it does
 //
@@ -59,36 +62,53 @@
 // per command). Even folded, that parsing is the floor of a full sync
 // through nft.
 //
-// So a full sync skips nft when it can (ReloadElements). Most full syncs are
-// the periodic resync or a restarted agent's first sync, and find the chains,
-// rules and set definitions that nft wrote last time: only elements can have
-// drifted. The applier then sends, in one netlink batch (atomic like an nft
-// transaction), a flush of every static set and map and all their elements,
-// encoded in Go byte for byte as nft would (TestRealReloadWritesWhatNftWrites
-// compares nft's listing of both), in a fraction of nft's time. Whether the
-// kernel holds the skeleton desired needs is read from
-// the table itself: after each full sync through nft the applier stamps it
-// (one element of the "stamp" set) with a digest of the skeleton it wrote
-// and a fingerprint of the kernel's chain, rule and set dumps (without use
-// counters and element counts). Equal digest and fingerprint prove the
-// skeleton is desired's and nobody changed it since, whatever the process
-// remembers. A different skeleton (say, the first Service with more than
-// PrecreatedPickChains endpoints), tampering, or a failed reload send the
-// full sync through nft. With no table at all (a node's first sync after
-// boot) nft writes only the skeleton and the elements follow over netlink;
-// that needs no atomicity, as nothing was forwarding before. Dynamic maps
-// (ClientIP affinity) are not flushed, so remembered choices survive a
-// reload and an agent restart; stale ones are purged as after a partial sync.
+// So a sync skips nft when it can (ReloadElements), and with a
+// SkeletonWriter (NetlinkReloader is one) always. Most full syncs are the
+// periodic resync or a restarted agent's first sync, and find the chains,
+// rules and set definitions that were written last time: only elements can
+// have drifted. The applier then sends, in one netlink batch (atomic like
+// an nft transaction), a flush of every static set and map and all their
+// elements, encoded in Go byte for byte as nft would
+// (TestRealReloadWritesWhatNftWrites compares nft's listing of both).
+// Whether the kernel holds the skeleton desired needs is read from the
+// table itself: after each sync that writes the skeleton the applier
+// stamps it (one element of the "stamp" set) with a digest of the skeleton
+// it wrote and a fingerprint of the kernel's chain, rule and set dumps
+// (without use counters and element counts). Equal digest and fingerprint
+// prove the skeleton is desired's and nobody changed it since, whatever the
+// process remembers. Dynamic maps (ClientIP affinity) are not flushed, so
+// remembered choices survive a reload and an agent restart; stale ones are
+// purged as after a partial sync.
+//
+// A full sync that needs the skeleton written (no table yet, a different
+// skeleton, tampering, a failed reload) does not go through nft's parser
+// either: Rewrite sends one batch that deletes the table and writes it
+// anew, skeleton and elements, as nft's full transaction would. The
+// skeleton is rule text (Build stays plain data that nft and knftables.Fake
+// read), so the encoder compiles the part of nft's grammar herald writes
+// (nlrule.go) into the expressions nft 1.0.6 sends for it: same registers,
+// same implicit "meta nfproto" matches before ip/ip6 payloads, anonymous
+// sets with nft's element layout and folding (a one-prefix set is a
+// comparison, ranges merge), set declarations with nft's "typeof" userdata.
+// Writing Go structures for the rules instead would have reshaped Ruleset,
+// which the Builder and every test read as text. The acceptance test is
+// the kernel's: TestRealSkeletonOverNetlinkListsAsNft writes every skeleton
+// variant both ways and requires equal "nft list table" output and equal
+// kernel dumps of chains, rules and sets. Anything the encoder does not know
+// is ErrEncode, never a guess: the applier logs it and uses nft, which stays
+// the fallback. (nft 1.0.6 aborts on the IPv6 affinity record rule, whose
+// key and data need 15 of the 16 registers; the encoder writes it.)
 //
 // A partial sync must not cost what a full one does. Starting nft costs
 // more CPU than the few element changes of a typical partial sync, so with
 // ReloadElements a partial sync sends its element deletes and adds over
-// netlink too, in one batch; only one that deletes chains goes through nft.
-// The rest is Go, so the agent uses a Builder, which recomputes only
-// Services whose objects changed and tells the applier which element keys to
-// diff, where Build plus a diff of every element costs in proportion to all
-// Services. Its Rulesets share element maps that the next Build updates in
-// place; copying them instead cost more than the rest of such a sync.
+// netlink too, in one batch, and with a SkeletonWriter also the chains it
+// adds (first) and deletes (last, once no verdict names them). The rest is
+// Go, so the agent uses a Builder, which recomputes only Services whose
+// objects changed and tells the applier which element keys to diff, where
+// Build plus a diff of every element costs in proportion to all Services.
+// Its Rulesets share element maps that the next Build updates in place;
+// copying them instead cost more than the rest of such a sync.
 //
 // Masquerade is decided in postrouting from conntrack's original tuple (ct
 // original daddr/proto-dst) looked up in masq4/masqnp4, not from a packet

@@ -273,22 +273,29 @@ func encodedSize(e nftables.SetElement) int {
 func (n *NetlinkReloader) conn(batchBytes int) (*nftables.Conn, error) {
 	buf := max(batchBytes+1<<20, 4<<20)
 	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
-		raw, err := c.SyscallConn()
-		if err != nil {
-			return err
-		}
-		var serr error
-		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf)
-		}); err != nil {
-			return err
-		}
-		return serr
+		return forceSendBuffer(c, buf)
 	})}
 	if n.netns != 0 {
 		opts = append(opts, nftables.WithNetNSFd(n.netns))
 	}
 	return nftables.New(opts...)
+}
+
+// forceSendBuffer sizes c's send buffer past the system's limit for
+// unprivileged sockets (net.core.wmem_max), which a batch of 10k Services
+// exceeds; herald runs with CAP_NET_ADMIN, which allows it.
+func forceSendBuffer(c *netlink.Conn, bytes int) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, bytes)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // nftaSetCount is the element count newer kernels (6.x) report in set dumps;

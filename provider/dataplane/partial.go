@@ -22,7 +22,7 @@ type ElementChange struct {
 // partialChanges lists what a partial sync sends: element changes, deletes
 // first, and chains no verdict names any more. Since herald has no
 // per-service chains, a Service or endpoint change is a handful of element
-// deletes and adds, whatever the number of Services. partialPossible must
+// deletes and adds, whatever the number of Services. chainsOnlyChange must
 // have approved the pair.
 //
 // When desired comes from a Builder whose previous Ruleset is applied, only
@@ -107,35 +107,39 @@ func dirtyElements(desired *Ruleset) []ElementChange {
 	return out
 }
 
-// partialPossible reports whether desired can be reached from applied with
-// element changes and chain deletions only. New or changed rules need a full
-// sync (nft 1.0.6 cannot add a rule naming an existing dnat map), and so do
-// changed set or map definitions (nftables cannot retype a set). With pick
-// chains for the usual endpoint counts made up front, that happens when a
-// Service first reaches an unusual endpoint count or affinity timeout.
-func partialPossible(applied, desired *Ruleset) bool {
+// chainsOnlyChange reports whether desired can be reached from applied
+// with element changes and chains added or deleted, and which chains it
+// adds. Changed rules need a full sync, and so do changed set or map
+// definitions (nftables cannot retype a set). With pick chains for the
+// usual endpoint counts made up front, chains come and go when a Service
+// first reaches an unusual endpoint count or affinity timeout.
+func chainsOnlyChange(applied, desired *Ruleset) (newChains []string, ok bool) {
 	if applied == nil || len(applied.Sets) != len(desired.Sets) || len(applied.Maps) != len(desired.Maps) {
-		return false
+		return nil, false
 	}
 	// A Builder's Rulesets share their skeleton's definitions: comparing
 	// pointers first keeps this from growing with the chains' rules.
 	for n, s := range desired.Sets {
 		if old := applied.Sets[n]; old != s && !reflect.DeepEqual(s, old) {
-			return false
+			return nil, false
 		}
 	}
 	for n, m := range desired.Maps {
 		if old := applied.Maps[n]; old != m && !reflect.DeepEqual(m, old) {
-			return false
+			return nil, false
 		}
 	}
 	for n, c := range desired.Chains {
 		old := applied.Chains[n]
-		if old == nil || old != c && !slices.Equal(old.Rules, c.Rules) {
-			return false
+		switch {
+		case old == nil:
+			newChains = append(newChains, n)
+		case old != c && (!slices.Equal(old.Rules, c.Rules) || !reflect.DeepEqual(old.Chain, c.Chain)):
+			return nil, false
 		}
 	}
-	return true
+	slices.Sort(newChains)
+	return newChains, true
 }
 
 func (r *Ruleset) has(container string) bool {

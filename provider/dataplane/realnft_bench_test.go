@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -118,7 +119,7 @@ func BenchmarkRealFullSyncNFT10k(b *testing.B) { benchRealFullSync(b, 10000, fal
 func BenchmarkRealFullSyncNFT30k(b *testing.B) { benchRealFullSync(b, 30000, false) }
 
 // BenchmarkRealFirstSync10k is an agent's first sync on a node without
-// the table (after boot): nft writes the skeleton, elements go over netlink.
+// the table (after boot): one netlink batch writes skeleton and elements.
 // Deleting the previous iteration's table is not in build-ms or sync-ms.
 func BenchmarkRealFirstSync10k(b *testing.B) {
 	ctx := context.Background()
@@ -133,8 +134,8 @@ func BenchmarkRealFirstSync10k(b *testing.B) {
 		a := NewApplier(nft, BatchElements(), ReloadElements(reloader))
 		r := t.build(func() *Ruleset { return Build(svcs, sl, testNode, Options{}) })
 		res, err := t.sync(func() (SyncResult, error) { return a.Sync(ctx, r) })
-		if err != nil || !res.Reloaded {
-			b.Fatalf("first sync: %+v, %v; want it to create the table and reload", res, err)
+		if err != nil || !res.Rewritten {
+			b.Fatalf("first sync: %+v, %v; want it to write the table over netlink", res, err)
 		}
 	}
 	t.report(b)
@@ -143,19 +144,32 @@ func BenchmarkRealFirstSync10k(b *testing.B) {
 // BenchmarkRealPartialSyncOneService10k is one Service among 10k going from
 // three endpoints to four and back: a Builder's Build (as the agent does)
 // plus a partial sync, over netlink as the agent does it.
-func BenchmarkRealPartialSyncOneService10k(b *testing.B) { benchRealPartialSync(b, true) }
+func BenchmarkRealPartialSyncOneService10k(b *testing.B) {
+	benchRealOneService(b, oneServiceChange{endpoints: 4, netlink: true})
+}
 
 // The same through nft, as without ReloadElements.
-func BenchmarkRealPartialSyncNFTOneService10k(b *testing.B) { benchRealPartialSync(b, false) }
+func BenchmarkRealPartialSyncNFTOneService10k(b *testing.B) {
+	benchRealOneService(b, oneServiceChange{endpoints: 4})
+}
 
-func benchRealPartialSync(b *testing.B, netlink bool) {
+// oneServiceChange is what benchRealOneService does: Service 4242 of 10k
+// goes from three endpoints to this many and back, each step a Builder's
+// Build (as the agent does) and a sync, over netlink or through nft only,
+// partial or (full) a full sync.
+type oneServiceChange struct {
+	endpoints     int
+	netlink, full bool
+}
+
+func benchRealOneService(b *testing.B, c oneServiceChange) {
 	ctx := context.Background()
 	svcs, sl := scaleCluster(10000)
 	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
-	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
+	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, c.endpoints)
 	opts := []ApplierOption{BatchElements()}
 	nft := inNetns(b)
-	if netlink {
+	if c.netlink {
 		opts = append(opts, ReloadElements(NewNetlinkReloader(threadNetns(b))))
 	}
 	a := NewApplier(nft, opts...)
@@ -169,12 +183,57 @@ func benchRealPartialSync(b *testing.B, netlink bool) {
 	for b.Loop() {
 		i++
 		r := t.build(func() *Ruleset { return bld.Build(svcs, states[i%2], testNode, Options{}) })
-		res, err := t.sync(func() (SyncResult, error) { return a.Sync(ctx, r) })
-		if err != nil || res.Full {
-			b.Fatalf("sync: %v full=%t", err, res.Full)
+		res, err := t.sync(func() (SyncResult, error) {
+			if c.full {
+				return a.SyncFull(ctx, r)
+			}
+			return a.Sync(ctx, r)
+		})
+		if err != nil || res.Full != c.full || c.full && c.netlink && !res.Rewritten {
+			b.Fatalf("sync: %+v, %v; want full=%t, over netlink=%t", res, err, c.full, c.netlink)
 		}
 	}
 	t.report(b)
+}
+
+// BenchmarkRealFullSyncTampered10k is a periodic resync that finds a rule
+// added behind herald's back: the table is rewritten over netlink. Adding
+// the rule (through nft) is in neither build-ms nor sync-ms.
+func BenchmarkRealFullSyncTampered10k(b *testing.B) {
+	ctx := context.Background()
+	svcs, sl := scaleCluster(10000)
+	nft := inNetns(b)
+	a := NewApplier(nft, BatchElements(), ReloadElements(NewNetlinkReloader(threadNetns(b))))
+	if _, err := a.SyncFull(ctx, Build(svcs, sl, testNode, Options{})); err != nil {
+		b.Fatal(err)
+	}
+	var t phaseTimer
+	for b.Loop() {
+		if out, err := exec.Command("nft", "add rule inet herald services counter").CombinedOutput(); err != nil {
+			b.Fatalf("tamper: %v: %s", err, out)
+		}
+		r := t.build(func() *Ruleset { return Build(svcs, sl, testNode, Options{}) })
+		res, err := t.sync(func() (SyncResult, error) { return a.SyncFull(ctx, r) })
+		if err != nil || !res.Rewritten {
+			b.Fatalf("full sync of a tampered table: %+v, %v; want it rewritten over netlink", res, err)
+		}
+	}
+	t.report(b)
+}
+
+// BenchmarkRealFullSyncNewSkeleton10k is a full sync whose skeleton is not
+// the table's (a restarted agent finds one Service grown past the
+// precreated pick chains, or back): the table is rewritten over netlink.
+func BenchmarkRealFullSyncNewSkeleton10k(b *testing.B) {
+	benchRealOneService(b, oneServiceChange{endpoints: PrecreatedPickChains + 1, netlink: true, full: true})
+}
+
+// BenchmarkRealPartialSyncNewChain10k is one Service among 10k growing past
+// the precreated pick chains (3 to PrecreatedPickChains+1 endpoints) and
+// back: a partial sync that adds (or deletes) a pick chain over netlink in
+// the batch of its element changes.
+func BenchmarkRealPartialSyncNewChain10k(b *testing.B) {
+	benchRealOneService(b, oneServiceChange{endpoints: PrecreatedPickChains + 1, netlink: true})
 }
 
 // BenchmarkRealSkeletonNFT is the skeleton alone through nft, without and

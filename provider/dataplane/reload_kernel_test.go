@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,8 +54,8 @@ func TestRealReloadWritesWhatNftWrites(t *testing.T) {
 }
 
 // TestRealApplierReloadsUntilTampered: the agent's Applier reloads elements
-// on full syncs, keeps remembered ClientIP choices through them, and goes
-// back to nft when someone changed a rule of the table.
+// on full syncs, keeps remembered ClientIP choices through them, and
+// rewrites the whole table over netlink when someone changed a rule of it.
 func TestRealApplierReloadsUntilTampered(t *testing.T) {
 	nft := inNetns(t)
 	ctx := context.Background()
@@ -75,8 +76,9 @@ func TestRealApplierReloadsUntilTampered(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		if res.Reloaded != wantReloaded {
-			t.Fatalf("%s: reloaded=%t, want %t", s.name, res.Reloaded, wantReloaded)
+		// never through nft: what is not reloaded is rewritten
+		if res.Reloaded != wantReloaded || res.Rewritten == wantReloaded {
+			t.Fatalf("%s: %+v, want reloaded=%t, else rewritten over netlink", s.name, res, wantReloaded)
 		}
 	}
 	full(start, false)
@@ -111,18 +113,18 @@ func TestRealApplierReloadsUntilTampered(t *testing.T) {
 	}
 }
 
-// TestRealFirstSyncCreatesTheTableThenReloads: on a node without the table
-// nft writes only the skeleton and the elements go over netlink; the result
-// is the table nft alone would have written.
-func TestRealFirstSyncCreatesTheTableThenReloads(t *testing.T) {
+// TestRealFirstSyncWritesTheTableOverNetlink: on a node without the table
+// the first sync writes it, skeleton and elements, in one netlink batch;
+// the result is the table nft alone would have written.
+func TestRealFirstSyncWritesTheTableOverNetlink(t *testing.T) {
 	nft := inNetns(t)
 	ctx := context.Background()
 	st := builderStates()
 	s := st[len(st)-2] // pod CIDRs: an rbtree interval set too
 	r := Build(s.svcs, s.slices, s.node, s.opts)
 	res, err := NewApplier(nft, BatchElements(), ReloadElements(NewNetlinkReloader(threadNetns(t)))).Sync(ctx, r)
-	if err != nil || !res.Full || !res.Reloaded {
-		t.Fatalf("first sync: %+v, %v; want a full sync that reloaded", res, err)
+	if err != nil || !res.Full || !res.Rewritten {
+		t.Fatalf("first sync: %+v, %v; want a full sync that rewrote the table over netlink", res, err)
 	}
 	got := listTable(t)
 	if _, err := NewApplier(nft, BatchElements()).SyncFull(ctx, r); err != nil {
@@ -134,8 +136,12 @@ func TestRealFirstSyncCreatesTheTableThenReloads(t *testing.T) {
 }
 
 // TestRealPartialSyncsOverNetlink: walking the builder's states with the
-// agent's Applier (partial syncs over netlink where no chain goes) leaves
-// the kernel table nft alone writes for each state.
+// agent's Applier leaves the table nft alone writes for each state, but
+// for the order of chains (nft lists them as created), and never runs nft.
+// The new endpoint count and the new affinity timeout are partial syncs:
+// they add (and later delete) chains in the batch of the elements, and a
+// remembered ClientIP choice survives. New rules in existing chains (a
+// new way of detecting pods) rewrite the table over netlink.
 func TestRealPartialSyncsOverNetlink(t *testing.T) {
 	nft := inNetns(t)
 	ctx := context.Background()
@@ -145,27 +151,84 @@ func TestRealPartialSyncsOverNetlink(t *testing.T) {
 		if _, err := NewApplier(nft, BatchElements()).SyncFull(ctx, Build(s.svcs, s.slices, s.node, s.opts)); err != nil {
 			t.Fatalf("%s: nft: %v", s.name, err)
 		}
-		want[i] = withoutNotes(listTable(t))
+		want[i] = chainsSorted(withoutNotes(listTable(t)))
 	}
 	if err := DeleteTable(ctx, nft); err != nil {
 		t.Fatal(err)
 	}
 	a := NewApplier(nft, BatchElements(), ReloadElements(NewNetlinkReloader(threadNetns(t))))
 	b := NewBuilder()
+	remembered := "192.0.2.250 . 198.51.100.7 . tcp . 80"
 	partial := 0
 	for i, s := range st {
 		res, err := a.Sync(ctx, b.Build(s.svcs, s.slices, s.node, s.opts))
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		if !res.Full {
+		switch {
+		case res.Full && !res.Rewritten:
+			t.Errorf("%s: %+v: a full sync through nft", s.name, res)
+		case res.Full && (s.name == "scale one to 70" || s.name == "affinity timeout"):
+			t.Errorf("%s: full=%t, want a partial sync that adds chains", s.name, res.Full)
+		case !res.Full:
 			partial++
 		}
-		if got := withoutNotes(listTable(t)); got != want[i] {
+		if got := chainsSorted(withoutNotes(listTable(t))); got != want[i] {
 			t.Errorf("%s (%+v): table differs from nft's:\n%s", s.name, res, lineDiff(want[i], got))
+		}
+		switch s.name {
+		case "start":
+			// a client stuck to endpoint 192.0.2.71 of the "aff" Service
+			addElement(t, "aff4", remembered+" : 192.0.2.71 . 8080")
+		case "affinity timeout":
+			if got := listTable(t); !strings.Contains(got, remembered) {
+				t.Errorf("%s: a new affinity chain cost a remembered ClientIP choice:\n%s", s.name, got)
+			}
 		}
 	}
 	if partial < len(st)/2 {
 		t.Errorf("only %d of %d syncs were partial: the test does not exercise netlink changes", partial, len(st))
 	}
+}
+
+func addElement(t *testing.T, set, element string) {
+	t.Helper()
+	if out, err := exec.Command("nft", "add element inet herald "+set+" { "+element+" }").CombinedOutput(); err != nil {
+		t.Fatalf("add %s element: %v: %s", set, err, out)
+	}
+}
+
+// chainsSorted orders the chains of an nft listing by name: nft lists them
+// in the order they were created.
+func chainsSorted(table string) string {
+	var out []string
+	var chains [][]string
+	at := -1
+	var cur []string
+	for _, l := range strings.Split(table, "\n") {
+		switch {
+		case strings.HasPrefix(l, "\tchain "):
+			cur = []string{l}
+			if at < 0 {
+				at = len(out)
+			}
+		case cur != nil:
+			cur = append(cur, l)
+			if l == "\t}" {
+				chains = append(chains, cur)
+				cur = nil
+			}
+		default:
+			out = append(out, l)
+		}
+	}
+	if at < 0 {
+		return table
+	}
+	slices.SortFunc(chains, func(a, b []string) int { return strings.Compare(a[0], b[0]) })
+	var sorted []string
+	for _, c := range chains {
+		sorted = append(sorted, c...)
+	}
+	return strings.Join(slices.Insert(out, at, sorted...), "\n")
 }
