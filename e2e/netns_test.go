@@ -344,6 +344,32 @@ func TestNetnsDataplane(t *testing.T) {
 		}
 	})
 
+	t.Run("IPv6: ClientIP affinity sticks", func(t *testing.T) {
+		// The IPv6 record rule is one nft 1.0.6 cannot write (it aborts on
+		// its register use): the agent writes it over netlink.
+		svc := echoService("sticky6", v1.ServiceTypeNodePort)
+		svc.Spec.IPFamilyPolicy = ptr.To(v1.IPFamilyPolicyRequireDualStack)
+		svc.Spec.IPFamilies = []v1.IPFamily{v1.IPv6Protocol, v1.IPv4Protocol}
+		svc.Spec.SessionAffinity = v1.ServiceAffinityClientIP
+		svc.Spec.SessionAffinityConfig = &v1.SessionAffinityConfig{ClientIP: &v1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](90)}}
+		sticky := e.createService(t, svc)
+		e.setEndpointsFamily(t, "sticky6", discoveryv1.AddressTypeIPv6, "a1", "a2", "b1")
+		for _, target := range []struct {
+			what string
+			ns   *netlab.Netns
+			addr string
+		}{
+			{"IPv6 ClusterIP from n1", n1, hostPort(sticky.Spec.ClusterIPs[0], 80)},
+			{"IPv6 NodePort on n2 from the client", cl, hostPort(e.nodes["n2"].IP6.String(), portOf(sticky, "http", true))},
+		} {
+			first := eventually(t, target.what, func() (answer, error) { return get(target.ns, target.addr) }, anyAnswer)
+			seen := podsOf(t, 20, func() (answer, error) { return get(target.ns, target.addr) }, inSet(all))
+			if len(seen) != 1 || seen[first.Pod] != 20 {
+				t.Errorf("%s: 20 connections went to %v, want all to %s", target.what, seen, first.Pod)
+			}
+		}
+	})
+
 	t.Run("periodic full resyncs reload elements and keep affinity", func(t *testing.T) {
 		// Until the end of this subtest n1's agent does a full resync every
 		// second. Each one reloads the elements over netlink, which must
