@@ -270,6 +270,9 @@ func encodedSize(e nftables.SetElement) int {
 // conn opens a netlink connection whose send buffer holds the whole batch:
 // the kernel applies a batch atomically only if it arrives in one message,
 // and the default buffer (~200 KiB) is far smaller than 10k Services' elements.
+// The receive buffer is as large: the kernel acknowledges every message of
+// the batch, echoing it, and a reload flushes each of the few hundred sets
+// (see pickKind) in a message of its own.
 func (n *NetlinkReloader) conn(batchBytes int) (*nftables.Conn, error) {
 	buf := max(batchBytes+1<<20, 4<<20)
 	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
@@ -279,7 +282,8 @@ func (n *NetlinkReloader) conn(batchBytes int) (*nftables.Conn, error) {
 		}
 		var serr error
 		if err := raw.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf)
+			serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf),
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buf))
 		}); err != nil {
 			return err
 		}
