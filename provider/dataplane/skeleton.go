@@ -219,37 +219,10 @@ func addSkeleton(r *Ruleset, opts Options) {
 	}
 	for _, f := range families {
 		local := opts.Local.match(f)
-		for _, k := range pickKinds {
-			switch {
-			case k.fromPod && local == "":
-				continue
-			case k.fromPod:
-				// Before the frontends' own sets, so that a pod reaching an
-				// externalTrafficPolicy Local frontend gets every endpoint:
-				// its address survives to the endpoint on any node, and it
-				// should not be dropped when this node has no endpoint.
-				services = append(services, local+" "+f.gateRule(k))
-			default:
-				services = append(services, f.gateRule(k))
-			}
-			r.addChain(f.dispatch(k), f.dispatchRules(k)...)
-		}
+		services = append(services, addPickRules(r, f, local)...)
 		firewall = append(firewall, fmt.Sprintf("%s @%s %s . %s saddr != @%s drop",
 			f.keyIP(), f.fw(), f.keyIP(), f.ip, f.fwAllow()))
-		// Every packet crosses these hooks: a frontend not blocked costs
-		// one lookup; the blocked ones are rejected unless listed for drop.
-		block = append(block,
-			fmt.Sprintf("%s @%s goto %s", f.keyIP(), f.block(), f.blocked()),
-			fmt.Sprintf("%s%s @%s goto %s", f.nodePortGuard(true), keyPort, f.blockNP(), f.blockedNP()))
-		r.addChain(f.blocked(), fmt.Sprintf("%s @%s drop", f.keyIP(), f.blockDrop()), verdictReject)
-		r.addChain(f.blockedNP(), fmt.Sprintf("%s @%s drop", keyPort, f.blockNPDrop()), verdictReject)
-		// A forwarded ClusterIP was DNATed before this hook, so what still
-		// has a Service address here is forwarded by no Service port. The
-		// ranges are written into the rule, as kube-proxy does: they change
-		// about never, and a rule change costs one full sync.
-		if cidrs := familyCIDRs(opts.ServiceCIDRs, f); cidrs != "" {
-			block = append(block, fmt.Sprintf("ct state new %s daddr { %s } %s", f.ip, cidrs, verdictReject))
-		}
+		block = append(block, addBlockRules(r, f, opts.ServiceCIDRs)...)
 		// Affinity elements are verdicts (goto affrec4-T), the exception to
 		// verdict-free per-Service elements: one changes only when its
 		// Service gains or loses affinity or all endpoints, not with an
@@ -273,6 +246,50 @@ func addSkeleton(r *Ruleset, opts Options) {
 	// skeleton nft wrote, for a later full sync or a restarted agent to
 	// reload elements only (see Applier.reload).
 	r.addSet(stampSet, "meta mark")
+}
+
+// addPickRules adds the family's pick chains of set lookups (see pickKind)
+// and returns the services chain's rules that lead there.
+func addPickRules(r *Ruleset, f ipFamily, local string) []string {
+	var services []string
+	for _, k := range pickKinds {
+		switch {
+		case k.fromPod && local == "":
+			continue
+		case k.fromPod:
+			// Before the frontends' own sets, so that a pod reaching an
+			// externalTrafficPolicy Local frontend gets every endpoint:
+			// its address survives to the endpoint on any node, and it
+			// should not be dropped when this node has no endpoint.
+			services = append(services, local+" "+f.gateRule(k))
+		default:
+			services = append(services, f.gateRule(k))
+		}
+		r.addChain(f.dispatch(k), f.dispatchRules(k)...)
+	}
+	return services
+}
+
+// addBlockRules adds the chains that turn away traffic to frontends
+// without usable endpoints and returns the block chain's rules.
+func addBlockRules(r *Ruleset, f ipFamily, serviceCIDRs []netip.Prefix) []string {
+	// Every packet crosses the block chain's hooks: a frontend not
+	// blocked costs one lookup; the blocked ones are rejected unless
+	// listed for drop.
+	block := []string{
+		fmt.Sprintf("%s @%s goto %s", f.keyIP(), f.block(), f.blocked()),
+		fmt.Sprintf("%s%s @%s goto %s", f.nodePortGuard(true), keyPort, f.blockNP(), f.blockedNP()),
+	}
+	r.addChain(f.blocked(), fmt.Sprintf("%s @%s drop", f.keyIP(), f.blockDrop()), verdictReject)
+	r.addChain(f.blockedNP(), fmt.Sprintf("%s @%s drop", keyPort, f.blockNPDrop()), verdictReject)
+	// A forwarded ClusterIP was DNATed before this hook, so what still
+	// has a Service address here is forwarded by no Service port. The
+	// ranges are written into the rule, as kube-proxy does: they change
+	// about never, and a rule change costs one full sync.
+	if cidrs := familyCIDRs(serviceCIDRs, f); cidrs != "" {
+		block = append(block, fmt.Sprintf("ct state new %s daddr { %s } %s", f.ip, cidrs, verdictReject))
+	}
+	return block
 }
 
 // stampSet holds the applier's stamp; reloads leave it alone.
