@@ -3,10 +3,13 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
+	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/knftables"
 )
 
 // namesChain reports whether e's value is a verdict that jumps or goes to
@@ -101,4 +104,33 @@ func withOneMoreEndpoint(sl []*discoveryv1.EndpointSlice) []*discoveryv1.Endpoin
 		out[i] = c
 	}
 	return out
+}
+
+// TestTraceBeyondPrecreatedCounts: a Service with more endpoints than the
+// pick sets cover is picked through the verdict map of larger counts, by
+// ClusterIP and NodePort, and back in the sets once it shrinks.
+func TestTraceBeyondPrecreatedCounts(t *testing.T) {
+	svc := service("big", clusterIPs("198.51.100.1"), svcType(v1.ServiceTypeNodePort), ports(port("http", v1.ProtocolTCP, 80, 30080)))
+	for _, n := range []int{PrecreatedPickChains + 1, PrecreatedPickChains} {
+		eps := make([]ep, n)
+		want := make([]string, n)
+		for i := range eps {
+			eps[i] = ep{fmt.Sprintf("192.0.2.%d", 100+i), otherNode, ready}
+			want[i] = eps[i].ip + ":8080"
+		}
+		slices.Sort(want)
+		r := Build([]*v1.Service{svc}, []*discoveryv1.EndpointSlice{endpointSlice("big", "big-a", v4, httpPorts, eps...)}, testNode, Options{})
+		more := families[0].more(pickKind{})
+		if got := len(r.Elements[more]); got != btoi(n > PrecreatedPickChains) {
+			t.Errorf("%d endpoints: %d elements in %s", n, got, more)
+		}
+		fake := knftables.NewFake(TableFamily, TableName)
+		syncOK(t, NewApplier(fake), r)
+		tr := newTracer(t, fake, nodeIP4)
+		for _, p := range []packet{{"203.0.113.50", "198.51.100.1", "tcp", 80, offNode}, {"203.0.113.50", nodeIP4.String(), "tcp", 30080, offNode}} {
+			if got := tr.trace(p); got.verdict != "dnat" || !slices.Equal(got.endpoints, want) {
+				t.Errorf("%d endpoints, %+v: %s to %d endpoints, want all", n, p, got.verdict, len(got.endpoints))
+			}
+		}
+	}
 }
