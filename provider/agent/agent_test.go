@@ -231,7 +231,7 @@ func TestAgentSyncsServiceAndEndpointChanges(t *testing.T) {
 	if _, err := h.client.DiscoveryV1().EndpointSlices("ns").Create(ctx, apiSlice, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	h.waitFor(t, `add element inet herald svc4 { 198.51.100.2 . tcp . 80 comment "ns/api:http" : goto pick4-1 }`,
+	h.waitFor(t, `add element inet herald svc4-1 { 198.51.100.2 . tcp . 80 comment "ns/api:http" }`,
 		"add element inet herald ep4 { 198.51.100.2 . tcp . 80 . 0 : 192.0.2.103 . 8080 }")
 	if got := testutil.ToFloat64(h.agent.metrics.hcServers); got != 1 {
 		t.Errorf("herald_healthcheck_servers = %v, want 1", got)

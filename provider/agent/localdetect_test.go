@@ -23,8 +23,8 @@ func TestAgentLocalDetectionFromNodePodCIDRs(t *testing.T) {
 	const (
 		ranges   = "add element inet herald podcidrs4 { 192.0.2.0/26 }"
 		masqRule = "add rule inet herald masq-unless-pod4 ip saddr @podcidrs4 return"
-		masqElem = "add element inet herald masq4 { 198.51.100.1 . tcp . 80 : goto masq-unless-pod4 }"
-		bypass   = `add element inet herald podsvc4 { 203.0.113.1 . tcp . 80 comment "ns/web:http" : goto podpick4-1 }`
+		masqElem = "add element inet herald masqpod4 { 198.51.100.1 . tcp . 80 }"
+		bypass   = `add element inet herald podsvc4-1 { 203.0.113.1 . tcp . 80 comment "ns/web:http" }`
 	)
 	r, err := h.syncNow(t, ctx)
 	if err != nil {

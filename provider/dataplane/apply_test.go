@@ -68,7 +68,8 @@ func TestFullSyncDump(t *testing.T) {
 		`hairpin4 { 192.0.2.101 . 192.0.2.101 }`,
 		`nodeport-ips4 { 192.0.2.10 }`,
 		`nodeport-ips6 { 2001:db8::10 }`,
-		`svc4 { 198.51.100.1 . tcp . 80 comment "ns/web:http" : goto pick4-2 }`,
+		`svc4 { 198.51.100.1 . tcp . 80 }`,
+		`svc4-2 { 198.51.100.1 . tcp . 80 comment "ns/web:http" }`,
 	}
 	if got := elementLines(fake.Dump()); !slices.Equal(got, want) {
 		t.Errorf("elements:\n got %q\nwant %q", got, want)
@@ -132,8 +133,8 @@ func TestPartialSyncIsSmall(t *testing.T) {
 			ep{ip4(192, 0, 2, i+1), otherNode, ready}))
 	}
 	syncOK(t, a, Build(svcs, sls, testNode, Options{}))
-	// one more endpoint for one service: its verdict now names pick4-2, which
-	// is new, and it gains one endpoint element.
+	// one more endpoint for one service: it moves from set svc4-1 to
+	// svc4-2, and it gains one endpoint element.
 	sls[7] = endpointSlice(svcs[7].Name, svcs[7].Name+"-1", discoveryv1.AddressTypeIPv4, tcpHTTP,
 		ep{ip4(192, 0, 2, 8), otherNode, ready}, ep{ip4(192, 0, 2, 200), otherNode, ready})
 	res := syncOK(t, a, Build(svcs, sls, testNode, Options{}))

@@ -73,11 +73,10 @@ func newBaseBuilder(node Node, opts Options) builder {
 	b.addNodeAndPodAddresses()
 	for n := 1; n <= PrecreatedPickChains; n++ {
 		for _, f := range families {
-			b.pickChain(f, false, false, n)
-			b.pickChain(f, true, false, n)
-			if b.localDetected(f) {
-				b.pickChain(f, false, true, n)
-				b.pickChain(f, true, true, n)
+			for _, k := range pickKinds {
+				if !k.fromPod || b.localDetected(f) {
+					b.pickChain(f, k, n)
+				}
 			}
 		}
 	}

@@ -27,14 +27,16 @@
 // figures behind this package's choices). Sync cost has to depend on what
 // changed, and the number of objects the kernel re-validates must not grow
 // with Services. So herald has no per-service or per-endpoint chains at all. Every Service lives as elements of a few large
-// maps, and the only chains that depend on data are one "pick" chain per
+// sets and maps, and the only chains that depend on data are one "pick" chain per
 // endpoint count in use (pick4-3 picks one of three) and one affinity chain
 // per distinct ClientIP timeout: dozens, whatever the number of Services.
 //
-// A new connection costs a constant number of hash lookups:
+// A new connection to a Service with N endpoints costs N+2 hash lookups
+// after the affinity map's:
 //
-//	svc4:  daddr . proto . dport      -> goto pick4-N   (np4: proto . dport for NodePorts)
-//	pick4-N: dnat to ep4[daddr . proto . dport . numgen random mod N]
+//	services: daddr . proto . dport in svc4         -> goto pick4  (np4: proto . dport for NodePorts)
+//	pick4:    daddr . proto . dport in svc4-1 ... svc4-N -> goto pick4-N
+//	pick4-N:  dnat to ep4[daddr . proto . dport . numgen random mod N]
 //
 // numgen's modulus must be a constant, which is the only reason pick chains
 // exist; nftables cannot look up a map inside a concatenation, which is why
@@ -49,6 +51,40 @@
 //
 // Each address-keyed container exists twice, "4" and "6": an nftables key has
 // one fixed type, and one inet table serves both families.
+//
+// # Why no element names a chain
+//
+// Which pick chain serves a frontend changes with every endpoint count
+// change, yet it is not a verdict in a map element (svc4[frontend] = goto
+// pick4-3, as herald had): the frontend is an element of a plain set per
+// count (svc4-3), and a static rule of the pick4 chain holds the verdict.
+// Linux (net/netfilter/nf_tables_api.c, 6.x) marks a table
+// NFT_VALIDATE_NEED in nft_add_set_elem whenever an added element's data is
+// a jump or goto verdict, and at commit nf_tables_validate then runs
+// nft_chain_validate over every base chain, in which nft_lookup_validate
+// (nft_lookup.c) walks every element of every verdict map a rule looks up
+// and validates its target chain. One endpoint added thus cost a walk of
+// all Services' elements: 3.3 ms of apply at 10k Services against 0.9 ms
+// at 1k; without verdict elements 1.1 ms against 0.8 ms
+// (BenchmarkRealPartialSyncOneService*, docs/benchmarks.md). Masquerade
+// (masq4, masqpod4: goto masq-unless-pod4) and blocking (block4, plus
+// blockdrop4 for drop instead of reject) are sets for the same reason.
+// Two kinds of element still name chains, in verdict maps the rules look
+// up last: a frontend with more than PrecreatedPickChains endpoints
+// (svcmore4, to a pick chain made on first use) and the affinity maps
+// (affsvc4: goto affrec4-T, one chain per timeout in use). A set and a
+// precreated chain for the default timeout would avoid those too, but nft
+// 1.0.6 fails an assertion on the IPv6 affrec rule ("dreg < ctx->reg_low":
+// its key and value overflow nft's registers), so precreating it would
+// break every full sync through nft, where today only a Service with IPv6
+// ClientIP affinity does. An affinity element changes only when its
+// Service gains or loses affinity or all its endpoints, and the walk it
+// causes covers only these maps.
+//
+// The price is rules: the pick chains' set lookups, PrecreatedPickChains
+// per family and kind, evaluated for a connection's first packet only and
+// stopping at its endpoint count; BenchmarkRealNewConnection* finds no
+// difference from one verdict map lookup within its noise.
 //
 // # Sync cost
 //

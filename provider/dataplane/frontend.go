@@ -7,8 +7,8 @@ import (
 	"strings"
 )
 
-// addFrontend writes one frontend's elements: where it goes (svc/np verdict
-// maps and the endpoint maps), whether it is masqueraded, remembered for
+// addFrontend writes one frontend's elements: where it goes (the pick
+// sets and the endpoint maps), whether it is masqueraded, remembered for
 // affinity, fenced by source ranges, or blocked.
 func (b *builder) addFrontend(f ipFamily, fe frontend, p svcPlan) {
 	key := fe.key()
@@ -24,24 +24,35 @@ func (b *builder) addFrontend(f ipFamily, fe frontend, p svcPlan) {
 		// Nothing anywhere: tell the client at once (reset/unreachable). Only
 		// remote endpoints under a Local policy: drop, as kube-proxy does, so
 		// the client retries rather than failing hard.
-		verdict := verdictReject
+		b.r.addElement(pick(fe.nodePort, f.blockNP(), f.block()), Element{Key: key, Comment: p.name})
 		if localOnly && len(usable(p.eps, false)) > 0 {
-			verdict = verdictDrop
+			b.r.addElement(pick(fe.nodePort, f.blockNPDrop(), f.blockDrop()), Element{Key: key})
 		}
-		b.r.addElement(pick(fe.nodePort, f.blockNP(), f.block()), Element{Key: key, Value: []string{verdict}, Comment: p.name})
 		return
 	}
 
-	b.r.addElement(pick(fe.nodePort, f.np(), f.svc()), Element{
-		Key: key, Value: []string{"goto " + b.pickChain(f, fe.nodePort, false, len(sel))}, Comment: p.name,
-	})
-	b.addEndpoints(f, pick(fe.nodePort, f.npEp(), f.ep()), key, sel)
-	if v := b.masqVerdict(f, fe, localOnly); v != "" {
-		b.r.addElement(pick(fe.nodePort, f.masqNP(), f.masq()), Element{Key: key, Value: []string{v}})
+	b.addPick(f, pickKind{nodePort: fe.nodePort}, key, sel, p.name)
+	if set := b.masqSet(f, fe, localOnly); set != "" {
+		b.r.addElement(set, Element{Key: key})
 	}
 	if p.affinity > 0 {
 		b.addAffinity(f, fe, p.affinity, sel)
 	}
+}
+
+// addPick makes new connections to the frontend key pick one of sel: the
+// key goes into the kind's gate and the set of its endpoint count (or, past
+// the precreated counts, the verdict map of larger ones), and sel into the
+// kind's endpoint map.
+func (b *builder) addPick(f ipFamily, k pickKind, key []string, sel []endpoint, name string) {
+	n := len(sel)
+	b.r.addElement(f.gate(k), Element{Key: key})
+	if n <= PrecreatedPickChains {
+		b.r.addElement(f.countSet(k, n), Element{Key: key, Comment: name})
+	} else {
+		b.r.addElement(f.more(k), Element{Key: key, Value: []string{"goto " + b.pickChain(f, k, n)}, Comment: name})
+	}
+	b.addEndpoints(f, f.epMapOf(k), key, sel)
 }
 
 // addEndpoints lists sel in epMap under the frontend key, in the order the
@@ -74,11 +85,7 @@ func (b *builder) addPodBypass(f ipFamily, fe frontend, p svcPlan) {
 	if len(all) == 0 {
 		return
 	}
-	key := fe.key()
-	b.r.addElement(pick(fe.nodePort, f.podNP(), f.podSvc()), Element{
-		Key: key, Value: []string{"goto " + b.pickChain(f, fe.nodePort, true, len(all))}, Comment: p.name,
-	})
-	b.addEndpoints(f, pick(fe.nodePort, f.podNpEp(), f.podEp()), key, all)
+	b.addPick(f, pickKind{nodePort: fe.nodePort, fromPod: true}, fe.key(), all, p.name)
 	if p.affinity > 0 {
 		// The choice is remembered under the same frontend key; listing
 		// every endpoint keeps the purge after a sync from taking it for
@@ -87,19 +94,20 @@ func (b *builder) addPodBypass(f ipFamily, fe frontend, p svcPlan) {
 	}
 }
 
-// masqVerdict says how connections to fe are source-NATed. External traffic
-// under policy Cluster may be sent to another node, whose reply must come back
-// here to be un-DNATed; under policy Local the client address is kept.
-func (b *builder) masqVerdict(f ipFamily, fe frontend, localOnly bool) string {
+// masqSet says in which set fe is to be source-NATed, if at all. External
+// traffic under policy Cluster may be sent to another node, whose reply must
+// come back here to be un-DNATed; under policy Local the client address is
+// kept.
+func (b *builder) masqSet(f ipFamily, fe frontend, localOnly bool) string {
 	switch {
 	case fe.external && !localOnly:
-		return verdictMasq
+		return pick(fe.nodePort, f.masqNP(), f.masq())
 	case fe.external:
 		return ""
 	case b.opts.MasqueradeAll:
-		return verdictMasq
+		return f.masq()
 	case b.localDetected(f):
-		return "goto " + f.masqUnlessPod()
+		return f.masqPod()
 	}
 	return ""
 }
@@ -125,8 +133,7 @@ func (b *builder) addSourceRanges(f ipFamily, key []string, ranges []netip.Prefi
 func (b *builder) addAffinity(f ipFamily, fe frontend, timeout int32, sel []endpoint) {
 	chain := f.affRecordChain(timeout)
 	if _, ok := b.r.Chains[chain]; !ok {
-		b.r.addChain(chain, fmt.Sprintf("%s update @%s { %s saddr . %s timeout %ds : %s daddr . th dport }",
-			l4, f.aff(), f.ip, f.keyOrigIP(), timeout, f.ip))
+		b.r.addChain(chain, f.affRecordRule(timeout))
 	}
 	key := fe.key()
 	b.r.addElement(pick(fe.nodePort, f.affNP(), f.affSvc()), Element{Key: key, Value: []string{"goto " + chain}})
@@ -158,19 +165,10 @@ func affinityKey(daddr, proto, port, epAddr, epPort string) string {
 // pickChain returns (and creates on first use) the chain that picks one of n
 // endpoints at random. There is one such chain per endpoint count in use, not
 // per service: numgen's modulus must be a constant, the endpoint map does the rest.
-// fromPod picks from the endpoint maps of addPodBypass.
-func (b *builder) pickChain(f ipFamily, nodePort, fromPod bool, n int) string {
-	name, key, m := f.pickChain(n), f.keyIP(), f.ep()
-	switch {
-	case nodePort && fromPod:
-		name, key, m = f.podNPPickChain(n), keyPort, f.podNpEp()
-	case nodePort:
-		name, key, m = f.npPickChain(n), keyPort, f.npEp()
-	case fromPod:
-		name, m = f.podPickChain(n), f.podEp()
-	}
+func (b *builder) pickChain(f ipFamily, k pickKind, n int) string {
+	name := f.pickChainOf(k, n)
 	if _, ok := b.r.Chains[name]; !ok {
-		b.r.addChain(name, fmt.Sprintf("%s dnat %s to %s . numgen random mod %d map @%s", l4, f.ip, key, n, m))
+		b.r.addChain(name, fmt.Sprintf("%s dnat %s to %s . numgen random mod %d map @%s", l4, f.ip, f.match(k), n, f.epMapOf(k)))
 	}
 	return name
 }

@@ -296,7 +296,7 @@ func ExampleBuilder() {
 	r1 := b.Build([]*v1.Service{svc}, nil, testNode, Options{})
 	r2 := b.Build([]*v1.Service{svc}, []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}, testNode, Options{})
 	fmt.Println(len(r1.Elements["svc4"]), len(r2.Elements["svc4"]), dirtyKeys(r2))
-	// Output: 0 1 4
+	// Output: 0 1 5
 }
 
 // TestBuilderSkippedRulesetForcesFull: a Builder updates element maps in

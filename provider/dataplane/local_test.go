@@ -161,8 +161,8 @@ func TestLocalDetectionRules(t *testing.T) {
 					t.Errorf("%s: got %+v want %q", f.masqUnlessPod(), masq, want)
 				}
 				wantServices = append(wantServices,
-					m+" "+f.ip+" daddr . meta l4proto . th dport vmap @podsvc"+f.n,
-					m+" "+f.ip+" daddr @nodeport-ips"+f.n+" meta l4proto . th dport vmap @podnp"+f.n)
+					m+" "+f.ip+" daddr . meta l4proto . th dport @podsvc"+f.n+" goto podpick"+f.n,
+					m+" "+f.ip+" daddr @nodeport-ips"+f.n+" meta l4proto . th dport @podnp"+f.n+" goto podnppick"+f.n)
 				for n, name := range map[int]string{1: f.podPickChain(1), PrecreatedPickChains: f.podNPPickChain(PrecreatedPickChains)} {
 					if r.Chains[name] == nil {
 						t.Errorf("pick chain %s for %d endpoints is not precreated", name, n)

@@ -270,10 +270,13 @@ func encodedSize(e nftables.SetElement) int {
 // conn opens a netlink connection whose send buffer holds the whole batch:
 // the kernel applies a batch atomically only if it arrives in one message,
 // and the default buffer (~200 KiB) is far smaller than 10k Services' elements.
+// The receive buffer is as large: the kernel acknowledges every message of
+// the batch, echoing it, and a reload flushes each of the few hundred sets
+// (see pickKind) in a message of its own.
 func (n *NetlinkReloader) conn(batchBytes int) (*nftables.Conn, error) {
 	buf := max(batchBytes+1<<20, 4<<20)
 	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
-		return forceSendBuffer(c, buf)
+		return forceSocketBuffers(c, buf)
 	})}
 	if n.netns != 0 {
 		opts = append(opts, nftables.WithNetNSFd(n.netns))
@@ -281,17 +284,20 @@ func (n *NetlinkReloader) conn(batchBytes int) (*nftables.Conn, error) {
 	return nftables.New(opts...)
 }
 
-// forceSendBuffer sizes c's send buffer past the system's limit for
+// forceSocketBuffers sizes c's send buffer past the system's limit for
 // unprivileged sockets (net.core.wmem_max), which a batch of 10k Services
-// exceeds; herald runs with CAP_NET_ADMIN, which allows it.
-func forceSendBuffer(c *netlink.Conn, bytes int) error {
+// exceeds, and its receive buffer alike: the kernel acknowledges every
+// message of a batch of hundreds of sets, which overflowed the default
+// ("no buffer space"). herald runs with CAP_NET_ADMIN, which allows both.
+func forceSocketBuffers(c *netlink.Conn, bytes int) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var serr error
 	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, bytes)
+		serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, bytes),
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bytes))
 	}); err != nil {
 		return err
 	}

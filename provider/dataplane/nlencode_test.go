@@ -51,7 +51,7 @@ func TestEncodeElements(t *testing.T) {
 			Val: concat(ep4Addr, port8080Pd),
 		}},
 	}, {
-		name: "IPv6 service verdict map with comment", container: "svc6",
+		name: "IPv6 verdict map with comment", container: "svcmore6",
 		el: Element{Key: []string{"2001:db8::1", "udp", "53"}, Value: []string{"goto pick6-3"}, Comment: "ns/dns:53"},
 		want: []nftables.SetElement{{
 			Key:         concat(frontend6, []byte{17, 0, 0, 0}, []byte{0, 53, 0, 0}),
@@ -59,7 +59,7 @@ func TestEncodeElements(t *testing.T) {
 			Comment:     "ns/dns:53",
 		}},
 	}, {
-		name: "NodePort map keyed by protocol and port only", container: "np4",
+		name: "NodePort map keyed by protocol and port only", container: "npmore4",
 		el: Element{Key: []string{"sctp", "30000"}, Value: []string{"drop"}},
 		want: []nftables.SetElement{{
 			Key:         concat([]byte{132, 0, 0, 0}, []byte{0x75, 0x30, 0, 0}),

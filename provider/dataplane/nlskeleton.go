@@ -190,7 +190,7 @@ func (n *NetlinkReloader) run(b *nlBatch) error {
 		return fmt.Errorf("%w: dial: %w", ErrReload, err)
 	}
 	defer func() { _ = c.Close() }()
-	if err := forceSendBuffer(c, max(b.bytes+1<<20, 4<<20)); err != nil {
+	if err := forceSocketBuffers(c, max(b.bytes+1<<20, 4<<20)); err != nil {
 		return fmt.Errorf("%w: %w", ErrReload, err)
 	}
 	if err := b.send(c); err != nil {
