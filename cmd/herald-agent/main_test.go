@@ -75,6 +75,10 @@ func TestFlagValidation(t *testing.T) {
 			"--cluster-cidr=192.0.2.0/24"}, ""},
 		{"bad cluster CIDR in another mode", []string{"--node-name=n1", "--detect-local-mode=NodeCIDR", "--cluster-cidr=x"},
 			`--cluster-cidr: "x" is not a CIDR`},
+		{"memory limit", []string{"--node-name=n1", "--memory-limit=100Mi"}, ""},
+		{"no memory limit", []string{"--node-name=n1", "--memory-limit=0"}, ""},
+		{"memory limit not a quantity", []string{"--node-name=n1", "--memory-limit=lots"}, `--memory-limit="lots": want "auto", 0 or a quantity`},
+		{"negative memory limit", []string{"--node-name=n1", "--memory-limit=-1Mi"}, `--memory-limit="-1Mi" must not be negative`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var o options
