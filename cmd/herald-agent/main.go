@@ -106,6 +106,7 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 		klog.FromContext(ctx).Info("Deleted the herald nftables table", "table", dataplane.TableName)
 		return nil
 	}
+	applyMemoryLimit(klog.FromContext(ctx), o.memoryLimit)
 	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 	if err != nil {
 		return fmt.Errorf("--kubeconfig=%q: %w", o.kubeconfig, err)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -75,6 +77,10 @@ func TestFlagValidation(t *testing.T) {
 			"--cluster-cidr=192.0.2.0/24"}, ""},
 		{"bad cluster CIDR in another mode", []string{"--node-name=n1", "--detect-local-mode=NodeCIDR", "--cluster-cidr=x"},
 			`--cluster-cidr: "x" is not a CIDR`},
+		{"memory limit", []string{"--node-name=n1", "--memory-limit=100Mi"}, ""},
+		{"no memory limit", []string{"--node-name=n1", "--memory-limit=0"}, ""},
+		{"memory limit not a quantity", []string{"--node-name=n1", "--memory-limit=lots"}, `--memory-limit="lots": want "auto", 0 or a quantity`},
+		{"negative memory limit", []string{"--node-name=n1", "--memory-limit=-1Mi"}, `--memory-limit="-1Mi" must not be negative`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var o options
@@ -198,5 +204,45 @@ func TestBusyBindAddressNamesTheFlag(t *testing.T) {
 	_, err = serve(context.Background(), &o, http.NotFoundHandler(), http.NotFoundHandler())
 	if err == nil || !strings.Contains(err.Error(), "--health-bind-address=") {
 		t.Errorf("want an error naming --health-bind-address, got %v", err)
+	}
+}
+
+func TestResolveMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flag  string
+		files map[string]string // under the fake cgroup root
+		want  int64
+		err   bool
+	}{
+		{"explicit", "100Mi", nil, 100 << 20, false},
+		{"explicit beats the container's", "100Mi", map[string]string{"memory.max": "268435456\n"}, 100 << 20, false},
+		{"none", "0", map[string]string{"memory.max": "268435456\n"}, 0, false},
+		{"auto, cgroup v2", "auto", map[string]string{"memory.max": "268435456\n"}, 241591910, false},
+		{"auto, cgroup v2 unlimited", "auto", map[string]string{"memory.max": "max\n"}, 0, false},
+		{"auto, cgroup v1", "auto", map[string]string{"memory/memory.limit_in_bytes": "134217728\n"}, 120795955, false},
+		{"auto, cgroup v1 unlimited", "auto", map[string]string{"memory/memory.limit_in_bytes": "9223372036854771712\n"}, 0, false},
+		{"auto, no cgroup", "auto", nil, 0, false},
+		{"auto, garbled", "auto", map[string]string{"memory.max": "lots\n"}, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			for name, content := range tc.files {
+				path := filepath.Join(root, name)
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := resolveMemoryLimit(tc.flag, root)
+			if (err != nil) != tc.err {
+				t.Fatalf("error %v, want error %t", err, tc.err)
+			}
+			if got.bytes != tc.want {
+				t.Errorf("limit %d bytes, want %d", got.bytes, tc.want)
+			}
+		})
 	}
 }

@@ -36,11 +36,13 @@ type Builder struct {
 	started bool
 	gen     uint64
 	svcs    map[svcID]*svcShare
-	// claims records, per container and key, which Services write that
-	// element (see claim).
-	claims   map[string]map[string]claim
-	chains   map[string]*chainRef
-	affinity map[string]map[string]int // family → pair → Services holding it
+	// writers records, per container and key, the Service that writes
+	// that element, and contested the rare keys several Services write
+	// (see claim).
+	writers   map[string]map[string]*svcShare
+	contested map[string]map[string][]owner
+	chains    map[string]*chainRef
+	affinity  map[string]map[string]int // family → pair → Services holding it
 	// elements are the Services' elements as the last Ruleset holds them:
 	// take and drop update these maps in place.
 	elements map[string]Elements
@@ -95,19 +97,15 @@ type svcShare struct {
 
 type shareElement struct{ container, key string }
 
-// claim says who writes one element key. Nearly every key has one writer,
-// whose element is the Builder's elements' own: a claim is then the writer
-// alone, and costs no allocation (at 10k Services a list per key was a
-// quarter of the Builder's memory). Keys that several Services write (one
-// external IP and port on two Services) keep every writer's element,
-// ordered as Build processes Services: the last one wins.
-type claim struct {
-	id        svcID
-	contested []owner // nil, or every writer when there are two or more
-}
-
+// owner is one of the writers of a contested key, with the element it
+// writes. Nearly every key has one writer, whose element is the Builder's
+// elements' own: the writers map then holds a pointer to its share alone
+// (at 10k Services, 50k keys: a Service's name per key was a sixth of the
+// Builder's memory, a list per key a quarter). Keys that several Services
+// write (one external IP and port on two Services) keep every writer's
+// element, ordered as Build processes Services: the last one wins.
 type owner struct {
-	id svcID
+	s  *svcShare
 	el Element
 }
 
@@ -215,13 +213,14 @@ func (b *Builder) finish() *Ruleset {
 func (b *Builder) reset(node Node, opts Options) {
 	*b = Builder{
 		node: node, opts: opts, started: true,
-		svcs:     map[svcID]*svcShare{},
-		claims:   map[string]map[string]claim{},
-		chains:   map[string]*chainRef{},
-		affinity: map[string]map[string]int{},
-		elements: map[string]Elements{},
-		health:   map[types.NamespacedName]HealthCheck{},
-		skeleton: newBaseBuilder(node, opts),
+		svcs:      map[svcID]*svcShare{},
+		writers:   map[string]map[string]*svcShare{},
+		contested: map[string]map[string][]owner{},
+		chains:    map[string]*chainRef{},
+		affinity:  map[string]map[string]int{},
+		elements:  map[string]Elements{},
+		health:    map[types.NamespacedName]HealthCheck{},
+		skeleton:  newBaseBuilder(node, opts),
 	}
 }
 
@@ -315,7 +314,7 @@ func (b *Builder) take(s *svcShare, own *Ruleset, dirty map[string]map[string]pr
 	}
 	for _, se := range s.elements {
 		b.markDirty(dirty, se.container, se.key)
-		b.claim(se.container, se.key, owner{id: s.id, el: own.Elements[se.container][se.key]})
+		b.claim(se.container, se.key, owner{s: s, el: own.Elements[se.container][se.key]})
 	}
 	for _, name := range s.chains {
 		ref := b.chains[name]
@@ -361,49 +360,55 @@ func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
 }
 
 // claim records that o writes an element key, and updates the element.
+// A share is always dropped before its replacement is taken, so writers
+// never point at a share that is gone.
 func (b *Builder) claim(container, key string, o owner) {
-	byKey, els := b.claims[container], b.elements[container]
+	byKey, els := b.writers[container], b.elements[container]
 	if byKey == nil {
-		byKey, els = map[string]claim{}, Elements{}
-		b.claims[container], b.elements[container] = byKey, els
+		byKey, els = map[string]*svcShare{}, Elements{}
+		b.writers[container], b.elements[container] = byKey, els
 	}
-	c, ok := byKey[key]
-	switch {
-	case !ok:
-		byKey[key] = claim{id: o.id}
+	cur, ok := byKey[key]
+	if !ok {
+		byKey[key] = o.s
 		els[key] = o.el
 		return
-	case c.contested == nil:
-		c.contested = []owner{{id: c.id, el: els[key]}}
 	}
-	i, _ := slices.BinarySearchFunc(c.contested, o.id, func(x owner, id svcID) int { return x.id.compare(id) })
-	c.contested = slices.Insert(c.contested, i, o)
-	b.settle(container, key, c)
+	all := b.contested[container][key]
+	if all == nil {
+		all = []owner{{s: cur, el: els[key]}}
+	}
+	i, _ := slices.BinarySearchFunc(all, o.s.id, func(x owner, id svcID) int { return x.s.id.compare(id) })
+	b.settle(container, key, slices.Insert(all, i, o))
 }
 
 // unclaim records that Service id no longer writes an element key.
 func (b *Builder) unclaim(container, key string, id svcID) {
-	byKey := b.claims[container]
-	c := byKey[key]
-	if c.contested == nil {
-		delete(byKey, key)
+	all := b.contested[container][key]
+	if all == nil {
+		delete(b.writers[container], key)
 		delete(b.elements[container], key)
 		return
 	}
-	c.contested = slices.DeleteFunc(c.contested, func(o owner) bool { return o.id == id })
-	b.settle(container, key, c)
+	b.settle(container, key, slices.DeleteFunc(all, func(o owner) bool { return o.s.id == id }))
 }
 
-// settle stores a contested claim and its winner's element; a claim left
-// with one writer is no longer contested.
-func (b *Builder) settle(container, key string, c claim) {
-	last := c.contested[len(c.contested)-1]
-	c.id = last.id
-	if len(c.contested) == 1 {
-		c.contested = nil
-	}
-	b.claims[container][key] = c
+// settle stores the writers of a contested key and its winner's element; a
+// key left with one writer is no longer contested.
+func (b *Builder) settle(container, key string, all []owner) {
+	last := all[len(all)-1]
+	b.writers[container][key] = last.s
 	b.elements[container][key] = last.el
+	byKey := b.contested[container]
+	if byKey == nil {
+		byKey = map[string][]owner{}
+		b.contested[container] = byKey
+	}
+	if len(all) == 1 {
+		delete(byKey, key)
+		return
+	}
+	byKey[key] = all
 }
 
 // prior is an element as the previous Ruleset held it.
