@@ -89,11 +89,14 @@ func TestAWSCreateUpdateDelete(t *testing.T) {
 	updateService(t, client, "web", "front", func(s *v1.Service) {
 		s.Annotations = map[string]string{build.AnnotationAdditionalTags: "team=web"}
 	})
-	waitFor(t, waitTimeout, "the load balancer tagged team=web", func() bool {
-		lbs := stackIn(fake, "web/front")["loadbalancer"]
-		return len(lbs) == 1 && lbs[0].Tags["team"] == "web"
+	// The target groups too, not only the load balancer: they are tagged
+	// after it, and the no-write check below must not count those calls.
+	waitFor(t, waitTimeout, "the load balancer and both target groups tagged team=web", func() bool {
+		stack := stackIn(fake, "web/front")
+		tagged := slices.Concat(stack["loadbalancer"], stack["targetgroup"])
+		return len(stack["loadbalancer"]) == 1 && len(stack["targetgroup"]) == 2 &&
+			!slices.ContainsFunc(tagged, func(r awsfake.Resource) bool { return r.Tags["team"] != "web" })
 	})
-
 	// An invalid annotation: Warning, False condition, and no AWS write.
 	writes := fake.MutatingCalls()
 	updateService(t, client, "web", "front", func(s *v1.Service) {
