@@ -11,9 +11,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -66,22 +64,13 @@ func checkChartBGP(t *testing.T, c *cluster.Cluster, client kubernetes.Interface
 		}
 	}
 	dyn := dynamic.NewForConfigOrDie(c.Config)
-	create := func(gvr schema.GroupVersionResource, kind, name string, spec map[string]any) {
-		obj := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": kind,
-			"metadata": map[string]any{"name": name}, "spec": spec,
-		}}
-		if _, err := dyn.Resource(gvr).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
-			t.Fatalf("creating %s %s: %v", kind, name, err)
-		}
-	}
 	peer := func(address, secret string) map[string]any {
 		return map[string]any{"peerAddress": address, "peerASN": int64(64500), "localASN": int64(64512),
 			"passwordSecret": map[string]any{"name": secret}}
 	}
-	create(labkit.BGPPeerGVR, "BGPPeer", "listed", peer("192.0.2.1", bgpPasswordSecret))
-	create(labkit.BGPPeerGVR, "BGPPeer", "unlisted", peer("192.0.2.2", bgpUnlistedSecret))
-	create(labkit.BGPAdGVR, "BGPAdvertisement", "chart", map[string]any{"ipAddressPools": []any{"default"}})
+	labkit.CreateObject(t, dyn, labkit.BGPPeerGVR, "BGPPeer", "listed", peer("192.0.2.1", bgpPasswordSecret))
+	labkit.CreateObject(t, dyn, labkit.BGPPeerGVR, "BGPPeer", "unlisted", peer("192.0.2.2", bgpUnlistedSecret))
+	labkit.CreateObject(t, dyn, labkit.BGPAdGVR, "BGPAdvertisement", "chart", map[string]any{"ipAddressPools": []any{"default"}})
 
 	readPeer := func(name string) *v1alpha1.BGPPeer {
 		u, err := dyn.Resource(labkit.BGPPeerGVR).Get(ctx, name, metav1.GetOptions{})

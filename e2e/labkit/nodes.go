@@ -130,12 +130,19 @@ func toAny(ss []string) []any {
 // CreateObject creates one of herald's cluster-scoped objects.
 func (l *NodeLab) CreateObject(gvr schema.GroupVersionResource, kind, name string, spec map[string]any) {
 	l.t.Helper()
+	CreateObject(l.t, l.Dynamic, gvr, kind, name, spec)
+}
+
+// CreateObject creates one of herald's cluster-scoped objects (kind, in
+// herald.dev/v1alpha1) through dyn.
+func CreateObject(t netlab.T, dyn dynamic.Interface, gvr schema.GroupVersionResource, kind, name string, spec map[string]any) {
+	t.Helper()
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": v1alpha1.SchemeGroupVersion.String(), "kind": kind,
 		"metadata": map[string]any{"name": name}, "spec": spec,
 	}}
-	if _, err := l.Dynamic.Resource(gvr).Create(context.Background(), obj, metav1.CreateOptions{}); err != nil {
-		l.t.Fatalf("creating %s %s: %v", kind, name, err)
+	if _, err := dyn.Resource(gvr).Create(context.Background(), obj, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating %s %s: %v", kind, name, err)
 	}
 }
 
