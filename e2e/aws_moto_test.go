@@ -90,6 +90,22 @@ func (w *motoWorld) addNodes(t *testing.T, client kubernetes.Interface, names ..
 
 // owned lists, as moto reports them, everything tagged as this cluster's
 // herald, and every node-group rule it made.
+// frontendTag returns a tag of the Service's own security group (the
+// cluster's not backend group); the test has one Service.
+func (w *motoWorld) frontendTag(t *testing.T, key string) string {
+	t.Helper()
+	groups, err := w.clients.EC2.SecurityGroups(context.Background(), nil, api.Filter{Name: "tag:" + build.TagCluster, Values: []string{awsCluster}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups {
+		if g.Tags[build.TagRole] != build.RoleBackend {
+			return g.Tags[key]
+		}
+	}
+	return ""
+}
+
 func (w *motoWorld) owned(t *testing.T) (lbs []api.LoadBalancer, tgs []api.TargetGroup, left []string) {
 	t.Helper()
 	cache := api.NewCache(w.clients.ELB, w.clients.EC2, time.Minute, time.Now)
@@ -168,9 +184,9 @@ func TestAWSAgainstMoto(t *testing.T) {
 		s.Spec.Ports = append(s.Spec.Ports, v1.ServicePort{Name: "https", Protocol: v1.ProtocolTCP, Port: 443})
 		s.Annotations = map[string]string{build.AnnotationAdditionalTags: "team=web"}
 	})
-	waitFor(t, waitTimeout, "a second port and the extra tag in moto", func() bool {
+	waitFor(t, waitTimeout, "a second port and the extra tag in moto, the frontend group's included", func() bool {
 		lbs, tgs, _ := w.owned(t)
-		return len(tgs) == 2 && len(lbs) == 1 && lbs[0].Tags["team"] == "web"
+		return len(tgs) == 2 && len(lbs) == 1 && lbs[0].Tags["team"] == "web" && w.frontendTag(t, "team") == "web"
 	})
 	w.addNodes(t, client, "node-c")
 	waitFor(t, waitTimeout, "node-c registered in both target groups", func() bool { return slices.Equal(targets(), []string{"3", "3"}) })

@@ -320,6 +320,35 @@ func (c *Cache) RevokeIngress(ctx context.Context, groupID string, rules []Permi
 	return nil
 }
 
+// TagSecurityGroup adds or overwrites a group's tags.
+func (c *Cache) TagSecurityGroup(ctx context.Context, groupID string, tags map[string]string) error {
+	if err := c.ec2.TagSecurityGroup(ctx, groupID, tags); err != nil {
+		return err
+	}
+	c.editGroup(groupID, func(g *SecurityGroup) {
+		g.Tags = maps.Clone(g.Tags)
+		if g.Tags == nil {
+			g.Tags = map[string]string{}
+		}
+		maps.Copy(g.Tags, tags)
+	})
+	return nil
+}
+
+// UntagSecurityGroup removes a group's tags by key.
+func (c *Cache) UntagSecurityGroup(ctx context.Context, groupID string, keys []string) error {
+	if err := c.ec2.UntagSecurityGroup(ctx, groupID, keys); err != nil {
+		return err
+	}
+	c.editGroup(groupID, func(g *SecurityGroup) {
+		g.Tags = maps.Clone(g.Tags)
+		for _, k := range keys {
+			delete(g.Tags, k)
+		}
+	})
+	return nil
+}
+
 func (c *Cache) editGroup(id string, edit func(*SecurityGroup)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

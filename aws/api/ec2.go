@@ -27,6 +27,10 @@ type EC2 interface {
 	DeleteSecurityGroup(ctx context.Context, id string) error
 	AuthorizeIngress(ctx context.Context, groupID string, rules []Permission) error
 	RevokeIngress(ctx context.Context, groupID string, rules []Permission) error
+	// TagSecurityGroup adds or overwrites a group's tags; UntagSecurityGroup
+	// removes them by key.
+	TagSecurityGroup(ctx context.Context, groupID string, tags map[string]string) error
+	UntagSecurityGroup(ctx context.Context, groupID string, keys []string) error
 	// Instances returns the instances with the given IDs; missing ones
 	// (terminated long ago) are left out rather than failing the call.
 	Instances(ctx context.Context, ids []string) ([]Instance, error)
@@ -46,6 +50,16 @@ func fromTags(tags []types.Tag) map[string]string {
 	out := make(map[string]string, len(tags))
 	for _, t := range tags {
 		out[aws.ToString(t.Key)] = aws.ToString(t.Value)
+	}
+	return out
+}
+
+// toEC2Tags lists tags in key order, so that a request's bytes do not
+// depend on map order.
+func toEC2Tags(tags map[string]string) []types.Tag {
+	out := make([]types.Tag, 0, len(tags))
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		out = append(out, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
 	}
 	return out
 }
@@ -126,10 +140,7 @@ func toPermissions(rules []Permission) []types.IpPermission {
 }
 
 func (e *ec2API) CreateSecurityGroup(ctx context.Context, name, description, vpcID string, tags map[string]string) (string, error) {
-	spec := types.TagSpecification{ResourceType: types.ResourceTypeSecurityGroup}
-	for _, k := range slices.Sorted(maps.Keys(tags)) {
-		spec.Tags = append(spec.Tags, types.Tag{Key: aws.String(k), Value: aws.String(tags[k])})
-	}
+	spec := types.TagSpecification{ResourceType: types.ResourceTypeSecurityGroup, Tags: toEC2Tags(tags)}
 	resp, err := e.c.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{GroupName: aws.String(name),
 		Description: aws.String(description), VpcId: aws.String(vpcID), TagSpecifications: []types.TagSpecification{spec}})
 	if err != nil {
@@ -152,6 +163,20 @@ func (e *ec2API) AuthorizeIngress(ctx context.Context, groupID string, rules []P
 func (e *ec2API) RevokeIngress(ctx context.Context, groupID string, rules []Permission) error {
 	_, err := e.c.RevokeSecurityGroupIngress(ctx, &ec2.RevokeSecurityGroupIngressInput{GroupId: aws.String(groupID),
 		IpPermissions: toPermissions(rules)})
+	return err
+}
+
+func (e *ec2API) TagSecurityGroup(ctx context.Context, groupID string, tags map[string]string) error {
+	_, err := e.c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{groupID}, Tags: toEC2Tags(tags)})
+	return err
+}
+
+func (e *ec2API) UntagSecurityGroup(ctx context.Context, groupID string, keys []string) error {
+	tags := make([]types.Tag, 0, len(keys))
+	for _, k := range keys {
+		tags = append(tags, types.Tag{Key: aws.String(k)}) // no value: whatever it is
+	}
+	_, err := e.c.DeleteTags(ctx, &ec2.DeleteTagsInput{Resources: []string{groupID}, Tags: tags})
 	return err
 }
 

@@ -2,6 +2,7 @@ package awsfake
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
 	"strconv"
@@ -15,6 +16,8 @@ var ec2Handlers = map[string]func(*Server, url.Values) (*node, *Error){
 	"DeleteSecurityGroup":           (*Server).deleteSecurityGroup,
 	"AuthorizeSecurityGroupIngress": (*Server).authorizeIngress,
 	"RevokeSecurityGroupIngress":    (*Server).revokeIngress,
+	"CreateTags":                    (*Server).createTags,
+	"DeleteTags":                    (*Server).deleteTags,
 	"DescribeInstances":             (*Server).describeInstances,
 }
 
@@ -279,6 +282,67 @@ func (s *Server) revokeIngress(p url.Values) (*node, *Error) {
 			return nil, errorf("InvalidPermission.NotFound", "The specified rule does not exist in this security group.")
 		}
 		g.ingress = slices.Delete(g.ingress, i, i+1)
+	}
+	return el("", leaf("return", "true")), nil
+}
+
+// taggedGroups resolves the ResourceId.N of a CreateTags or DeleteTags:
+// herald tags security groups alone, so the fake knows no other kind.
+func (s *Server) taggedGroups(p url.Values) ([]*securityGroup, *Error) {
+	ids := members(p, "ResourceId", true)
+	if len(ids) == 0 {
+		return nil, errorf("MissingParameter", "The request must contain the parameter resourceIdSet")
+	}
+	var out []*securityGroup
+	for _, id := range ids {
+		g, ok := s.groups[id]
+		if !ok {
+			return nil, errorf("InvalidGroup.NotFound", "The security group '%s' does not exist", id)
+		}
+		out = append(out, g)
+	}
+	return out, nil
+}
+
+func (s *Server) createTags(p url.Values) (*node, *Error) {
+	groups, err := s.taggedGroups(p)
+	if err != nil {
+		return nil, err
+	}
+	tags, err := tagsOf(p, "Tag")
+	if err != nil {
+		return nil, &Error{Code: "InvalidParameterValue", Message: err.Message}
+	}
+	for _, g := range groups { // all or nothing, as EC2
+		merged := maps.Clone(g.tags)
+		maps.Copy(merged, tags)
+		if err := checkTags(merged); err != nil {
+			return nil, &Error{Code: "TagLimitExceeded", Message: err.Message}
+		}
+	}
+	for _, g := range groups {
+		if g.tags == nil {
+			g.tags = map[string]string{}
+		}
+		maps.Copy(g.tags, tags)
+	}
+	return el("", leaf("return", "true")), nil
+}
+
+// deleteTags removes each Tag.N.Key; with a Value, only if the tag has it.
+func (s *Server) deleteTags(p url.Values) (*node, *Error) {
+	groups, err := s.taggedGroups(p)
+	if err != nil {
+		return nil, err
+	}
+	for _, pre := range structs(p, "Tag") {
+		k := p.Get(pre + "Key")
+		_, valued := p[pre+"Value"]
+		for _, g := range groups {
+			if !valued || g.tags[k] == p.Get(pre+"Value") {
+				delete(g.tags, k)
+			}
+		}
 	}
 	return el("", leaf("return", "true")), nil
 }

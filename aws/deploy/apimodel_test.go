@@ -131,7 +131,8 @@ func TestCallsAndFakeMatchAWSModels(t *testing.T) {
 	}
 	for _, want := range []string{"elbv2:CreateLoadBalancer", "elbv2:RegisterTargets", "elbv2:DeregisterTargets",
 		"elbv2:CreateListener", "elbv2:ModifyListener", "elbv2:ModifyTargetGroup", "elbv2:DeleteTargetGroup",
-		"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup", "ec2:DescribeInstances"} {
+		"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress", "ec2:DeleteSecurityGroup", "ec2:DescribeInstances",
+		"ec2:CreateTags", "ec2:DeleteTags"} {
 		if !seen[want] {
 			t.Errorf("the scenario never called %s: the check covers less than herald does", want)
 		}
@@ -192,6 +193,7 @@ func driveEverything(t *testing.T, e *env) {
 	svc.Spec.Ports = append(svc.Spec.Ports, v1.ServicePort{Name: "x", Protocol: v1.ProtocolTCP, Port: 81, NodePort: 30081})
 	e.ensure(stackOf(t, svc, nodes("i-a")))
 	svc.Spec.Ports = svc.Spec.Ports[1:]
+	delete(svc.Annotations, build.AnnotationAdditionalTags)
 	e.ensure(stackOf(t, svc, nodes("i-a")))
 	if _, err := e.deployer.GC(ctx, func(string) ServiceState { return ServiceState{} }, true); err != nil {
 		t.Fatal(err)

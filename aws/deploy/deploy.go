@@ -54,6 +54,8 @@ type AWS interface {
 	DeleteSecurityGroup(ctx context.Context, id string) error
 	AuthorizeIngress(ctx context.Context, groupID string, rules []api.Permission) error
 	RevokeIngress(ctx context.Context, groupID string, rules []api.Permission) error
+	TagSecurityGroup(ctx context.Context, groupID string, tags map[string]string) error
+	UntagSecurityGroup(ctx context.Context, groupID string, keys []string) error
 	Invalidate()
 }
 

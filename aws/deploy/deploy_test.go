@@ -334,3 +334,49 @@ func TestNodeRulesDoNotGrowWithServices(t *testing.T) {
 	}
 	e.nothingLeft()
 }
+
+// TestAdditionalTagsReachEveryResource changes the additional-resource-tags
+// annotation of an existing Service: the load balancer, its target group and
+// its frontend security group all get the new set (added, changed and
+// removed keys), and a fresh reconcile then writes nothing.
+func TestAdditionalTagsReachEveryResource(t *testing.T) {
+	e := newEnv(t)
+	tagged := func(tags string) *model.Stack {
+		return stackOf(t, lbService("front", func(s *v1.Service) {
+			s.Annotations = map[string]string{build.AnnotationAdditionalTags: tags}
+		}), nodes("i-a"))
+	}
+	e.ensure(tagged("team=web,cost=old,owner=alice"))
+	stack := tagged("team=web,cost=new,env=prod")
+	e.ensure(stack)
+
+	want := map[string]string{"team": "web", "cost": "new", "env": "prod"}
+	kinds := map[string]int{}
+	for _, r := range e.fake.Resources() {
+		if r.Kind == "rule" || r.ID == e.nodeGroup || r.Tags[build.TagRole] == build.RoleBackend {
+			continue // not the Service's own: the node group, the cluster's backend group
+		}
+		kinds[r.Kind]++
+		if r.Kind == "listener" {
+			continue // the fake does not track listener tags
+		}
+		for k, v := range want {
+			if r.Tags[k] != v {
+				t.Errorf("%s %s: tag %s = %q, want %q (tags %v)", r.Kind, r.ID, k, r.Tags[k], v, r.Tags)
+			}
+		}
+		if _, ok := r.Tags["owner"]; ok {
+			t.Errorf("%s %s keeps a removed tag: %v", r.Kind, r.ID, r.Tags)
+		}
+	}
+	if kinds["loadbalancer"] != 1 || kinds["targetgroup"] != 1 || kinds["securitygroup"] != 1 {
+		t.Fatalf("checked %v, want one load balancer, target group and frontend security group", kinds)
+	}
+
+	e.restart()
+	e.fake.ResetCalls()
+	e.ensure(stack)
+	if m := mutatingCalls(e.fake.Calls()); len(m) != 0 {
+		t.Errorf("retagging did not converge: a fresh reconcile still writes %v", m)
+	}
+}

@@ -27,6 +27,9 @@ func (d *Deployer) ensureFrontend(ctx context.Context, stack *model.Stack, owned
 	var sg api.SecurityGroup
 	if owned != nil && owned.frontend != nil {
 		sg = *owned.frontend
+		if err := d.retagGroup(ctx, sg, stack.Frontend.Tags); err != nil {
+			return nil, "", err
+		}
 	} else {
 		klog.FromContext(ctx).Info("Creating frontend security group")
 		id, err := d.aws.CreateSecurityGroup(ctx, stack.Frontend.Name, stack.Frontend.Description, d.cfg.VPCID, stack.Frontend.Tags)
@@ -51,6 +54,24 @@ func (d *Deployer) ensureFrontend(ctx context.Context, stack *model.Stack, owned
 		}
 	}
 	return []string{sg.ID, backendID}, sg.ID, nil
+}
+
+// retagGroup brings an existing group's tags in line, as ensureLoadBalancer
+// does for the load balancer: the additional-resource-tags annotation
+// covers every resource herald creates for the Service.
+func (d *Deployer) retagGroup(ctx context.Context, sg api.SecurityGroup, want map[string]string) error {
+	add, remove := diffTags(want, sg.Tags)
+	if len(add) > 0 {
+		if err := d.aws.TagSecurityGroup(ctx, sg.ID, add); err != nil {
+			return fmt.Errorf("tagging security group %s: %w", sg.ID, err)
+		}
+	}
+	if len(remove) > 0 {
+		if err := d.aws.UntagSecurityGroup(ctx, sg.ID, remove); err != nil {
+			return fmt.Errorf("untagging security group %s: %w", sg.ID, err)
+		}
+	}
+	return nil
 }
 
 // userGroups resolves the security-groups annotation (IDs or names).
