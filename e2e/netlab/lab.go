@@ -17,14 +17,11 @@
 package netlab
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/heraldlb/herald/internal/testenv"
@@ -147,27 +144,12 @@ func (l *Lab) destroy() {
 // removeStale deletes namespaces left by earlier runs whose process is gone
 // (a test binary killed before its cleanup ran).
 func removeStale(t T) {
-	out, err := run("ip", "netns", "list")
+	removed, err := testenv.RemoveStaleNetns("hl-")
 	if err != nil {
 		t.Logf("netlab: listing namespaces: %v", err)
-		return
 	}
-	for line := range strings.SplitSeq(out, "\n") {
-		name, _, _ := strings.Cut(strings.TrimSpace(line), " ")
-		rest, ok := strings.CutPrefix(name, "hl-")
-		if !ok {
-			continue
-		}
-		pidText, _, ok := strings.Cut(rest, "-")
-		pid, err := strconv.Atoi(pidText)
-		if !ok || err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			if _, err := run("ip", "netns", "del", name); err == nil {
-				t.Logf("netlab: removed stale namespace %s", name)
-			}
-		}
+	for _, name := range removed {
+		t.Logf("netlab: removed stale namespace %s", name)
 	}
 }
 

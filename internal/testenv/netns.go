@@ -5,13 +5,20 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-var netnsSeq atomic.Int64
+// netnsPrefix starts the names of EnterNetns's namespaces.
+const netnsPrefix = "herald-test-"
+
+var (
+	netnsSeq   atomic.Int64
+	sweepStale sync.Once
+)
 
 // EnterNetns moves the calling goroutine into a new, named network namespace
 // for the rest of the test, so that what it does to nftables or conntrack
@@ -28,12 +35,22 @@ var netnsSeq atomic.Int64
 // "ip netns exec", this adds nothing to what a benchmark measures.
 //
 // The namespace is named herald-test-<pid>-<n>, visible to "ip netns", so
-// that a slow test can be inspected; tb.Cleanup deletes it.
+// that a slow test can be inspected; tb.Cleanup deletes it, and the first
+// call of a later process deletes those of a process killed before that.
 func EnterNetns(tb testing.TB, why string) string {
 	tb.Helper()
 	RequireRoot(tb, why)
 	RequireTools(tb, why, "ip")
-	name := fmt.Sprintf("herald-test-%d-%d", os.Getpid(), netnsSeq.Add(1))
+	sweepStale.Do(func() {
+		removed, err := RemoveStaleNetns(netnsPrefix)
+		if err != nil {
+			tb.Logf("listing network namespaces: %v", err)
+		}
+		for _, name := range removed {
+			tb.Logf("removed network namespace %s, left by a test process that is gone", name)
+		}
+	})
+	name := fmt.Sprintf("%s%d-%d", netnsPrefix, os.Getpid(), netnsSeq.Add(1))
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		tb.Fatalf("ip netns add %s: %v: %s", name, err, out)
 	}
