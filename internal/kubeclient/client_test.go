@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 )
 
 // request is what the fake apiserver saw of one request.
@@ -52,7 +53,7 @@ func TestListSendsSelectorsAndContentTypes(t *testing.T) {
 		Items: []v1.Service{{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns"}}}}
 	c, seen := fakeAPIServer(t, http.StatusOK, list)
 	lw := c.ListWatch(Services, func(o *metav1.ListOptions) { o.LabelSelector = "!a" })
-	obj, err := lw.List(metav1.ListOptions{ResourceVersion: "0"})
+	obj, err := cache.ToListerWithContext(lw).ListWithContext(context.Background(), metav1.ListOptions{ResourceVersion: "0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestListPathsPerGroup(t *testing.T) {
 		{ServiceCIDRs, "ServiceCIDRList", "/apis/networking.k8s.io/v1/servicecidrs"},
 	} {
 		c, seen := fakeAPIServer(t, http.StatusOK, map[string]any{"apiVersion": tc.r.GroupVersionResource().GroupVersion().String(), "kind": tc.kind})
-		obj, err := c.ListWatch(tc.r, nil).List(metav1.ListOptions{})
+		obj, err := cache.ToListerWithContext(c.ListWatch(tc.r, nil)).ListWithContext(context.Background(), metav1.ListOptions{})
 		if err != nil {
 			t.Errorf("%s: %v", tc.r, err)
 			continue
