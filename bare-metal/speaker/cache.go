@@ -52,12 +52,8 @@ func newCache(deps Deps, opts cacheOptions, changed func()) (*cache, error) {
 		shared: deps.Informers,
 		own:    kubeclient.NewInformers(deps.Source),
 	}
-	svc := c.shared.Informer(kubeclient.Services)
-	sl := c.shared.Informer(kubeclient.EndpointSlices)
-	nodes := c.own.Informer(kubeclient.Nodes)
-	c.services = corelisters.NewServiceLister(svc.GetIndexer())
-	c.slices = discoverylisters.NewEndpointSliceLister(sl.GetIndexer())
-	c.nodes = corelisters.NewNodeLister(nodes.GetIndexer())
+	svc, sl, nodes := c.shared.Informer(kubeclient.Services), c.shared.Informer(kubeclient.EndpointSlices), c.own.Informer(kubeclient.Nodes)
+	c.services, c.slices, c.nodes = c.shared.ServiceLister(), c.shared.EndpointSliceLister(), c.own.NodeLister()
 
 	always := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { changed() },

@@ -12,6 +12,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamiclister"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -103,6 +106,29 @@ func (f *Informers) Shutdown() {
 	f.shutdown = true
 	f.mu.Unlock()
 	f.wg.Wait()
+}
+
+// The listers of the factory's informers, as client-go's typed informers
+// offer them.
+
+// ServiceLister lists the cached Services.
+func (f *Informers) ServiceLister() corelisters.ServiceLister {
+	return corelisters.NewServiceLister(f.Informer(Services).GetIndexer())
+}
+
+// EndpointSliceLister lists the cached EndpointSlices.
+func (f *Informers) EndpointSliceLister() discoverylisters.EndpointSliceLister {
+	return discoverylisters.NewEndpointSliceLister(f.Informer(EndpointSlices).GetIndexer())
+}
+
+// NodeLister lists the cached Nodes.
+func (f *Informers) NodeLister() corelisters.NodeLister {
+	return corelisters.NewNodeLister(f.Informer(Nodes).GetIndexer())
+}
+
+// ServiceCIDRLister lists the cached ServiceCIDRs.
+func (f *Informers) ServiceCIDRLister() networkinglisters.ServiceCIDRLister {
+	return networkinglisters.NewServiceCIDRLister(f.Informer(ServiceCIDRs).GetIndexer())
 }
 
 // DynamicInformer is an informer of gvr's objects as Unstructured, with its

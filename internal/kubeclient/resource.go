@@ -33,53 +33,41 @@ const (
 	ServiceCIDRs
 )
 
-// GroupVersionResource names r for the apiserver.
-func (r Resource) GroupVersionResource() schema.GroupVersionResource {
+// kind is what the REST client and the informers need to know of r: its
+// name for the apiserver, an empty object (the informer's expected type)
+// and an empty list to decode into.
+func (r Resource) kind() (schema.GroupVersionResource, runtime.Object, runtime.Object) {
 	switch r {
 	case Services:
-		return v1.SchemeGroupVersion.WithResource("services")
+		return v1.SchemeGroupVersion.WithResource("services"), &v1.Service{}, &v1.ServiceList{}
 	case EndpointSlices:
-		return discoveryv1.SchemeGroupVersion.WithResource("endpointslices")
+		return discoveryv1.SchemeGroupVersion.WithResource("endpointslices"), &discoveryv1.EndpointSlice{}, &discoveryv1.EndpointSliceList{}
 	case Nodes:
-		return v1.SchemeGroupVersion.WithResource("nodes")
+		return v1.SchemeGroupVersion.WithResource("nodes"), &v1.Node{}, &v1.NodeList{}
 	case ServiceCIDRs:
-		return networkingv1.SchemeGroupVersion.WithResource("servicecidrs")
+		return networkingv1.SchemeGroupVersion.WithResource("servicecidrs"), &networkingv1.ServiceCIDR{}, &networkingv1.ServiceCIDRList{}
 	}
 	panic(fmt.Sprintf("kubeclient: unknown resource %d", int(r)))
+}
+
+// GroupVersionResource names r for the apiserver.
+func (r Resource) GroupVersionResource() schema.GroupVersionResource {
+	gvr, _, _ := r.kind()
+	return gvr
 }
 
 // String is the resource's group/version/resource, as informers name it in
 // their logs.
 func (r Resource) String() string { return r.GroupVersionResource().String() }
 
-// newObject is an empty object of r's kind, the informer's expected type.
 func (r Resource) newObject() runtime.Object {
-	switch r {
-	case Services:
-		return &v1.Service{}
-	case EndpointSlices:
-		return &discoveryv1.EndpointSlice{}
-	case Nodes:
-		return &v1.Node{}
-	case ServiceCIDRs:
-		return &networkingv1.ServiceCIDR{}
-	}
-	panic(fmt.Sprintf("kubeclient: unknown resource %d", int(r)))
+	_, obj, _ := r.kind()
+	return obj
 }
 
-// newList is an empty list of r's kind, for the REST client to decode into.
 func (r Resource) newList() runtime.Object {
-	switch r {
-	case Services:
-		return &v1.ServiceList{}
-	case EndpointSlices:
-		return &discoveryv1.EndpointSliceList{}
-	case Nodes:
-		return &v1.NodeList{}
-	case ServiceCIDRs:
-		return &networkingv1.ServiceCIDRList{}
-	}
-	panic(fmt.Sprintf("kubeclient: unknown resource %d", int(r)))
+	_, _, list := r.kind()
+	return list
 }
 
 // Source lists and watches the agent's resources cluster-wide and answers

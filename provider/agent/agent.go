@@ -214,12 +214,9 @@ func (a *Agent) setupInformers(src kubeclient.Source, shared *kubeclient.Informe
 			o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, a.cfg.NodeName).String()
 		}))
 
-	svcInf := a.factory.Informer(kubeclient.Services)
-	sliceInf := a.factory.Informer(kubeclient.EndpointSlices)
-	nodeInf := a.nodeInf.Informer(kubeclient.Nodes)
-	a.services = corelisters.NewServiceLister(svcInf.GetIndexer())
-	a.slices = discoverylisters.NewEndpointSliceLister(sliceInf.GetIndexer())
-	a.nodes = corelisters.NewNodeLister(nodeInf.GetIndexer())
+	svcInf, sliceInf, nodeInf := a.factory.Informer(kubeclient.Services), a.factory.Informer(kubeclient.EndpointSlices),
+		a.nodeInf.Informer(kubeclient.Nodes)
+	a.services, a.slices, a.nodes = a.factory.ServiceLister(), a.factory.EndpointSliceLister(), a.nodeInf.NodeLister()
 	if err := sliceInf.AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceKey}); err != nil {
 		return fmt.Errorf("endpointslice index: %w", err)
 	}
@@ -272,7 +269,7 @@ func (a *Agent) setupInformers(src kubeclient.Source, shared *kubeclient.Informe
 	// no ServiceCIDR objects, only the apiserver's --service-cluster-ip-range.
 	if a.serviceCIDRsServed = servesServiceCIDRs(src); a.serviceCIDRsServed {
 		cidrInf := a.factory.Informer(kubeclient.ServiceCIDRs)
-		a.cidrs = networkinglisters.NewServiceCIDRLister(cidrInf.GetIndexer())
+		a.cidrs = a.factory.ServiceCIDRLister()
 		regs = append(regs, registration{cidrInf, always})
 	}
 	for _, reg := range regs {
