@@ -3,6 +3,7 @@ package kubeclient
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 )
 
 // Client talks to the apiserver about core/v1, discovery.k8s.io/v1 and
@@ -44,6 +46,20 @@ func New(cfg *rest.Config) (*Client, error) {
 		}
 	}
 	codecs := rest.CodecFactoryForGeneratedClient(scheme, serializer.NewCodecFactory(scheme)).WithoutConversion()
+	// One HTTP client (one HTTP/2 connection) and, where cfg sets a QPS,
+	// one rate limiter for every group, as client-go's clientset shares
+	// them.
+	cfg = rest.CopyConfig(cfg)
+	if cfg.RateLimiter == nil && cfg.QPS > 0 {
+		if cfg.Burst <= 0 {
+			return nil, errors.New("kubeclient: a QPS needs a burst greater than 0")
+		}
+		cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+	}
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kubeclient: %w", err)
+	}
 	c := &Client{scheme: scheme, params: runtime.NewParameterCodec(scheme), groups: map[string]*rest.RESTClient{}}
 	for _, gv := range []schema.GroupVersion{v1.SchemeGroupVersion, discoveryv1.SchemeGroupVersion, networkingv1.SchemeGroupVersion} {
 		gc := rest.CopyConfig(cfg)
@@ -53,7 +69,7 @@ func New(cfg *rest.Config) (*Client, error) {
 			gc.APIPath = "/api"
 		}
 		gc.NegotiatedSerializer = codecs
-		rc, err := rest.RESTClientFor(gc)
+		rc, err := rest.RESTClientForConfigAndClient(gc, httpClient)
 		if err != nil {
 			return nil, fmt.Errorf("kubeclient: %s client: %w", gv, err)
 		}
@@ -65,8 +81,7 @@ func New(cfg *rest.Config) (*Client, error) {
 	dc.GroupVersion, dc.APIPath = nil, ""
 	dc.ContentType, dc.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
 	dc.NegotiatedSerializer = codecs
-	var err error
-	if c.discovery, err = rest.UnversionedRESTClientFor(dc); err != nil {
+	if c.discovery, err = rest.UnversionedRESTClientForConfigAndClient(dc, httpClient); err != nil {
 		return nil, fmt.Errorf("kubeclient: discovery client: %w", err)
 	}
 	return c, nil
