@@ -143,3 +143,37 @@ func TestAWSSDKStaysInAWSAPI(t *testing.T) {
 		}
 	}
 }
+
+// agentBanned are the client-go packages herald-agent must not link. The
+// agent runs on every node, and nearly all of its binary's loadable image
+// ends up resident (the kernel maps a fresh file in large folios): the
+// clientset and the informer factory pull in every API group's types,
+// typed clients, informers and apply configurations, with discovery and
+// the OpenAPI machinery behind them, about half the binary. The agent
+// talks to the apiserver through internal/kubeclient instead. (gnostic's
+// OpenAPI models stay: tools/record links them through strategicpatch.)
+var agentBanned = []string{
+	"k8s.io/client-go/kubernetes", // also kubernetes/scheme and kubernetes/typed/...
+	"k8s.io/client-go/informers",
+	"k8s.io/client-go/applyconfigurations",
+	"k8s.io/client-go/discovery",
+	"k8s.io/client-go/gentype",
+	"k8s.io/client-go/openapi",
+	"k8s.io/client-go/dynamic/dynamicinformer",
+	"sigs.k8s.io/structured-merge-diff/v6/typed",
+}
+
+// TestAgentLinksNoClientset keeps herald-agent's binary small.
+func TestAgentLinksNoClientset(t *testing.T) {
+	deps := packageImports(t, true)["cmd/herald-agent"]
+	if !slices.Contains(deps, "k8s.io/client-go/rest") {
+		t.Fatalf("cmd/herald-agent does not depend on k8s.io/client-go/rest: is go list output parsed right?")
+	}
+	for _, dep := range deps {
+		for _, banned := range agentBanned {
+			if dep == banned || strings.HasPrefix(dep, banned+"/") {
+				t.Errorf("herald-agent links %s: use internal/kubeclient, not client-go's clientset, informers or apply configurations", dep)
+			}
+		}
+	}
+}

@@ -72,8 +72,8 @@ func newBGPAnnouncer(s *Speaker) (*bgpAnnouncer, error) {
 		return nil, err
 	}
 	return &bgpAnnouncer{s: s, metrics: m, events: make(chan bgp.PeerEvent, 256), entries: map[string]nodeEntry{},
-		secrets:  newSecretCache(s.deps.Client, s.cfg.SecretNamespace, s.cfg.SecretRefresh, s.clock, s.requestSync),
-		services: newConditionWriter(s.deps.Client, s.cache.services, ConditionBGPAdvertised, FieldManagerBGP),
+		secrets:  newSecretCache(s.deps.Dynamic, s.cfg.SecretNamespace, s.cfg.SecretRefresh, s.clock, s.requestSync),
+		services: newConditionWriter(s.deps.Dynamic, s.cache.services, ConditionBGPAdvertised, FieldManagerBGP),
 		statuses: newStatusApplier(s.deps.Dynamic),
 	}, nil
 }

@@ -8,9 +8,11 @@ import (
 	"sync"
 	"time"
 
+	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 )
@@ -24,7 +26,7 @@ const secretTimeout = 5 * time.Second
 // it, then again every refresh, and asks for a sync when one changed
 // (a rotated password).
 type secretCache struct {
-	client    kubernetes.Interface
+	client    dynamic.Interface
 	namespace string
 	refresh   time.Duration
 	clock     clock.WithTicker
@@ -40,7 +42,7 @@ type secretEntry struct {
 	fetched time.Time
 }
 
-func newSecretCache(client kubernetes.Interface, namespace string, refresh time.Duration, clk clock.WithTicker, changed func()) *secretCache {
+func newSecretCache(client dynamic.Interface, namespace string, refresh time.Duration, clk clock.WithTicker, changed func()) *secretCache {
 	return &secretCache{client: client, namespace: namespace, refresh: refresh, clock: clk, changed: changed,
 		entries: map[string]secretEntry{}}
 }
@@ -73,7 +75,7 @@ func (c *secretCache) ensure(ctx context.Context, names []string) {
 func (c *secretCache) read(ctx context.Context, name string) secretEntry {
 	ctx, cancel := context.WithTimeout(ctx, secretTimeout)
 	defer cancel()
-	s, err := c.client.CoreV1().Secrets(c.namespace).Get(ctx, name, metav1.GetOptions{})
+	s, err := c.get(ctx, name)
 	e := secretEntry{fetched: c.clock.Now()}
 	switch {
 	case apierrors.IsNotFound(err):
@@ -86,6 +88,20 @@ func (c *secretCache) read(ctx context.Context, name string) secretEntry {
 		e.data = s.Data
 	}
 	return e
+}
+
+var secretsResource = v1.SchemeGroupVersion.WithResource("secrets")
+
+func (c *secretCache) get(ctx context.Context, name string) (*v1.Secret, error) {
+	u, err := c.client.Resource(secretsResource).Namespace(c.namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	s := &v1.Secret{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, s); err != nil {
+		return nil, fmt.Errorf("secret %s: %w", name, err)
+	}
+	return s, nil
 }
 
 // password returns a Secret's key, as last read.

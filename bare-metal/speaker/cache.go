@@ -11,13 +11,12 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
+	"github.com/heraldlb/herald/internal/kubeclient"
 )
 
 var (
@@ -34,9 +33,9 @@ type cacheOptions struct {
 
 // cache holds the informers the speaker decides from.
 type cache struct {
-	shared   informers.SharedInformerFactory
-	own      informers.SharedInformerFactory // all Nodes (the data plane watches only its own)
-	crds     dynamicinformer.DynamicSharedInformerFactory
+	shared   *kubeclient.Informers
+	own      *kubeclient.Informers // all Nodes (the data plane watches only its own)
+	crds     []toolscache.SharedIndexInformer
 	services corelisters.ServiceLister
 	slices   discoverylisters.EndpointSliceLister
 	nodes    corelisters.NodeLister
@@ -51,13 +50,10 @@ type cache struct {
 func newCache(deps Deps, opts cacheOptions, changed func()) (*cache, error) {
 	c := &cache{
 		shared: deps.Informers,
-		own:    informers.NewSharedInformerFactory(deps.Client, 0),
-		crds:   dynamicinformer.NewDynamicSharedInformerFactory(deps.Dynamic, 0),
+		own:    kubeclient.NewInformers(deps.Source),
 	}
-	svc := c.shared.Core().V1().Services()
-	sl := c.shared.Discovery().V1().EndpointSlices()
-	nodes := c.own.Core().V1().Nodes()
-	c.services, c.slices, c.nodes = svc.Lister(), sl.Lister(), nodes.Lister()
+	svc, sl, nodes := c.shared.Informer(kubeclient.Services), c.shared.Informer(kubeclient.EndpointSlices), c.own.Informer(kubeclient.Nodes)
+	c.services, c.slices, c.nodes = c.shared.ServiceLister(), c.shared.EndpointSliceLister(), c.own.NodeLister()
 
 	always := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { changed() },
@@ -78,12 +74,13 @@ func newCache(deps Deps, opts cacheOptions, changed func()) (*cache, error) {
 		inf toolscache.SharedIndexInformer
 		h   toolscache.ResourceEventHandler
 	}
-	regs := []registration{{svc.Informer(), always}, {sl.Informer(), always}, {nodes.Informer(), nodeHandler}}
+	regs := []registration{{svc, always}, {sl, always}, {nodes, nodeHandler}}
 	crd := func(r schema.GroupVersionResource) toolscache.GenericLister {
-		inf := c.crds.ForResource(r)
+		inf, lister := kubeclient.DynamicInformer(deps.Dynamic, r)
+		c.crds = append(c.crds, inf)
 		c.watched = append(c.watched, r)
-		regs = append(regs, registration{inf.Informer(), always})
-		return inf.Lister()
+		regs = append(regs, registration{inf, always})
+		return lister
 	}
 	c.pools = crd(poolResource)
 	if opts.layer2 {
@@ -126,7 +123,9 @@ func (c *cache) resources() []schema.GroupVersionResource { return c.watched }
 func (c *cache) start(ctx context.Context) {
 	c.shared.Start(ctx.Done())
 	c.own.Start(ctx.Done())
-	c.crds.Start(ctx.Done())
+	for _, inf := range c.crds {
+		go inf.RunWithContext(ctx)
+	}
 }
 
 func (c *cache) waitForSync(ctx context.Context) bool {

@@ -52,7 +52,7 @@ func newLayer2(s *Speaker) (*layer2, error) {
 		notices:     make(chan notice, 256),
 		joining:     make(chan struct{}, 1),
 		announcedOn: map[netip.Addr][]string{},
-		writer:      newConditionWriter(s.deps.Client, s.cache.services, ConditionAnnounced, FieldManager),
+		writer:      newConditionWriter(s.deps.Dynamic, s.cache.services, ConditionAnnounced, FieldManager),
 	}
 	m, err := newMetrics(s.deps.Registerer, func() float64 {
 		if l.membership == nil {

@@ -54,7 +54,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 // forever, silently.
 func (s *Speaker) checkCRDs() error {
 	gv := v1alpha1.SchemeGroupVersion.String()
-	resources, err := s.deps.Client.Discovery().ServerResourcesForGroupVersion(gv)
+	resources, err := s.deps.Source.ServerResourcesForGroupVersion(gv)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("speaker: discovering %s: %w", gv, err)
 	}

@@ -23,13 +23,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
 	"github.com/heraldlb/herald/bare-metal/bgp"
 	"github.com/heraldlb/herald/bare-metal/election"
+	"github.com/heraldlb/herald/internal/kubeclient"
 )
 
 // Defaults of the optional Config fields.
@@ -103,11 +102,14 @@ type Announcer interface {
 // ones (StartMembership, NewL2, Interfaces) and the BGP ones (NewBGP,
 // Host) are set for the protocols that are on; at least one must be.
 type Deps struct {
-	Client  kubernetes.Interface
+	// Source watches Nodes and answers whether the CRDs are served.
+	Source kubeclient.Source
+	// Dynamic reads herald's CRDs and password Secrets and writes the
+	// Services' and BGPPeers' status.
 	Dynamic dynamic.Interface
 	// Informers provides Services and EndpointSlices; herald-agent shares
 	// it with its data plane so the cluster's Services are cached once.
-	Informers informers.SharedInformerFactory
+	Informers *kubeclient.Informers
 	// StartMembership joins the agents' membership, calling onChange on
 	// every membership change and onMessage for every message.
 	StartMembership func(onChange func(), onMessage func(from string, payload []byte)) (Membership, error)
@@ -159,8 +161,8 @@ func New(cfg Config, deps Deps) (*Speaker, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("speaker: node name is required")
 	}
-	if deps.Client == nil || deps.Dynamic == nil || deps.Informers == nil || deps.Registerer == nil || deps.Recorder == nil {
-		return nil, errors.New("speaker: Client, Dynamic, Informers, Recorder and Registerer are required")
+	if deps.Source == nil || deps.Dynamic == nil || deps.Informers == nil || deps.Registerer == nil || deps.Recorder == nil {
+		return nil, errors.New("speaker: Source, Dynamic, Informers, Recorder and Registerer are required")
 	}
 	layer2 := deps.NewL2 != nil
 	if layer2 && (deps.StartMembership == nil || deps.Interfaces == nil) {

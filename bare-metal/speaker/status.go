@@ -2,6 +2,7 @@ package speaker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -12,10 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/dynamic"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/heraldlb/herald/bare-metal/election"
 )
@@ -85,14 +85,14 @@ func joinAddrs(addrs []netip.Addr) string {
 // apply, through a writeQueue. Each protocol has its own writer and field
 // manager: with one manager, applying one condition would remove the other.
 type conditionWriter struct {
-	client   kubernetes.Interface
+	client   dynamic.Interface
 	services corelisters.ServiceLister
 	condType string
 	manager  string
 	queue    *writeQueue[types.NamespacedName, *metav1.Condition] // nil value: remove ours
 }
 
-func newConditionWriter(client kubernetes.Interface, services corelisters.ServiceLister, condType, manager string) *conditionWriter {
+func newConditionWriter(client dynamic.Interface, services corelisters.ServiceLister, condType, manager string) *conditionWriter {
 	w := &conditionWriter{client: client, services: services, condType: condType, manager: manager}
 	w.queue = newWriteQueue(manager+"-conditions", w.apply)
 	return w
@@ -122,19 +122,50 @@ func (w *conditionWriter) apply(ctx context.Context, key types.NamespacedName, c
 	if err != nil {
 		return err
 	}
-	status := corev1ac.ServiceStatus()
-	if cond != nil {
-		transition := metav1.Now()
-		if old := meta.FindStatusCondition(svc.Status.Conditions, w.condType); old != nil && old.Status == cond.Status {
-			transition = old.LastTransitionTime
-		}
-		status.WithConditions(metav1ac.Condition().WithType(cond.Type).WithStatus(cond.Status).WithReason(cond.Reason).
-			WithMessage(cond.Message).WithObservedGeneration(svc.Generation).WithLastTransitionTime(transition))
+	body, err := json.Marshal(serviceStatusApply(svc, w.condType, cond))
+	if err != nil {
+		return err
 	}
-	_, err = w.client.CoreV1().Services(key.Namespace).ApplyStatus(ctx, corev1ac.Service(key.Name, key.Namespace).WithStatus(status),
-		metav1.ApplyOptions{FieldManager: w.manager, Force: true})
+	_, err = w.client.Resource(servicesResource).Namespace(key.Namespace).Patch(ctx, key.Name, types.ApplyPatchType, body,
+		metav1.PatchOptions{FieldManager: w.manager, Force: ptr.To(true)}, "status")
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	return err
+}
+
+var servicesResource = v1.SchemeGroupVersion.WithResource("services")
+
+// serviceApply is the apply configuration of a Service's status that a
+// condition writer owns: its one condition, or none (which removes the
+// condition this field manager applied before).
+type serviceApply struct {
+	APIVersion string             `json:"apiVersion"`
+	Kind       string             `json:"kind"`
+	Metadata   serviceApplyMeta   `json:"metadata"`
+	Status     serviceApplyStatus `json:"status"`
+}
+
+type serviceApplyMeta struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+}
+
+type serviceApplyStatus struct {
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// serviceStatusApply is what a writer of condType applies on svc for cond
+// (nil: remove it). The transition time stays while the status does.
+func serviceStatusApply(svc *v1.Service, condType string, cond *metav1.Condition) serviceApply {
+	a := serviceApply{APIVersion: "v1", Kind: "Service", Metadata: serviceApplyMeta{Name: svc.Name, Namespace: svc.Namespace}}
+	if cond != nil {
+		transition := metav1.Now()
+		if old := meta.FindStatusCondition(svc.Status.Conditions, condType); old != nil && old.Status == cond.Status {
+			transition = old.LastTransitionTime
+		}
+		a.Status.Conditions = []metav1.Condition{{Type: cond.Type, Status: cond.Status, Reason: cond.Reason,
+			Message: cond.Message, ObservedGeneration: svc.Generation, LastTransitionTime: transition}}
+	}
+	return a
 }

@@ -1,6 +1,7 @@
 package speaker
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -8,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/heraldlb/herald/bare-metal/election"
@@ -89,5 +92,41 @@ func TestDefaultRouteInterface(t *testing.T) {
 	}
 	if _, err := defaultRouteInterface(dir, true); !errors.Is(err, ErrNoInterface) {
 		t.Errorf("with a default route that is not up: err = %v, want ErrNoInterface", err)
+	}
+}
+
+// The condition writers apply exactly their condition (or none, which
+// removes it), in the shape typed apply configurations had: nothing else
+// of the Service's status, so no other field becomes theirs.
+func TestServiceStatusApply(t *testing.T) {
+	then := metav1.NewTime(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	svc := &v1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "ns", Generation: 3},
+		Status: v1.ServiceStatus{Conditions: []metav1.Condition{{Type: ConditionAnnounced, Status: metav1.ConditionTrue, LastTransitionTime: then}},
+			LoadBalancer: v1.LoadBalancerStatus{Ingress: []v1.LoadBalancerIngress{{IP: "192.0.2.10"}}}}}
+	cond := &metav1.Condition{Type: ConditionAnnounced, Status: metav1.ConditionTrue, Reason: ReasonLayer2, Message: "m"}
+	for _, tc := range []struct {
+		name string
+		cond *metav1.Condition
+		want string
+	}{
+		{"same status keeps the transition time", cond, `{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"ns"},` +
+			`"status":{"conditions":[{"type":"herald.dev/Announced","status":"True","observedGeneration":3,` +
+			`"lastTransitionTime":"2026-01-02T03:04:05Z","reason":"Layer2","message":"m"}]}}`},
+		{"nil removes the condition", nil, `{"apiVersion":"v1","kind":"Service","metadata":{"name":"web","namespace":"ns"},"status":{}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := json.Marshal(serviceStatusApply(svc, ConditionAnnounced, tc.cond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want {
+				t.Errorf("applied\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+	flipped := *cond
+	flipped.Status = metav1.ConditionFalse
+	if c := serviceStatusApply(svc, ConditionAnnounced, &flipped).Status.Conditions[0]; !c.LastTransitionTime.After(then.Time) {
+		t.Errorf("a changed status kept the transition time %v", c.LastTransitionTime)
 	}
 }

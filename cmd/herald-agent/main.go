@@ -28,10 +28,6 @@ import (
 	"github.com/spf13/pflag"
 	v1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -39,6 +35,7 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/knftables"
 
+	"github.com/heraldlb/herald/internal/kubeclient"
 	"github.com/heraldlb/herald/provider/agent"
 	"github.com/heraldlb/herald/provider/dataplane"
 )
@@ -118,7 +115,7 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	typed := rest.CopyConfig(cfg)
 	typed.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	typed.ContentType = runtime.ContentTypeProtobuf
-	client, err := kubernetes.NewForConfig(typed)
+	client, err := kubeclient.New(typed)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -160,14 +157,14 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 	return runAll(ctx, parts)
 }
 
-func newForwarder(o *options, client kubernetes.Interface, informers informers.SharedInformerFactory,
+func newForwarder(o *options, client *kubeclient.Client, informers *kubeclient.Informers,
 	reg prometheus.Registerer, newNFT func() (knftables.Interface, error), batch bool,
 	events func() record.EventRecorder) (*agent.Agent, error) {
 	nft, err := newNFT()
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	deps := agent.Deps{Client: client, NFT: nft, Registerer: reg, BatchElements: batch, Informers: informers,
+	deps := agent.Deps{Source: client, NFT: nft, Registerer: reg, BatchElements: batch, Informers: informers,
 		Conntrack: agent.NewNetlinkConntrack()}
 	if batch {
 		deps.Reloader = dataplane.NewNetlinkReloader(0)
@@ -183,11 +180,11 @@ func newForwarder(o *options, client kubernetes.Interface, informers informers.S
 
 // newEventRecorder records Events as herald-agent on this node; the
 // forwarder and the speaker share it.
-func newEventRecorder(ctx context.Context, client kubernetes.Interface, nodeName string) record.EventRecorder {
+func newEventRecorder(ctx context.Context, client *kubeclient.Client, nodeName string) record.EventRecorder {
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(3)
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	return broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "herald-agent", Host: nodeName})
+	broadcaster.StartRecordingToSink(client.EventSink())
+	return broadcaster.NewRecorder(client.Scheme(), v1.EventSource{Component: "herald-agent", Host: nodeName})
 }
 
 // after runs run once ready is closed (at once if ready is nil). A node

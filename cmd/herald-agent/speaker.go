@@ -8,10 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	v1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -21,15 +18,16 @@ import (
 	"github.com/heraldlb/herald/bare-metal/election/membership"
 	"github.com/heraldlb/herald/bare-metal/layer2"
 	"github.com/heraldlb/herald/bare-metal/speaker"
+	"github.com/heraldlb/herald/internal/kubeclient"
 )
 
 // newSpeaker wires the announcing protocols that are on: for Layer 2 the
 // membership on this node's address and the ARP/NDP announcer gated by the
 // fence; for BGP the embedded GoBGP speaker; and an event recorder.
-func newSpeaker(ctx context.Context, o *options, cfg *rest.Config, client kubernetes.Interface,
-	shared informers.SharedInformerFactory, reg prometheus.Registerer, recorder record.EventRecorder) (*speaker.Speaker, error) {
+func newSpeaker(ctx context.Context, o *options, cfg *rest.Config, client *kubeclient.Client,
+	shared *kubeclient.Informers, reg prometheus.Registerer, recorder record.EventRecorder) (*speaker.Speaker, error) {
 	logger := klog.FromContext(ctx)
-	node, err := client.CoreV1().Nodes().Get(ctx, o.nodeName, metav1.GetOptions{})
+	node, err := client.Node(ctx, o.nodeName)
 	if err != nil {
 		return nil, fmt.Errorf("reading Node %s for its addresses: %w", o.nodeName, err)
 	}
@@ -37,7 +35,7 @@ func newSpeaker(ctx context.Context, o *options, cfg *rest.Config, client kubern
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
 	}
-	deps := speaker.Deps{Client: client, Dynamic: dyn, Informers: shared, Recorder: recorder, Registerer: reg}
+	deps := speaker.Deps{Source: client, Dynamic: dyn, Informers: shared, Recorder: recorder, Registerer: reg}
 
 	if o.announce.layer2() {
 		mcfg, err := membershipConfig(ctx, o, node)

@@ -17,8 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
@@ -28,6 +26,7 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/knftables"
 
+	"github.com/heraldlb/herald/internal/kubeclient"
 	"github.com/heraldlb/herald/provider/dataplane"
 )
 
@@ -65,10 +64,11 @@ type Config struct {
 	LivenessThreshold time.Duration
 }
 
-// Deps are the agent's connections to the outside world. Client, NFT and
+// Deps are the agent's connections to the outside world. Source, NFT and
 // Registerer are required; Clock and Listen default to the real ones.
 type Deps struct {
-	Client     kubernetes.Interface
+	// Source lists and watches the cluster (kubeclient.Client).
+	Source     kubeclient.Source
 	NFT        knftables.Interface
 	Registerer prometheus.Registerer
 	// BatchElements: NFT is knftables.New's, which runs the nft binary, so
@@ -88,7 +88,7 @@ type Deps struct {
 	// shared with whatever else in the process watches them (the bare-metal
 	// speaker) so they are cached once; it must come from
 	// NewInformerFactory. Nil: the agent makes its own.
-	Informers informers.SharedInformerFactory
+	Informers *kubeclient.Informers
 	// Recorder, when set, records a Warning Event on the Node when
 	// LocalFromNode finds no pod ranges; nil leaves it to the log.
 	Recorder record.EventRecorder
@@ -99,8 +99,8 @@ type Deps struct {
 type Agent struct {
 	cfg      Config
 	clock    clock.WithTicker
-	factory  informers.SharedInformerFactory
-	nodeInf  informers.SharedInformerFactory
+	factory  *kubeclient.Informers
+	nodeInf  *kubeclient.Informers
 	services corelisters.ServiceLister
 	slices   discoverylisters.EndpointSliceLister
 	nodes    corelisters.NodeLister
@@ -140,8 +140,8 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err := cfg.complete(); err != nil {
 		return nil, err
 	}
-	if deps.Client == nil || deps.NFT == nil || deps.Registerer == nil {
-		return nil, errors.New("agent: Client, NFT and Registerer are required")
+	if deps.Source == nil || deps.NFT == nil || deps.Registerer == nil {
+		return nil, errors.New("agent: Source, NFT and Registerer are required")
 	}
 	if deps.Clock == nil {
 		deps.Clock = clock.RealClock{}
@@ -171,7 +171,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	if err := a.setupInformers(deps.Client, deps.Informers); err != nil {
+	if err := a.setupInformers(deps.Source, deps.Informers); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	return a, nil
@@ -195,33 +195,32 @@ func (c *Config) complete() error {
 // handles and the EndpointSlices of headless Services, which have no rules:
 // at scale that is most of the watch traffic saved. Its caches hold slimmed
 // objects (see slimObject).
-func NewInformerFactory(client kubernetes.Interface) informers.SharedInformerFactory {
+func NewInformerFactory(src kubeclient.Source) *kubeclient.Informers {
 	selector := "!" + labelServiceProxyName + ",!" + v1.IsHeadlessService
-	return informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
-		informers.WithTransform(slimObject))
+	return kubeclient.NewInformers(src,
+		kubeclient.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
+		kubeclient.WithTransform(slimObject))
 }
 
 // setupInformers watches Services and EndpointSlices cluster-wide (through
 // shared, or a factory of its own) and this Node alone.
-func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.SharedInformerFactory) error {
+func (a *Agent) setupInformers(src kubeclient.Source, shared *kubeclient.Informers) error {
 	a.factory = shared
 	if a.factory == nil {
-		a.factory = NewInformerFactory(client)
+		a.factory = NewInformerFactory(src)
 	}
-	a.nodeInf = informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+	a.nodeInf = kubeclient.NewInformers(src,
+		kubeclient.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector(metav1.ObjectNameField, a.cfg.NodeName).String()
 		}))
 
-	svcInf := a.factory.Core().V1().Services()
-	sliceInf := a.factory.Discovery().V1().EndpointSlices()
-	nodeInf := a.nodeInf.Core().V1().Nodes()
-	a.services, a.slices, a.nodes = svcInf.Lister(), sliceInf.Lister(), nodeInf.Lister()
-	if err := sliceInf.Informer().AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceKey}); err != nil {
+	svcInf, sliceInf, nodeInf := a.factory.Informer(kubeclient.Services), a.factory.Informer(kubeclient.EndpointSlices),
+		a.nodeInf.Informer(kubeclient.Nodes)
+	a.services, a.slices, a.nodes = a.factory.ServiceLister(), a.factory.EndpointSliceLister(), a.nodeInf.NodeLister()
+	if err := sliceInf.AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceKey}); err != nil {
 		return fmt.Errorf("endpointslice index: %w", err)
 	}
-	a.source = cacheSource{services: a.services, slices: sliceInf.Informer().GetIndexer()}
+	a.source = cacheSource{services: a.services, slices: sliceInf.GetIndexer()}
 
 	// Each event names the Service it concerns, so that the sync rebuilds
 	// that Service alone.
@@ -264,14 +263,14 @@ func (a *Agent) setupInformers(client kubernetes.Interface, shared informers.Sha
 		inf cache.SharedIndexInformer
 		h   cache.ResourceEventHandler
 	}
-	regs := []registration{{svcInf.Informer(), services}, {sliceInf.Informer(), slices}, {nodeInf.Informer(), node}}
+	regs := []registration{{svcInf, services}, {sliceInf, slices}, {nodeInf, node}}
 	// An informer on a resource the apiserver does not serve never syncs,
 	// and the agent would never start: clusters before Kubernetes 1.33 have
 	// no ServiceCIDR objects, only the apiserver's --service-cluster-ip-range.
-	if a.serviceCIDRsServed = servesServiceCIDRs(client); a.serviceCIDRsServed {
-		cidrInf := a.factory.Networking().V1().ServiceCIDRs()
-		a.cidrs = cidrInf.Lister()
-		regs = append(regs, registration{cidrInf.Informer(), always})
+	if a.serviceCIDRsServed = servesServiceCIDRs(src); a.serviceCIDRsServed {
+		cidrInf := a.factory.Informer(kubeclient.ServiceCIDRs)
+		a.cidrs = a.factory.ServiceCIDRLister()
+		regs = append(regs, registration{cidrInf, always})
 	}
 	for _, reg := range regs {
 		r, err := reg.inf.AddEventHandler(reg.h)
@@ -351,8 +350,8 @@ func newApplier(deps Deps) *dataplane.Applier {
 // servesServiceCIDRs asks the apiserver's discovery whether it serves
 // networking.k8s.io/v1 servicecidrs. Only a definite "not found" says no: on
 // any other error the informer is started, and it retries as informers do.
-func servesServiceCIDRs(client kubernetes.Interface) bool {
-	resources, err := client.Discovery().ServerResourcesForGroupVersion(networkingv1.SchemeGroupVersion.String())
+func servesServiceCIDRs(src kubeclient.Source) bool {
+	resources, err := src.ServerResourcesForGroupVersion(networkingv1.SchemeGroupVersion.String())
 	if apierrors.IsNotFound(err) {
 		return false
 	}

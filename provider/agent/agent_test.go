@@ -24,6 +24,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/knftables"
 
+	"github.com/heraldlb/herald/internal/kubeclient/kubeclienttest"
 	"github.com/heraldlb/herald/provider/dataplane"
 )
 
@@ -121,7 +122,7 @@ func newHarnessWith(t *testing.T, mod func(*Config, *Deps), objs ...runtime.Obje
 	}
 	h.flaky = &flakyNFT{Interface: h.nft}
 	cfg := Config{NodeName: nodeName, MinSyncPeriod: time.Second, SyncPeriod: 30 * time.Second, Burst: 100}
-	deps := Deps{Client: h.client, NFT: h.flaky, Registerer: h.reg, Clock: h.clock, Listen: h.mem.listen, Conntrack: h.ct}
+	deps := Deps{Source: kubeclienttest.Clientset{Interface: h.client}, NFT: h.flaky, Registerer: h.reg, Clock: h.clock, Listen: h.mem.listen, Conntrack: h.ct}
 	if mod != nil {
 		mod(&cfg, &deps)
 	}
@@ -336,7 +337,7 @@ func TestAgentFullSyncAfterFailureAndPeriodically(t *testing.T) {
 }
 
 func TestNewRejectsMissingNodeName(t *testing.T) {
-	_, err := New(Config{SyncPeriod: time.Second, Burst: 1}, Deps{Client: fake.NewClientset(),
+	_, err := New(Config{SyncPeriod: time.Second, Burst: 1}, Deps{Source: kubeclienttest.Clientset{Interface: fake.NewClientset()},
 		NFT: knftables.NewFake(dataplane.TableFamily, dataplane.TableName), Registerer: prometheus.NewRegistry()})
 	if err == nil {
 		t.Fatal("want an error without a node name")

@@ -9,6 +9,8 @@ import (
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/heraldlb/herald/internal/kubeclient/kubeclienttest"
 )
 
 // The agent must start on clusters without ServiceCIDR objects (before
@@ -45,7 +47,7 @@ func TestServesServiceCIDRs(t *testing.T) {
 					return true, nil, tc.failWith
 				})
 			}
-			if got := servesServiceCIDRs(client); got != tc.want {
+			if got := servesServiceCIDRs(kubeclienttest.Clientset{Interface: client}); got != tc.want {
 				t.Errorf("servesServiceCIDRs = %v, want %v", got, tc.want)
 			}
 		})

@@ -11,6 +11,7 @@ import (
 	testingclock "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/knftables"
 
+	"github.com/heraldlb/herald/internal/kubeclient/kubeclienttest"
 	"github.com/heraldlb/herald/provider/dataplane"
 )
 
@@ -28,7 +29,7 @@ func BenchmarkAgentSyncOneEndpoint(b *testing.B) {
 			}
 			h := &harness{client: fake.NewClientset(objs...), reports: make(chan report, 1), clock: testingclock.NewFakeClock(t0)}
 			a, err := New(Config{NodeName: nodeName, SyncPeriod: 30 * DefaultFullSyncPeriod, FullSyncPeriod: 30 * DefaultFullSyncPeriod, Burst: 1},
-				Deps{Client: h.client, NFT: nopNFT{knftables.NewFake(dataplane.TableFamily, dataplane.TableName)},
+				Deps{Source: kubeclienttest.Clientset{Interface: h.client}, NFT: nopNFT{knftables.NewFake(dataplane.TableFamily, dataplane.TableName)},
 					Registerer: prometheus.NewRegistry(), Clock: h.clock, Reloader: nopReloader{}, Listen: newMemNet().listen})
 			if err != nil {
 				b.Fatal(err)
