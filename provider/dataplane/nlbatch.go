@@ -189,6 +189,15 @@ func (b *nlBatch) deleteChain(name string) error {
 	})
 }
 
+// flushSet deletes every element of a set or map: a DELSETELEM without
+// an element list.
+func (b *nlBatch) flushSet(name string) {
+	p, at := b.open(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_DELSETELEM, 0, 4+2*(4+len(TableName)+len(name)+4))
+	p = append(p, unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0)
+	p = appendAttr(p, unix.NFTA_SET_ELEM_LIST_TABLE, cString(TableName))
+	b.close(appendAttr(p, unix.NFTA_SET_ELEM_LIST_SET, cString(name)), at)
+}
+
 func (b *nlBatch) flushChain(name string) error {
 	return b.add(unix.NFT_MSG_DELRULE, 0, func(ae *netlink.AttributeEncoder) {
 		ae.String(unix.NFTA_RULE_TABLE, TableName)

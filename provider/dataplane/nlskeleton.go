@@ -96,6 +96,37 @@ func fullBatch(desired *Ruleset) (*nlBatch, error) {
 	return b, nil
 }
 
+// reloadBatch replaces the elements of every set and map of desired except
+// dynamic ones (their elements are written by the packet path) and the
+// stamp. It is written as fullBatch is, a container at a time, so that a
+// restarted agent's reload at 10k Services holds the batch and nothing
+// more: through google/nftables it held every element encoded, the
+// library's messages, and their copy into one buffer.
+func reloadBatch(desired *Ruleset) (*nlBatch, error) {
+	b := newBatch()
+	if err := b.knowSets(desired); err != nil {
+		return nil, err
+	}
+	for _, name := range sortedKeys(desired.Elements) {
+		if !desired.has(name) {
+			return nil, fmt.Errorf("%w: elements for %s, which the ruleset does not declare", ErrEncode, name)
+		}
+	}
+	for _, name := range containerNames(desired) {
+		_, flags, _ := containerType(desired, name)
+		if name == stampSet || slices.Contains(flags, knftables.DynamicFlag) {
+			continue
+		}
+		b.flushSet(name)
+		// In map order: the kernel does not care, and sorting 33k keys
+		// would cost a tenth of the reload.
+		if err := b.addElements(desired, name, unix.NFT_MSG_NEWSETELEM, maps.Values(desired.Elements[name])); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
 // addElements encodes elements of one container of r and adds (or
 // deletes, by key) them, one at a time: at 10k Services a full sync's
 // elements, encoded all at once, were a fifth of its heap.
