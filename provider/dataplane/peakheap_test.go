@@ -13,8 +13,10 @@ import (
 // what was live before it: the transient peak a GC'd process pays for in
 // resident memory (at GOGC=100, about twice over). The GC runs every few
 // percent of heap growth meanwhile, and each cycle's live heap is sampled
-// from a finalizer it runs, so the figure may miss a peak shorter than a
-// cycle by those few percent.
+// from a finalizer it runs. The figure may miss a peak shorter than a
+// cycle by those few percent, or one cycle's figure when its finalizer
+// runs only after the next cycle: it bounds the peak from below, closely
+// (five runs at 10k Services agree within 2 MiB).
 func peakLiveHeap(f func()) uint64 {
 	base := heapInUse()
 	var mu sync.Mutex
