@@ -12,7 +12,10 @@ import (
 // managedFields (every writer's field ownership), kubectl's
 // last-applied-configuration (a copy of the whole object as applied), a
 // Service's selector (the EndpointSlice controller's business, not a
-// proxy's), and each endpoint's targetRef and deprecatedTopology. Objects handed to a
+// proxy's), an EndpointSlice's UID and owner references (nothing looks a
+// slice up but by namespace and name), and each endpoint's targetRef,
+// deprecatedTopology, hostname and zone (topology is read from hints, which
+// the EndpointSlice controller derives from zones). Objects handed to a
 // transform are the informer's own, so editing them in place is allowed.
 //
 // Every consumer of the factory (the data plane and the Layer 2 speaker)
@@ -28,9 +31,10 @@ func slimObject(obj any) (any, error) {
 		svc.Spec.Selector = nil
 	}
 	if s, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		s.UID, s.OwnerReferences = "", nil
 		for i := range s.Endpoints {
-			s.Endpoints[i].TargetRef = nil
-			s.Endpoints[i].DeprecatedTopology = nil
+			ep := &s.Endpoints[i]
+			ep.TargetRef, ep.DeprecatedTopology, ep.Hostname, ep.Zone = nil, nil, nil, nil
 		}
 	}
 	return obj, nil

@@ -59,12 +59,13 @@ func (b *builder) addPick(f ipFamily, k pickKind, key []string, sel []endpoint, 
 // pick chain's numgen indexes them.
 func (b *builder) addEndpoints(f ipFamily, epMap string, key []string, sel []endpoint) {
 	for i, e := range sel {
+		addr := e.addr.String() // one string for the three places it goes
 		b.r.addElement(epMap, Element{
 			Key:   append(key[:len(key):len(key)], strconv.Itoa(i)),
-			Value: []string{e.addr.String(), strconv.Itoa(int(e.port))},
+			Value: []string{addr, strconv.Itoa(int(e.port))},
 		})
 		if e.local {
-			b.r.addElement(f.hairpin(), Element{Key: []string{e.addr.String(), e.addr.String()}})
+			b.r.addElement(f.hairpin(), Element{Key: []string{addr, addr}})
 		}
 	}
 }

@@ -10,12 +10,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 )
 
-// Builder is Build with a memory: it keeps each Service's share of the
-// ruleset (its elements, the data-dependent chains it uses, its affinity
-// pairs), and recomputes only the Services whose Service or EndpointSlice
-// objects changed. Build takes every object and finds the changed ones by
-// pointer; Update takes the names of the changed Services and looks only
-// those up, so that a sync costs what changed, not what exists. Either
+// Builder is Build with a memory: it keeps the ruleset's elements,
+// data-dependent chains and affinity pairs with the Services that
+// contribute them, and recomputes only the Services whose Service or
+// EndpointSlice objects changed. Build takes every object and finds the
+// changed ones by pointer; Update takes the names of the changed Services
+// and looks only those up, so that a sync costs what changed, not what
+// exists. Either
 // result equals the package's Build for the same input. Objects must not be
 // modified in place once passed in (informer caches never are); a changed
 // node or Options starts over, which Update cannot do (it sees only the
@@ -80,22 +81,20 @@ func (a svcID) compare(b svcID) int {
 	return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
 }
 
-// svcShare is what one Service contributes to the ruleset.
+// svcShare is one Service's part of the ruleset: the objects it is
+// computed from. What they contribute (elements, data-dependent chains,
+// affinity pairs) lives in the Builder's claims and chains alone; which
+// keys, chains and pairs those are is computed again when the share is
+// dropped (see contribution) rather than listed here: a Service computes
+// in microseconds, and at 10k Services the lists were 3 of the Builder's
+// 28 MiB.
 type svcShare struct {
 	id     svcID
 	svc    *v1.Service
 	slices []*discoveryv1.EndpointSlice
 	gen    uint64
-	// elements and chains name what the Service contributes; the values
-	// live in the Builder's claims and chains alone, since at 10k Services
-	// a copy per share was a quarter of the Builder's memory.
-	elements []shareElement
-	chains   []string
-	affinity [][2]string // family, affinityKey
-	health   *HealthCheck
+	health *HealthCheck
 }
-
-type shareElement struct{ container, key string }
 
 // owner is one of the writers of a contested key, with the element it
 // writes. Nearly every key has one writer, whose element is the Builder's
@@ -185,7 +184,7 @@ func (b *Builder) refresh(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointS
 	}
 	s := b.share(id, svc, slices.Clone(sl)) // sl may be reused by the caller
 	b.svcs[id] = s
-	b.round.affChanged = b.take(s, b.scratch, b.round.dirty) || b.round.affChanged
+	b.round.affChanged = b.take(s, b.contribution(svc, s.slices), b.round.dirty) || b.round.affChanged
 }
 
 func (b *Builder) forget(id svcID) {
@@ -255,9 +254,21 @@ func sameSlices(a, b []*discoveryv1.EndpointSlice) bool {
 	return true
 }
 
-// share computes one Service's contribution with the same code as Build,
-// into the scratch Ruleset, where take finds the values the share names.
+// share starts a Service's share.
 func (b *Builder) share(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
+	s := &svcShare{id: id, svc: svc, slices: sl, gen: b.gen}
+	if needsHealthCheck(svc) {
+		hc := healthCheck(svc, sl, b.node.Name)
+		s.health = &hc
+	}
+	return s
+}
+
+// contribution computes what one Service contributes, with the same code
+// as Build, into the scratch Ruleset, which the next call reuses. It is
+// pure: a share's objects are never modified, so they contribute the same
+// when the share is dropped as when it was taken.
+func (b *Builder) contribution(svc *v1.Service, sl []*discoveryv1.EndpointSlice) *Ruleset {
 	own := b.scratch
 	if own == nil {
 		own = &Ruleset{Chains: map[string]*Chain{}, Elements: map[string]Elements{}, Affinity: map[string]map[string]bool{}}
@@ -272,30 +283,7 @@ func (b *Builder) share(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSli
 	}
 	sb := builder{r: own, node: b.skeleton.node, opts: b.skeleton.opts, nodePortIPs: b.skeleton.nodePortIPs}
 	sb.addService(svc, sl)
-	s := &svcShare{id: id, svc: svc, slices: sl, gen: b.gen}
-	n := 0
-	for _, els := range own.Elements {
-		n += len(els)
-	}
-	s.elements = make([]shareElement, 0, n)
-	for c, els := range own.Elements {
-		for k := range els {
-			s.elements = append(s.elements, shareElement{container: c, key: k})
-		}
-	}
-	for name := range own.Chains {
-		s.chains = append(s.chains, name)
-	}
-	for fam, pairs := range own.Affinity {
-		for k := range pairs {
-			s.affinity = append(s.affinity, [2]string{fam, k})
-		}
-	}
-	if needsHealthCheck(svc) {
-		hc := healthCheck(svc, sl, b.node.Name)
-		s.health = &hc
-	}
-	return s
+	return own
 }
 
 // HealthChecks is the package's HealthChecks for the Services of the last
@@ -306,57 +294,70 @@ func (b *Builder) HealthChecks() map[types.NamespacedName]HealthCheck { return b
 // Services counts the Services that have rules.
 func (b *Builder) Services() int { return len(b.svcs) }
 
-// take adds a Service's share, whose values own (the scratch Ruleset share
-// filled) holds; it reports whether affinity pairs changed.
+// take adds a Service's share, whose contribution is own; it reports
+// whether affinity pairs changed.
 func (b *Builder) take(s *svcShare, own *Ruleset, dirty map[string]map[string]prior) bool {
 	if s.health != nil {
 		b.health[types.NamespacedName{Namespace: s.id.ns, Name: s.id.name}] = *s.health
 	}
-	for _, se := range s.elements {
-		b.markDirty(dirty, se.container, se.key)
-		b.claim(se.container, se.key, owner{s: s, el: own.Elements[se.container][se.key]})
+	for c, els := range own.Elements {
+		for key, el := range els {
+			b.markDirty(dirty, c, key)
+			b.claim(c, key, owner{s: s, el: el})
+		}
 	}
-	for _, name := range s.chains {
+	for name, chain := range own.Chains {
 		ref := b.chains[name]
 		if ref == nil {
-			ref = &chainRef{chain: own.Chains[name]}
+			ref = &chainRef{chain: chain}
 			b.chains[name] = ref
 		}
 		ref.users++
 	}
-	for _, p := range s.affinity {
-		pairs := b.affinity[p[0]]
-		if pairs == nil {
-			pairs = map[string]int{}
-			b.affinity[p[0]] = pairs
+	changed := false
+	for fam, pairs := range own.Affinity {
+		for k := range pairs {
+			counts := b.affinity[fam]
+			if counts == nil {
+				counts = map[string]int{}
+				b.affinity[fam] = counts
+			}
+			counts[k]++
+			changed = true
 		}
-		pairs[p[1]]++
 	}
-	return len(s.affinity) > 0
+	return changed
 }
 
 // drop removes a Service's share; it reports whether affinity pairs changed.
 func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
 	delete(b.health, types.NamespacedName{Namespace: s.id.ns, Name: s.id.name})
-	for _, se := range s.elements {
-		b.markDirty(dirty, se.container, se.key)
-		b.unclaim(se.container, se.key, s.id)
+	own := b.contribution(s.svc, s.slices)
+	for c, els := range own.Elements {
+		for key := range els {
+			b.markDirty(dirty, c, key)
+			b.unclaim(c, key, s.id)
+		}
 	}
-	for _, name := range s.chains {
+	for name := range own.Chains {
 		if ref := b.chains[name]; ref != nil {
 			if ref.users--; ref.users == 0 {
 				delete(b.chains, name)
 			}
 		}
 	}
-	for _, p := range s.affinity {
-		if pairs := b.affinity[p[0]]; pairs != nil {
-			if pairs[p[1]]--; pairs[p[1]] <= 0 {
-				delete(pairs, p[1])
+	changed := false
+	for fam, pairs := range own.Affinity {
+		for k := range pairs {
+			if counts := b.affinity[fam]; counts != nil {
+				if counts[k]--; counts[k] <= 0 {
+					delete(counts, k)
+				}
 			}
+			changed = true
 		}
 	}
-	return len(s.affinity) > 0
+	return changed
 }
 
 // claim records that o writes an element key, and updates the element.

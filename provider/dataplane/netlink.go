@@ -56,59 +56,11 @@ func NewNetlinkReloader(netnsFD int) *NetlinkReloader { return &NetlinkReloader{
 
 // Reload implements ElementReloader.
 func (n *NetlinkReloader) Reload(_ context.Context, desired *Ruleset) error {
-	table := heraldTable()
-	type batch struct {
-		set    *nftables.Set
-		chunks [][]nftables.SetElement
-	}
-	var batches []batch
-	size := 0
-	for _, name := range sortedKeys(desired.Elements) {
-		if !desired.has(name) {
-			return fmt.Errorf("%w: elements for %s, which the ruleset does not declare", ErrReload, name)
-		}
-	}
-	for _, name := range containerNames(desired) {
-		typeOf, flags, isMap := containerType(desired, name)
-		if name == stampSet || slices.Contains(flags, knftables.DynamicFlag) {
-			continue
-		}
-		l, err := layoutOf(typeOf, flags)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrReload, name, err)
-		}
-		// In map order: the kernel does not care, and sorting 33k keys
-		// would cost a tenth of the reload.
-		els := make([]Element, 0, len(desired.Elements[name]))
-		for _, e := range desired.Elements[name] {
-			els = append(els, e)
-		}
-		enc, err := encodeElements(l, els)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrReload, name, err)
-		}
-		b := batch{set: &nftables.Set{Table: table, Name: name, IsMap: isMap, Interval: l.interval}}
-		var chunkBytes int
-		b.chunks, chunkBytes = chunkElements(enc)
-		size += chunkBytes
-		batches = append(batches, b)
-	}
-	c, err := n.conn(size)
+	b, err := reloadBatch(desired)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrReload, err)
 	}
-	for _, b := range batches {
-		c.FlushSet(b.set)
-		for _, chunk := range b.chunks {
-			if err := c.SetAddElements(b.set, chunk); err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrReload, b.set.Name, err)
-			}
-		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("%w: %w", ErrReload, err)
-	}
-	return nil
+	return n.run(b)
 }
 
 // Change implements ElementReloader.

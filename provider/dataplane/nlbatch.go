@@ -21,9 +21,16 @@ import (
 // attributes and userdata), so that nft lists the result as if it had
 // written it; google/nftables cannot say what nft says about a set's type
 // ("typeof") or a table's comment.
+//
+// Messages are written in their wire format, back to back in pages that
+// send hands to the kernel as they are (one sendmsg gathering the pages):
+// at 10k Services a batch is ~5 MB, and a message per element list, each
+// copied again into one buffer by netlink.Conn.SendMessages, made the
+// first sync's transient heap several times that.
 type nlBatch struct {
-	msgs   []netlink.Message
+	pages  [][]byte
 	bytes  int
+	seq    uint32 // the last message's sequence number; the batch's begin is 1
 	lastID uint32
 	sets   map[string]setInfo
 	rc     ruleCompiler
@@ -32,7 +39,50 @@ type nlBatch struct {
 func newBatch() *nlBatch {
 	b := &nlBatch{sets: map[string]setInfo{}}
 	b.rc = ruleCompiler{sets: b.sets, nextID: func() uint32 { b.lastID++; return b.lastID }}
+	b.batchMessage(unix.NFNL_MSG_BATCH_BEGIN)
 	return b
+}
+
+// Pages are this large unless a message needs more; the first is smaller,
+// since a partial sync's batch is a few hundred bytes.
+const (
+	firstPageBytes = 64 << 10
+	pageBytes      = 1 << 20
+	nlmsgHeaderLen = 16
+)
+
+// open starts a message in a page with room bytes to spare after the
+// header, and returns that page and the message's offset in it. The caller
+// appends the payload and hands the page to close, before opening another.
+func (b *nlBatch) open(msgType uint16, flags netlink.HeaderFlags, room int) (page []byte, at int) {
+	need := nlmsgHeaderLen + room
+	if n := len(b.pages); n == 0 || cap(b.pages[n-1])-len(b.pages[n-1]) < need {
+		b.pages = append(b.pages, make([]byte, 0, max(need, pick(n == 0, firstPageBytes, pageBytes))))
+	}
+	page = b.pages[len(b.pages)-1]
+	at = len(page)
+	b.seq++
+	page = binary.NativeEndian.AppendUint32(page, 0) // the length, set by close
+	page = binary.NativeEndian.AppendUint16(page, msgType)
+	page = binary.NativeEndian.AppendUint16(page, uint16(netlink.Request|flags))
+	page = binary.NativeEndian.AppendUint32(page, b.seq)
+	page = binary.NativeEndian.AppendUint32(page, 0) // port ID: the kernel's to fill in
+	return page, at
+}
+
+// close ends the message open at offset at of page.
+func (b *nlBatch) close(page []byte, at int) {
+	binary.NativeEndian.PutUint32(page[at:], uint32(len(page)-at))
+	for len(page)%4 != 0 {
+		page = append(page, 0)
+	}
+	b.bytes += len(page) - at
+	b.pages[len(b.pages)-1] = page
+}
+
+func (b *nlBatch) batchMessage(msgType uint16) {
+	p, at := b.open(msgType, 0, 4)
+	b.close(append(p, unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES), at)
 }
 
 // knowSets tells the batch about sets and maps the kernel already holds.
@@ -72,14 +122,9 @@ func (b *nlBatch) add(msgType uint16, flags netlink.HeaderFlags, enc func(ae *ne
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrEncode, err)
 	}
-	b.bytes += len(data) + 20
-	b.msgs = append(b.msgs, netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
-			Flags: netlink.Request | flags,
-		},
-		Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, data...),
-	})
+	p, at := b.open(unix.NFNL_SUBSYS_NFTABLES<<8|msgType, flags, 4+len(data))
+	p = append(p, unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0)
+	b.close(append(p, data...), at)
 	return nil
 }
 
@@ -142,6 +187,15 @@ func (b *nlBatch) deleteChain(name string) error {
 		ae.String(unix.NFTA_CHAIN_TABLE, TableName)
 		ae.String(unix.NFTA_CHAIN_NAME, name)
 	})
+}
+
+// flushSet deletes every element of a set or map: a DELSETELEM without
+// an element list.
+func (b *nlBatch) flushSet(name string) {
+	p, at := b.open(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_DELSETELEM, 0, 4+2*(4+len(TableName)+len(name)+4))
+	p = append(p, unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0)
+	p = appendAttr(p, unix.NFTA_SET_ELEM_LIST_TABLE, cString(TableName))
+	b.close(appendAttr(p, unix.NFTA_SET_ELEM_LIST_SET, cString(name)), at)
 }
 
 func (b *nlBatch) flushChain(name string) error {
@@ -294,42 +348,85 @@ func (b *nlBatch) addRule(chain, rule string) error {
 	})
 }
 
-// elements adds (or, with DELSETELEM, deletes) elements, split into
-// messages whose element list fits a netlink attribute. They are written
-// by hand rather than through netlink.AttributeEncoder: at 10k Services
-// a full sync has ~56k of them, and the encoder's closures and copies
-// cost a quarter of the sync.
+// elements adds (or, with DELSETELEM, deletes) elements (see elementList).
 func (b *nlBatch) elements(msgType uint16, set string, id uint32, els []nftables.SetElement) error {
-	chunks, _ := chunkElements(els)
-	for _, chunk := range chunks {
-		data := make([]byte, 0, maxElementListBytes+256)
-		data = append(data, unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0)
-		data = appendAttr(data, unix.NFTA_SET_ELEM_LIST_TABLE, cString(TableName))
-		data = appendAttr(data, unix.NFTA_SET_ELEM_LIST_SET, cString(set))
-		if id != 0 {
-			data = appendAttr(data, unix.NFTA_SET_ELEM_LIST_SET_ID, be32(id))
+	w := b.elementList(msgType, set, id)
+	for _, e := range els {
+		if err := w.add(e); err != nil {
+			return err
 		}
-		list := len(data)
-		data = appendAttr(data, netlink.Nested|unix.NFTA_SET_ELEM_LIST_ELEMENTS, nil)
-		for i, e := range chunk {
-			at := len(data)
-			data = appendAttr(data, netlink.Nested|uint16(i+1), nil)
-			data = appendElement(data, e)
-			data = endAttr(data, at)
-		}
-		data = endAttr(data, list)
-		if len(data)-list > 0xffff {
-			return fmt.Errorf("%w: element list of %d bytes", ErrEncode, len(data)-list)
-		}
-		b.bytes += len(data) + 16
-		b.msgs = append(b.msgs, netlink.Message{
-			Header: netlink.Header{
-				Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType),
-				Flags: netlink.Request | pick(msgType == unix.NFT_MSG_NEWSETELEM, netlink.Create, 0),
-			},
-			Data: data,
-		})
 	}
+	return w.close()
+}
+
+// elementList writes elements into messages of one kind for one set as
+// they come, split into messages whose element list fits a netlink
+// attribute, so that no list of a container's elements, encoded or not,
+// is ever held. The elements are written by hand rather than through
+// netlink.AttributeEncoder: at 10k Services a full sync has ~56k of them,
+// and the encoder's closures and copies cost a quarter of the sync. No
+// other message may be opened between its first add and its close.
+type elementList struct {
+	b       *nlBatch
+	msgType uint16
+	set     string
+	id      uint32
+	page    []byte // holding the open message; nil if none is
+	at      int    // the open message's offset in page
+	list    int    // its element list attribute's offset
+	n       int    // elements in it
+	size    int    // their encodedSize
+}
+
+func (b *nlBatch) elementList(msgType uint16, set string, id uint32) *elementList {
+	return &elementList{b: b, msgType: msgType, set: set, id: id}
+}
+
+// elementSlack bounds one element's bytes past maxElementListBytes, and
+// the message's attributes before its list.
+const elementSlack = 1024
+
+func (w *elementList) add(e nftables.SetElement) error {
+	size := encodedSize(e)
+	if w.page != nil && w.size+size > maxElementListBytes {
+		if err := w.close(); err != nil {
+			return err
+		}
+	}
+	if w.page == nil {
+		w.open()
+	}
+	w.n++
+	at := len(w.page)
+	w.page = appendAttr(w.page, netlink.Nested|uint16(w.n), nil)
+	w.page = endAttr(appendElement(w.page, e), at)
+	w.size += size
+	return nil
+}
+
+func (w *elementList) open() {
+	flags := pick(w.msgType == unix.NFT_MSG_NEWSETELEM, netlink.Create, 0)
+	p, at := w.b.open(unix.NFNL_SUBSYS_NFTABLES<<8|w.msgType, flags, maxElementListBytes+elementSlack)
+	p = append(p, unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0)
+	p = appendAttr(p, unix.NFTA_SET_ELEM_LIST_TABLE, cString(TableName))
+	p = appendAttr(p, unix.NFTA_SET_ELEM_LIST_SET, cString(w.set))
+	if w.id != 0 {
+		p = appendAttr(p, unix.NFTA_SET_ELEM_LIST_SET_ID, be32(w.id))
+	}
+	w.list = len(p)
+	w.page, w.at, w.n, w.size = appendAttr(p, netlink.Nested|unix.NFTA_SET_ELEM_LIST_ELEMENTS, nil), at, 0, 0
+}
+
+// close ends the open message, if any.
+func (w *elementList) close() error {
+	if w.page == nil {
+		return nil
+	}
+	if len(w.page)-w.list > 0xffff {
+		return fmt.Errorf("%w: element list of %d bytes", ErrEncode, len(w.page)-w.list)
+	}
+	w.b.close(endAttr(w.page, w.list), w.at)
+	w.page = nil
 	return nil
 }
 
@@ -392,22 +489,10 @@ func appendElement(b []byte, e nftables.SetElement) []byte {
 // generation request after it tells when every error has been reported:
 // no message needs an acknowledgement of its own.
 func (b *nlBatch) send(c *netlink.Conn) error {
-	if len(b.msgs) == 0 {
-		return nil
+	if b.seq == 1 {
+		return nil // the batch's begin alone
 	}
-	msgs := make([]netlink.Message, 0, len(b.msgs)+3)
-	msgs = append(msgs, netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN), Flags: netlink.Request},
-		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES},
-	})
-	msgs = append(msgs, b.msgs...)
-	msgs = append(msgs, netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_MSG_BATCH_END), Flags: netlink.Request},
-		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES},
-	})
-	for i := range msgs {
-		msgs[i].Header.Sequence = uint32(i + 1)
-	}
+	b.batchMessage(unix.NFNL_MSG_BATCH_END)
 	// Errors then carry the failing message's header, not the whole
 	// message, and the kernel's reason.
 	for _, o := range []netlink.ConnOption{netlink.CapAcknowledge, netlink.ExtendedAcknowledge} {
@@ -415,12 +500,12 @@ func (b *nlBatch) send(c *netlink.Conn) error {
 			return fmt.Errorf("set netlink option: %w", err)
 		}
 	}
-	if _, err := c.SendMessages(msgs); err != nil {
+	if err := sendPages(c, b.pages); err != nil {
 		return fmt.Errorf("send batch: %w", err)
 	}
 	// The kernel ignores what follows a batch in the same datagram, so the
 	// generation request goes in a datagram of its own.
-	genSeq := uint32(len(msgs) + 1)
+	genSeq := b.seq + 1
 	if _, err := c.Send(netlink.Message{
 		Header: netlink.Header{
 			Type:     netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
@@ -456,4 +541,19 @@ func (b *nlBatch) send(c *netlink.Conn) error {
 			}
 		}
 	}
+}
+
+// sendPages sends pages as one datagram, gathered by the kernel: a batch
+// is atomic only if it arrives whole, and gathering spares a copy of it.
+func sendPages(c *netlink.Conn, pages [][]byte) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = raw.Write(func(fd uintptr) bool {
+		_, serr = unix.SendmsgBuffers(int(fd), pages, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
+		return !errors.Is(serr, unix.EAGAIN) // else wait until the socket takes it
+	})
+	return errors.Join(err, serr)
 }

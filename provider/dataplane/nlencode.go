@@ -95,50 +95,59 @@ func fieldsOf(concat string) ([]field, error) {
 // start element plus an end element one past the range.
 func encodeElements(l layout, els []Element) ([]nftables.SetElement, error) {
 	out := make([]nftables.SetElement, 0, len(els))
-	concatKey := len(l.key) > 1
 	for _, e := range els {
-		if len(e.Key) != len(l.key) {
-			return nil, fmt.Errorf("%w: key %q has %d fields, the set %d", ErrEncode, e.Key, len(e.Key), len(l.key))
-		}
-		var start, end []byte
 		var err error
-		if l.interval {
-			start, end, err = encodeRange(l.key, e.Key, concatKey)
-		} else {
-			start, err = encodeFields(l.key, e.Key, concatKey)
-		}
-		if err != nil {
+		if out, err = appendEncoded(out, l, e); err != nil {
 			return nil, err
 		}
-		el := nftables.SetElement{Key: start, Comment: e.Comment}
-		switch {
-		case l.verdict:
-			if len(e.Value) != 1 {
-				return nil, fmt.Errorf("%w: verdict %q", ErrEncode, e.Value)
-			}
-			if el.VerdictData, err = encodeVerdict(e.Value[0]); err != nil {
-				return nil, err
-			}
-		case l.value != nil:
-			if len(e.Value) != len(l.value) {
-				return nil, fmt.Errorf("%w: value %q has %d fields, the map %d", ErrEncode, e.Value, len(e.Value), len(l.value))
-			}
-			if el.Val, err = encodeFields(l.value, e.Value, len(l.value) > 1); err != nil {
-				return nil, err
-			}
+	}
+	return out, nil
+}
+
+// appendEncoded appends e's kernel set elements (two for a single-field
+// interval) to out.
+func appendEncoded(out []nftables.SetElement, l layout, e Element) ([]nftables.SetElement, error) {
+	concatKey := len(l.key) > 1
+	if len(e.Key) != len(l.key) {
+		return nil, fmt.Errorf("%w: key %q has %d fields, the set %d", ErrEncode, e.Key, len(e.Key), len(l.key))
+	}
+	var start, end []byte
+	var err error
+	if l.interval {
+		start, end, err = encodeRange(l.key, e.Key, concatKey)
+	} else {
+		start, err = encodeFields(l.key, e.Key, concatKey)
+	}
+	if err != nil {
+		return nil, err
+	}
+	el := nftables.SetElement{Key: start, Comment: e.Comment}
+	switch {
+	case l.verdict:
+		if len(e.Value) != 1 {
+			return nil, fmt.Errorf("%w: verdict %q", ErrEncode, e.Value)
 		}
-		switch {
-		case !l.interval:
-			out = append(out, el)
-		case concatKey:
-			el.KeyEnd = end
-			out = append(out, el)
-		default:
-			out = append(out, el)
-			if end != nil {
-				out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
-			}
+		if el.VerdictData, err = encodeVerdict(e.Value[0]); err != nil {
+			return nil, err
 		}
+	case l.value != nil:
+		if len(e.Value) != len(l.value) {
+			return nil, fmt.Errorf("%w: value %q has %d fields, the map %d", ErrEncode, e.Value, len(e.Value), len(l.value))
+		}
+		if el.Val, err = encodeFields(l.value, e.Value, len(l.value) > 1); err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case !l.interval:
+		return append(out, el), nil
+	case concatKey:
+		el.KeyEnd = end
+		return append(out, el), nil
+	}
+	out = append(out, el)
+	if end != nil {
+		out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
 	}
 	return out, nil
 }
