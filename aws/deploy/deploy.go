@@ -309,16 +309,10 @@ func (d *Deployer) ensureLoadBalancer(ctx context.Context, stack *model.Stack, o
 				return lb, fmt.Errorf("setting security groups: %w", err)
 			}
 		}
-		add, remove := diffTags(want.Tags, lb.Tags)
-		if len(add) > 0 {
-			if err := d.aws.AddTags(ctx, lb.ARN, add); err != nil {
-				return lb, fmt.Errorf("tagging load balancer: %w", err)
-			}
-		}
-		if len(remove) > 0 {
-			if err := d.aws.RemoveTags(ctx, lb.ARN, remove); err != nil {
-				return lb, fmt.Errorf("untagging load balancer: %w", err)
-			}
+		if err := syncTags("load balancer", want.Tags, lb.Tags,
+			func(t map[string]string) error { return d.aws.AddTags(ctx, lb.ARN, t) },
+			func(keys []string) error { return d.aws.RemoveTags(ctx, lb.ARN, keys) }); err != nil {
+			return lb, err
 		}
 	} else {
 		subnets, err := d.subnetMappings(ctx, want.Subnets)

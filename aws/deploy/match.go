@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"slices"
 
@@ -66,6 +67,24 @@ func diffTags(desired, current map[string]string) (add map[string]string, remove
 		}
 	}
 	return add, remove
+}
+
+// syncTags brings a resource's tags from have to want through its API's
+// writes (ELBv2's AddTags/RemoveTags, EC2's CreateTags/DeleteTags); what
+// names the resource in errors.
+func syncTags(what string, want, have map[string]string, add func(map[string]string) error, remove func([]string) error) error {
+	added, removed := diffTags(want, have)
+	if len(added) > 0 {
+		if err := add(added); err != nil {
+			return fmt.Errorf("tagging %s: %w", what, err)
+		}
+	}
+	if len(removed) > 0 {
+		if err := remove(removed); err != nil {
+			return fmt.Errorf("untagging %s: %w", what, err)
+		}
+	}
+	return nil
 }
 
 // listenerPlan is how to bring a load balancer's listeners in line.

@@ -27,7 +27,11 @@ func (d *Deployer) ensureFrontend(ctx context.Context, stack *model.Stack, owned
 	var sg api.SecurityGroup
 	if owned != nil && owned.frontend != nil {
 		sg = *owned.frontend
-		if err := d.retagGroup(ctx, sg, stack.Frontend.Tags); err != nil {
+		// The additional-resource-tags annotation covers every resource
+		// herald creates for the Service, this group too.
+		if err := syncTags("security group "+sg.ID, stack.Frontend.Tags, sg.Tags,
+			func(t map[string]string) error { return d.aws.TagSecurityGroup(ctx, sg.ID, t) },
+			func(keys []string) error { return d.aws.UntagSecurityGroup(ctx, sg.ID, keys) }); err != nil {
 			return nil, "", err
 		}
 	} else {
@@ -54,24 +58,6 @@ func (d *Deployer) ensureFrontend(ctx context.Context, stack *model.Stack, owned
 		}
 	}
 	return []string{sg.ID, backendID}, sg.ID, nil
-}
-
-// retagGroup brings an existing group's tags in line, as ensureLoadBalancer
-// does for the load balancer: the additional-resource-tags annotation
-// covers every resource herald creates for the Service.
-func (d *Deployer) retagGroup(ctx context.Context, sg api.SecurityGroup, want map[string]string) error {
-	add, remove := diffTags(want, sg.Tags)
-	if len(add) > 0 {
-		if err := d.aws.TagSecurityGroup(ctx, sg.ID, add); err != nil {
-			return fmt.Errorf("tagging security group %s: %w", sg.ID, err)
-		}
-	}
-	if len(remove) > 0 {
-		if err := d.aws.UntagSecurityGroup(ctx, sg.ID, remove); err != nil {
-			return fmt.Errorf("untagging security group %s: %w", sg.ID, err)
-		}
-	}
-	return nil
 }
 
 // userGroups resolves the security-groups annotation (IDs or names).

@@ -50,18 +50,9 @@ func (d *Deployer) updateTargetGroup(ctx context.Context, want model.TargetGroup
 			return fmt.Errorf("updating health check of %s: %w", want.Name, err)
 		}
 	}
-	add, remove := diffTags(want.Tags, tg.Tags)
-	if len(add) > 0 {
-		if err := d.aws.AddTags(ctx, tg.ARN, add); err != nil {
-			return fmt.Errorf("tagging target group %s: %w", want.Name, err)
-		}
-	}
-	if len(remove) > 0 {
-		if err := d.aws.RemoveTags(ctx, tg.ARN, remove); err != nil {
-			return fmt.Errorf("untagging target group %s: %w", want.Name, err)
-		}
-	}
-	return nil
+	return syncTags("target group "+want.Name, want.Tags, tg.Tags,
+		func(t map[string]string) error { return d.aws.AddTags(ctx, tg.ARN, t) },
+		func(keys []string) error { return d.aws.RemoveTags(ctx, tg.ARN, keys) })
 }
 
 func (d *Deployer) ensureTargetGroupAttributes(ctx context.Context, want model.TargetGroup, arn string) error {
