@@ -313,18 +313,17 @@ func (s *Server) createTags(p url.Values) (*node, *Error) {
 	if err != nil {
 		return nil, &Error{Code: "InvalidParameterValue", Message: err.Message}
 	}
-	for _, g := range groups { // all or nothing, as EC2
-		merged := maps.Clone(g.tags)
-		maps.Copy(merged, tags)
-		if err := checkTags(merged); err != nil {
+	merged := make([]map[string]string, len(groups))
+	for i, g := range groups { // all or nothing, as EC2
+		merged[i] = map[string]string{}
+		maps.Copy(merged[i], g.tags) // g.tags may be nil
+		maps.Copy(merged[i], tags)
+		if err := checkTags(merged[i]); err != nil {
 			return nil, &Error{Code: "TagLimitExceeded", Message: err.Message}
 		}
 	}
-	for _, g := range groups {
-		if g.tags == nil {
-			g.tags = map[string]string{}
-		}
-		maps.Copy(g.tags, tags)
+	for i, g := range groups {
+		g.tags = merged[i]
 	}
 	return el("", leaf("return", "true")), nil
 }
