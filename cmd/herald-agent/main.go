@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, nft func(
 		fmt.Fprintf(stderr, "herald-agent: %v\n", err)
 		return 2
 	}
+	o.gcPercentSet = fs.Changed("gc-percent")
 	if o.printVersion {
 		// Stamped at build time as herald-ccm's is (-X
 		// k8s.io/component-base/version.gitVersion=...; make images), and
@@ -104,6 +105,7 @@ func start(ctx context.Context, o *options, newNFT func() (knftables.Interface, 
 		return nil
 	}
 	applyMemoryLimit(klog.FromContext(ctx), o.memoryLimit)
+	applyGCPercent(klog.FromContext(ctx), o.gcPercent, o.gcPercentSet)
 	cfg, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
 	if err != nil {
 		return fmt.Errorf("--kubeconfig=%q: %w", o.kubeconfig, err)

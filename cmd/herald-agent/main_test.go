@@ -81,6 +81,8 @@ func TestFlagValidation(t *testing.T) {
 		{"no memory limit", []string{"--node-name=n1", "--memory-limit=0"}, ""},
 		{"memory limit not a quantity", []string{"--node-name=n1", "--memory-limit=lots"}, `--memory-limit="lots": want "auto", 0 or a quantity`},
 		{"negative memory limit", []string{"--node-name=n1", "--memory-limit=-1Mi"}, `--memory-limit="-1Mi" must not be negative`},
+		{"GC target", []string{"--node-name=n1", "--gc-percent=100"}, ""},
+		{"GC target off", []string{"--node-name=n1", "--gc-percent=0"}, "--gc-percent=0 must be at least 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var o options

@@ -43,6 +43,8 @@ type options struct {
 	metricsBindAddress string
 	profiling          bool
 	memoryLimit        string
+	gcPercent          int
+	gcPercentSet       bool // --gc-percent given: it overrides GOGC
 	forwarding         bool
 	announce           announceOptions
 }
@@ -84,6 +86,9 @@ func newFlagSet(o *options) *pflag.FlagSet {
 		"Soft limit on the Go runtime's memory (as GOMEMLIMIT), e.g. 100Mi: near it, garbage is collected more often "+
 			"instead of the heap growing to twice the live data, which trades CPU for resident memory. "+
 			"\"auto\" is 90% of the container's memory limit (cgroup memory.max) when it has one; 0 is none.")
+	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent,
+		"The Go garbage collector's target (as GOGC): the heap grows this many percent over the live data before "+
+			"a collection. Lower saves resident memory for collector CPU. When not given, GOGC is obeyed if set.")
 	fs.BoolVar(&o.forwarding, "forwarding", true,
 		"Forward ClusterIP, NodePort and LoadBalancer traffic with nftables (replaces kube-proxy). "+
 			"Turn off where kube-proxy forwards and herald-agent only announces.")
@@ -127,6 +132,9 @@ func (o *options) validate() error {
 	}
 	if _, err := parseMemoryLimit(o.memoryLimit); err != nil {
 		errs = append(errs, err)
+	}
+	if o.gcPercent < 1 {
+		errs = append(errs, fmt.Errorf("--gc-percent=%d must be at least 1", o.gcPercent))
 	}
 	if o.profiling && o.metricsBindAddress == "" {
 		errs = append(errs, errors.New("--profiling needs --metrics-bind-address"))
