@@ -124,7 +124,7 @@ func (out *bgpOutcome) advertise(w world, in bgpInput, self *v1.Node, svc *v1.Se
 	if len(covering) == 0 {
 		return bgpService{}, false
 	}
-	local := localEndpoints([]*v1.Service{svc}, w.slices)
+	local := localEndpoints([]*v1.Service{svc}, w.endpointNodes)
 	s := bgpService{svc: svc, addrs: addrs}
 	eligible := map[string]election.Reason{}
 	for _, ad := range covering {

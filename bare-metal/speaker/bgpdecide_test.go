@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -48,14 +47,8 @@ func bgpAd(name string, mutate ...func(*v1alpha1.BGPAdvertisementSpec)) *v1alpha
 func etpLocal(s *v1.Service) { s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal }
 
 // endpointsOn gives every Service a ready endpoint on each of nodes.
-func endpointsOn(nodes ...string) func(*v1.Service) []*discoveryv1.EndpointSlice {
-	return func(*v1.Service) []*discoveryv1.EndpointSlice {
-		s := &discoveryv1.EndpointSlice{}
-		for _, n := range nodes {
-			s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{NodeName: ptr.To(n), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}})
-		}
-		return []*discoveryv1.EndpointSlice{s}
-	}
+func endpointsOn(nodes ...string) func(*v1.Service) []string {
+	return func(*v1.Service) []string { return nodes }
 }
 
 func bgpWorld(mutate func(*world)) world {
@@ -123,9 +116,9 @@ func TestDecideBGP(t *testing.T) {
 				w.pools = []*v1alpha1.IPAddressPool{poolObject("lab", nil, "198.51.100.200-198.51.100.209")}
 			}, want: "path router 198.51.100.200/32 {}; session router"},
 		{name: "ETP Local without a local endpoint: no path here",
-			mutate: func(w *world) { etpLocal(w.services[0]); w.slices = endpointsOn("n2") }, want: "session router"},
+			mutate: func(w *world) { etpLocal(w.services[0]); w.endpointNodes = endpointsOn("n2") }, want: "session router"},
 		{name: "ETP Local with a local endpoint",
-			mutate: func(w *world) { etpLocal(w.services[0]); w.slices = endpointsOn("n1", "n3") },
+			mutate: func(w *world) { etpLocal(w.services[0]); w.endpointNodes = endpointsOn("n1", "n3") },
 			want:   "path router 198.51.100.200/32 {}; session router"},
 		{name: "this node cordoned: the session stays, the paths go",
 			mutate: func(w *world) { w.nodes = []*v1.Node{cordon(readyNode("n1", nil)), readyNode("n2", nil)} },
@@ -232,7 +225,7 @@ func TestDecideBGPValidity(t *testing.T) {
 func TestBGPConditionNamesTheAdvertisingNodes(t *testing.T) {
 	w := bgpWorld(func(w *world) {
 		etpLocal(w.services[0])
-		w.slices = endpointsOn("n1", "n3")
+		w.endpointNodes = endpointsOn("n1", "n3")
 	})
 	out := decideBGP(w, bgpInput{password: noSecrets, host: dualStackHost})
 	if len(out.services) != 1 {
@@ -247,7 +240,7 @@ func TestBGPConditionNamesTheAdvertisingNodes(t *testing.T) {
 		t.Errorf("reporter %s is not an advertising node", r)
 	}
 
-	w.slices = endpointsOn()
+	w.endpointNodes = endpointsOn()
 	out = decideBGP(w, bgpInput{password: noSecrets, host: dualStackHost})
 	c = bgpCondition(out.services[0])
 	want = "No node may advertise 198.51.100.200: n1 NoLocalEndpoints, n2 NoLocalEndpoints, n3 NoLocalEndpoints"

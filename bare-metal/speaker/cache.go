@@ -5,14 +5,13 @@ import (
 	"fmt"
 
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
@@ -36,8 +35,7 @@ type cache struct {
 	shared   *kubeclient.Informers
 	own      *kubeclient.Informers // all Nodes (the data plane watches only its own)
 	crds     []toolscache.SharedIndexInformer
-	services corelisters.ServiceLister
-	slices   discoverylisters.EndpointSliceLister
+	services ServiceCache
 	nodes    corelisters.NodeLister
 	pools    toolscache.GenericLister
 	ads      toolscache.GenericLister // nil without Layer 2
@@ -53,7 +51,7 @@ func newCache(deps Deps, opts cacheOptions, changed func()) (*cache, error) {
 		own:    kubeclient.NewInformers(deps.Source),
 	}
 	svc, sl, nodes := c.shared.Informer(kubeclient.Services), c.shared.Informer(kubeclient.EndpointSlices), c.own.Informer(kubeclient.Nodes)
-	c.services, c.slices, c.nodes = c.shared.ServiceLister(), c.shared.EndpointSliceLister(), c.own.NodeLister()
+	c.services, c.nodes = deps.Services, c.own.NodeLister()
 
 	always := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { changed() },
@@ -136,9 +134,7 @@ func (c *cache) waitForSync(ctx context.Context) bool {
 func (c *cache) world(self string, classOnly bool) (world, error) {
 	w := world{self: self, classOnly: classOnly}
 	var err error
-	if w.services, err = c.services.List(labels.Everything()); err != nil {
-		return world{}, err
-	}
+	w.services = c.services.Services()
 	if w.nodes, err = c.nodes.List(labels.Everything()); err != nil {
 		return world{}, err
 	}
@@ -158,10 +154,16 @@ func (c *cache) world(self string, classOnly bool) (world, error) {
 			return world{}, err
 		}
 	}
-	w.slices = func(svc *v1.Service) []*discoveryv1.EndpointSlice {
-		sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: svc.Name})
-		out, _ := c.slices.EndpointSlices(svc.Namespace).List(sel)
-		return out
+	// Only externalTrafficPolicy Local needs them (see localEndpoints).
+	var local []types.NamespacedName
+	for _, svc := range w.services {
+		if svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal {
+			local = append(local, types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name})
+		}
+	}
+	nodes := c.services.EndpointNodes(local)
+	w.endpointNodes = func(svc *v1.Service) []string {
+		return nodes[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}]
 	}
 	return w, nil
 }

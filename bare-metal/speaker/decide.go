@@ -6,7 +6,6 @@ import (
 	"sort"
 
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/heraldlb/herald/bare-metal/api/v1alpha1"
@@ -22,12 +21,12 @@ type world struct {
 	// implementation (herald-ccm's --load-balancer-class-only).
 	classOnly bool
 	services  []*v1.Service
-	// slices returns the EndpointSlices of a Service.
-	slices  func(svc *v1.Service) []*discoveryv1.EndpointSlice
-	nodes   []*v1.Node
-	pools   []*v1alpha1.IPAddressPool
-	ads     []*v1alpha1.L2Advertisement
-	members map[string]election.Member
+	// endpointNodes lists the nodes with a ready endpoint of a Service.
+	endpointNodes func(svc *v1.Service) []string
+	nodes         []*v1.Node
+	pools         []*v1alpha1.IPAddressPool
+	ads           []*v1alpha1.L2Advertisement
+	members       map[string]election.Member
 	// BGP's objects.
 	bgpPeers []*v1alpha1.BGPPeer
 	bgpAds   []*v1alpha1.BGPAdvertisement
@@ -100,7 +99,7 @@ func decide(w world) outcome {
 			Nodes:          w.nodes,
 			Selected:       func(n *v1.Node) bool { return selectsNode(g.ads, n) },
 			Members:        w.members,
-			LocalEndpoints: localEndpoints(g.services, w.slices),
+			LocalEndpoints: localEndpoints(g.services, w.endpointNodes),
 		})
 		g.decision = election.Decide(w.self, g.key, g.candidates)
 		g.reporter = reporter(g.key, w.members)
@@ -215,7 +214,7 @@ func selectsNode(ads []compiledAd, n *v1.Node) bool {
 
 // localEndpoints is, for Services with externalTrafficPolicy Local, the
 // nodes with a ready endpoint of any of them; nil for Cluster.
-func localEndpoints(svcs []*v1.Service, slicesOf func(*v1.Service) []*discoveryv1.EndpointSlice) map[string]bool {
+func localEndpoints(svcs []*v1.Service, endpointNodes func(*v1.Service) []string) map[string]bool {
 	var out map[string]bool
 	for _, svc := range svcs {
 		if svc.Spec.ExternalTrafficPolicy != v1.ServiceExternalTrafficPolicyLocal {
@@ -224,12 +223,8 @@ func localEndpoints(svcs []*v1.Service, slicesOf func(*v1.Service) []*discoveryv
 		if out == nil {
 			out = map[string]bool{}
 		}
-		for _, s := range slicesOf(svc) {
-			for _, ep := range s.Endpoints {
-				if ep.NodeName != nil && (ep.Conditions.Ready == nil || *ep.Conditions.Ready) {
-					out[*ep.NodeName] = true
-				}
-			}
+		for _, n := range endpointNodes(svc) {
+			out[n] = true
 		}
 	}
 	return out

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -77,10 +76,10 @@ var threeNodes = []*v1.Node{
 
 func baseWorld() world {
 	return world{
-		self:    "n1",
-		nodes:   threeNodes,
-		members: map[string]election.Member{"n1": {State: election.MemberAlive}, "n2": {State: election.MemberAlive}, "n3": {State: election.MemberAlive}},
-		slices:  func(*v1.Service) []*discoveryv1.EndpointSlice { return nil },
+		self:          "n1",
+		nodes:         threeNodes,
+		members:       map[string]election.Member{"n1": {State: election.MemberAlive}, "n2": {State: election.MemberAlive}, "n3": {State: election.MemberAlive}},
+		endpointNodes: func(*v1.Service) []string { return nil },
 	}
 }
 
@@ -192,12 +191,7 @@ func TestDecideWhatIsAnnounced(t *testing.T) {
 					s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal
 				})}
 				w.ads = []*v1alpha1.L2Advertisement{ad("x")}
-				w.slices = func(*v1.Service) []*discoveryv1.EndpointSlice {
-					return []*discoveryv1.EndpointSlice{{Endpoints: []discoveryv1.Endpoint{
-						{NodeName: ptr.To("n2"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}},
-						{NodeName: ptr.To("n3"), Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(false)}},
-					}}}
-				}
+				w.endpointNodes = func(*v1.Service) []string { return []string{"n2"} }
 			}},
 	}
 	for _, tt := range tests {

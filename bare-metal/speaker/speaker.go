@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
@@ -98,6 +100,20 @@ type Announcer interface {
 	Close() error
 }
 
+// ServiceCache reads the Services and EndpointSlices the speaker decides
+// from out of the informer caches it shares with the data plane (see
+// Deps.Informers), which hold in full only the Services a speaker reads.
+type ServiceCache interface {
+	// Services lists the Services held in full: those of type
+	// LoadBalancer, and others still carrying status conditions.
+	Services() []*v1.Service
+	// Service returns one of those, or nil.
+	Service(namespace, name string) *v1.Service
+	// EndpointNodes lists the nodes with a ready endpoint of each of the
+	// given Services.
+	EndpointNodes(services []types.NamespacedName) map[types.NamespacedName][]string
+}
+
 // Deps are the speaker's connections to the outside world. The Layer 2
 // ones (StartMembership, NewL2, Interfaces) and the BGP ones (NewBGP,
 // Host) are set for the protocols that are on; at least one must be.
@@ -110,6 +126,10 @@ type Deps struct {
 	// Informers provides Services and EndpointSlices; herald-agent shares
 	// it with its data plane so the cluster's Services are cached once.
 	Informers *kubeclient.Informers
+	// Services reads Informers' caches (herald-agent's
+	// agent.NewSpeakerCache): they hold what the data plane needs, not
+	// typed objects a lister could return.
+	Services ServiceCache
 	// StartMembership joins the agents' membership, calling onChange on
 	// every membership change and onMessage for every message.
 	StartMembership func(onChange func(), onMessage func(from string, payload []byte)) (Membership, error)
@@ -161,8 +181,8 @@ func New(cfg Config, deps Deps) (*Speaker, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("speaker: node name is required")
 	}
-	if deps.Source == nil || deps.Dynamic == nil || deps.Informers == nil || deps.Registerer == nil || deps.Recorder == nil {
-		return nil, errors.New("speaker: Source, Dynamic, Informers, Recorder and Registerer are required")
+	if deps.Source == nil || deps.Dynamic == nil || deps.Informers == nil || deps.Services == nil || deps.Registerer == nil || deps.Recorder == nil {
+		return nil, errors.New("speaker: Source, Dynamic, Informers, Services, Recorder and Registerer are required")
 	}
 	layer2 := deps.NewL2 != nil
 	if layer2 && (deps.StartMembership == nil || deps.Interfaces == nil) {

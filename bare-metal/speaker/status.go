@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/heraldlb/herald/bare-metal/election"
@@ -86,13 +85,13 @@ func joinAddrs(addrs []netip.Addr) string {
 // manager: with one manager, applying one condition would remove the other.
 type conditionWriter struct {
 	client   dynamic.Interface
-	services corelisters.ServiceLister
+	services ServiceCache
 	condType string
 	manager  string
 	queue    *writeQueue[types.NamespacedName, *metav1.Condition] // nil value: remove ours
 }
 
-func newConditionWriter(client dynamic.Interface, services corelisters.ServiceLister, condType, manager string) *conditionWriter {
+func newConditionWriter(client dynamic.Interface, services ServiceCache, condType, manager string) *conditionWriter {
 	w := &conditionWriter{client: client, services: services, condType: condType, manager: manager}
 	w.queue = newWriteQueue(manager+"-conditions", w.apply)
 	return w
@@ -115,12 +114,9 @@ func sameCondition(a, b metav1.Condition, generation int64) bool {
 func (w *conditionWriter) run(ctx context.Context) { w.queue.run(ctx) }
 
 func (w *conditionWriter) apply(ctx context.Context, key types.NamespacedName, cond *metav1.Condition) error {
-	svc, err := w.services.Services(key.Namespace).Get(key.Name)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
+	svc := w.services.Service(key.Namespace, key.Name)
+	if svc == nil {
+		return nil // gone, or no longer one the speaker reads
 	}
 	body, err := json.Marshal(serviceStatusApply(svc, w.condType, cond))
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/heraldlb/herald/bare-metal/layer2"
 	"github.com/heraldlb/herald/bare-metal/speaker"
 	"github.com/heraldlb/herald/internal/kubeclient"
+	"github.com/heraldlb/herald/provider/agent"
 )
 
 // newSpeaker wires the announcing protocols that are on: for Layer 2 the
@@ -35,7 +36,8 @@ func newSpeaker(ctx context.Context, o *options, cfg *rest.Config, client *kubec
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
 	}
-	deps := speaker.Deps{Source: client, Dynamic: dyn, Informers: shared, Recorder: recorder, Registerer: reg}
+	deps := speaker.Deps{Source: client, Dynamic: dyn, Informers: shared, Services: agent.NewSpeakerCache(shared),
+		Recorder: recorder, Registerer: reg}
 
 	if o.announce.layer2() {
 		mcfg, err := membershipConfig(ctx, o, node)

@@ -13,7 +13,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamiclister"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 )
@@ -28,6 +27,8 @@ type Informers struct {
 	src       Source
 	tweak     func(*metav1.ListOptions)
 	transform cache.TransformFunc
+	// byNamespace adds the namespace index listers read through.
+	byNamespace bool
 
 	mu        sync.Mutex
 	informers map[Resource]cache.SharedIndexInformer
@@ -45,6 +46,13 @@ func WithTweakListOptions(tweak func(*metav1.ListOptions)) InformerOption {
 	return func(f *Informers) { f.tweak = tweak }
 }
 
+// WithoutNamespaceIndex leaves out the index by namespace, for caches that
+// are read without listers (their objects transformed into something
+// listers cannot return): at 10k objects it is half a megabyte each.
+func WithoutNamespaceIndex() InformerOption {
+	return func(f *Informers) { f.byNamespace = false }
+}
+
 // WithTransform transforms every object before it enters a cache.
 func WithTransform(t cache.TransformFunc) InformerOption {
 	return func(f *Informers) { f.transform = t }
@@ -52,7 +60,7 @@ func WithTransform(t cache.TransformFunc) InformerOption {
 
 // NewInformers returns a factory of informers over src.
 func NewInformers(src Source, opts ...InformerOption) *Informers {
-	f := &Informers{src: src, informers: map[Resource]cache.SharedIndexInformer{}, started: map[Resource]bool{}}
+	f := &Informers{src: src, byNamespace: true, informers: map[Resource]cache.SharedIndexInformer{}, started: map[Resource]bool{}}
 	for _, o := range opts {
 		o(f)
 	}
@@ -60,19 +68,21 @@ func NewInformers(src Source, opts ...InformerOption) *Informers {
 }
 
 // Informer returns the factory's informer of r, making it on first use.
-// Like client-go's generated informers it indexes by namespace, so that
-// listers' per-namespace lists need not scan the cache.
+// Like client-go's generated informers it indexes by namespace (unless
+// WithoutNamespaceIndex), so that listers' per-namespace lists need not
+// scan the cache.
 func (f *Informers) Informer(r Resource) cache.SharedIndexInformer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if inf, ok := f.informers[r]; ok {
 		return inf
 	}
+	indexers := cache.Indexers{}
+	if f.byNamespace {
+		indexers[cache.NamespaceIndex] = cache.MetaNamespaceIndexFunc
+	}
 	inf := cache.NewSharedIndexInformerWithOptions(f.src.ListWatch(r, f.tweak), r.newObject(),
-		cache.SharedIndexInformerOptions{
-			Indexers:          cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
-			ObjectDescription: r.String(),
-		})
+		cache.SharedIndexInformerOptions{Indexers: indexers, ObjectDescription: r.String()})
 	if f.transform != nil {
 		// Only fails once the informer runs, and it has not yet.
 		_ = inf.SetTransform(f.transform)
@@ -109,17 +119,8 @@ func (f *Informers) Shutdown() {
 }
 
 // The listers of the factory's informers, as client-go's typed informers
-// offer them.
-
-// ServiceLister lists the cached Services.
-func (f *Informers) ServiceLister() corelisters.ServiceLister {
-	return corelisters.NewServiceLister(f.Informer(Services).GetIndexer())
-}
-
-// EndpointSliceLister lists the cached EndpointSlices.
-func (f *Informers) EndpointSliceLister() discoverylisters.EndpointSliceLister {
-	return discoverylisters.NewEndpointSliceLister(f.Informer(EndpointSlices).GetIndexer())
-}
+// offer them. herald-agent's Services and EndpointSlices have none: its
+// caches hold them transformed (see provider/agent's compactor).
 
 // NodeLister lists the cached Nodes.
 func (f *Informers) NodeLister() corelisters.NodeLister {

@@ -18,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -97,14 +96,12 @@ type Deps struct {
 // Agent keeps this node's herald nftables table in line with the cluster's
 // Services and EndpointSlices, and serves healthCheckNodePorts.
 type Agent struct {
-	cfg      Config
-	clock    clock.WithTicker
-	factory  *kubeclient.Informers
-	nodeInf  *kubeclient.Informers
-	services corelisters.ServiceLister
-	slices   discoverylisters.EndpointSliceLister
-	nodes    corelisters.NodeLister
-	cidrs    networkinglisters.ServiceCIDRLister // nil where the apiserver serves no ServiceCIDRs
+	cfg     Config
+	clock   clock.WithTicker
+	factory *kubeclient.Informers
+	nodeInf *kubeclient.Informers
+	nodes   corelisters.NodeLister
+	cidrs   networkinglisters.ServiceCIDRLister // nil where the apiserver serves no ServiceCIDRs
 	// serviceCIDRsServed says whether unallocated ClusterIPs can be refused.
 	serviceCIDRsServed bool
 	synced             []cache.InformerSynced
@@ -193,13 +190,14 @@ func (c *Config) complete() error {
 // NewInformerFactory returns the factory the agent watches Services and
 // EndpointSlices through. Like kube-proxy, it skips what another proxy
 // handles and the EndpointSlices of headless Services, which have no rules:
-// at scale that is most of the watch traffic saved. Its caches hold slimmed
-// objects (see slimObject).
+// at scale that is most of the watch traffic saved. Its caches hold
+// Services and EndpointSlices compacted (see compactor), which no
+// lister can return: read them through cacheSource and SpeakerCache.
 func NewInformerFactory(src kubeclient.Source) *kubeclient.Informers {
 	selector := "!" + labelServiceProxyName + ",!" + v1.IsHeadlessService
 	return kubeclient.NewInformers(src,
 		kubeclient.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }),
-		kubeclient.WithTransform(slimObject))
+		kubeclient.WithTransform(newCompactor().compact), kubeclient.WithoutNamespaceIndex())
 }
 
 // setupInformers watches Services and EndpointSlices cluster-wide (through
@@ -216,11 +214,8 @@ func (a *Agent) setupInformers(src kubeclient.Source, shared *kubeclient.Informe
 
 	svcInf, sliceInf, nodeInf := a.factory.Informer(kubeclient.Services), a.factory.Informer(kubeclient.EndpointSlices),
 		a.nodeInf.Informer(kubeclient.Nodes)
-	a.services, a.slices, a.nodes = a.factory.ServiceLister(), a.factory.EndpointSliceLister(), a.nodeInf.NodeLister()
-	if err := sliceInf.AddIndexers(cache.Indexers{sliceServiceIndex: sliceServiceKey}); err != nil {
-		return fmt.Errorf("endpointslice index: %w", err)
-	}
-	a.source = cacheSource{services: a.services, slices: sliceInf.GetIndexer()}
+	a.nodes = a.nodeInf.NodeLister()
+	a.source = newCacheSource(a.factory)
 
 	// Each event names the Service it concerns, so that the sync rebuilds
 	// that Service alone.
@@ -230,14 +225,21 @@ func (a *Agent) setupInformers(src kubeclient.Source, shared *kubeclient.Informe
 		DeleteFunc: func(obj any) { a.changes.service(obj); a.requestSync() },
 	}
 	slices := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(obj any) { a.changes.slice(obj, false); a.requestSync() },
+		AddFunc: func(obj any) { a.indexSlice(nil, obj); a.changes.slice(obj, false); a.requestSync() },
 		UpdateFunc: func(old, obj any) {
+			a.indexSlice(old, obj)
 			// A slice relabelled to another Service changes both.
 			a.changes.slice(old, true)
 			a.changes.slice(obj, false)
 			a.requestSync()
 		},
-		DeleteFunc: func(obj any) { a.changes.slice(obj, true); a.requestSync() },
+		DeleteFunc: func(obj any) {
+			if s, ok := unwrap(obj).(*cachedSlice); ok {
+				a.source.index.remove(s)
+			}
+			a.changes.slice(obj, true)
+			a.requestSync()
+		},
 	}
 	// Nodes update their status often; only the addresses, the zone
 	// (topology hints) and the pod ranges (LocalFromNode) matter here.
@@ -280,6 +282,17 @@ func (a *Agent) setupInformers(src kubeclient.Source, shared *kubeclient.Informe
 		a.synced = append(a.synced, r.HasSynced)
 	}
 	return nil
+}
+
+// indexSlice records a slice added or updated in the index the sync reads,
+// before the event marks its Service changed (see sliceIndex).
+func (a *Agent) indexSlice(old, obj any) {
+	s, ok := obj.(*cachedSlice)
+	if !ok {
+		return
+	}
+	prev, _ := old.(*cachedSlice)
+	a.source.index.set(prev, s)
 }
 
 // nodeChanged says whether a Node update changes what a sync reads.

@@ -7,7 +7,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 )
@@ -45,7 +44,7 @@ func newChangeTracker(clk clock.PassiveClock) *changeTracker {
 
 // service records a Service event.
 func (c *changeTracker) service(obj any) {
-	if svc, ok := unwrap(obj).(*v1.Service); ok {
+	if svc, ok := unwrap(obj).(*cachedService); ok {
 		c.mark(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name})
 	}
 }
@@ -54,25 +53,17 @@ func (c *changeTracker) service(obj any) {
 // whose trigger time is that of the slice's last update, not of the
 // deletion (kube-proxy ignores it too).
 func (c *changeTracker) slice(obj any, deleted bool) {
-	s, ok := unwrap(obj).(*discoveryv1.EndpointSlice)
-	if !ok {
+	s, ok := unwrap(obj).(*cachedSlice)
+	if !ok || s.slice.Service == "" {
 		return
 	}
-	name := s.Labels[discoveryv1.LabelServiceName]
-	if name == "" {
-		return
-	}
-	c.mark(types.NamespacedName{Namespace: s.Namespace, Name: name})
-	if deleted {
-		return
-	}
-	at, err := time.Parse(time.RFC3339Nano, s.Annotations[v1.EndpointsLastChangeTriggerTime])
-	if err != nil || !at.After(c.since) {
+	c.mark(types.NamespacedName{Namespace: s.Namespace, Name: s.slice.Service})
+	if deleted || !s.triggered.After(c.since) {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.triggers = append(c.triggers, trigger{family: familyLabel(s.AddressType), at: at})
+	c.triggers = append(c.triggers, trigger{family: familyLabel(s.slice.AddressType), at: s.triggered})
 }
 
 func familyLabel(t discoveryv1.AddressType) string {
@@ -125,44 +116,4 @@ func unwrap(obj any) any {
 		return t.Obj
 	}
 	return obj
-}
-
-// sliceServiceIndex indexes EndpointSlices by "namespace/service", the
-// service-name label: how the data plane finds a Service's slices.
-const sliceServiceIndex = "herald.dev/service"
-
-func sliceServiceKey(obj any) ([]string, error) {
-	s, ok := obj.(*discoveryv1.EndpointSlice)
-	if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
-		return nil, nil
-	}
-	return []string{s.Namespace + "/" + s.Labels[discoveryv1.LabelServiceName]}, nil
-}
-
-// cacheSource is dataplane.Source over the informer caches.
-type cacheSource struct {
-	services corelisters.ServiceLister
-	slices   cache.Indexer
-}
-
-func (c cacheSource) Service(namespace, name string) *v1.Service {
-	svc, err := c.services.Services(namespace).Get(name)
-	if err != nil {
-		return nil // not found: deleted
-	}
-	return svc
-}
-
-func (c cacheSource) EndpointSlices(namespace, service string) []*discoveryv1.EndpointSlice {
-	objs, err := c.slices.ByIndex(sliceServiceIndex, namespace+"/"+service)
-	if err != nil {
-		return nil // the index is registered before the informer starts
-	}
-	out := make([]*discoveryv1.EndpointSlice, 0, len(objs))
-	for _, o := range objs {
-		if s, ok := o.(*discoveryv1.EndpointSlice); ok {
-			out = append(out, s)
-		}
-	}
-	return out
 }

@@ -85,14 +85,7 @@ func (a *Agent) build(node dataplane.Node, local dataplane.LocalDetector, change
 	if !all && a.builder.Primed(node, opts) {
 		return a.builder.Update(changed, a.source), nil
 	}
-	svcs, err := a.services.List(labels.Everything())
-	if err != nil {
-		return nil, fmt.Errorf("list services: %w", err)
-	}
-	eps, err := a.slices.List(labels.Everything())
-	if err != nil {
-		return nil, fmt.Errorf("list endpointslices: %w", err)
-	}
+	svcs, eps := a.source.all()
 	return a.builder.Build(svcs, eps, node, opts), nil
 }
 

@@ -30,6 +30,12 @@ func scaleCluster(n int) ([]*v1.Service, []*discoveryv1.EndpointSlice) {
 	return svcs, sl
 }
 
+// compactCluster is scaleCluster as the agent's cache holds it.
+func compactCluster(n int) ([]*Service, []*EndpointSlice) {
+	svcs, sl := scaleCluster(n)
+	return servicesFrom(svcs), slicesFrom(sl)
+}
+
 func scaleSlice(name string, i, n int) *discoveryv1.EndpointSlice {
 	var eps []ep
 	for j := range n {
@@ -73,11 +79,12 @@ func BenchmarkBuild(b *testing.B) {
 				Build(svcs, sl, testNode, Options{})
 			}
 		})
-		// what the agent's first sync builds
+		// what the agent's first sync builds, from its cache's objects
+		csvcs, csl := servicesFrom(svcs), slicesFrom(sl)
 		b.Run(fmt.Sprintf("builder-cold/%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				NewBuilder().Build(svcs, sl, testNode, Options{})
+				NewBuilder().Build(csvcs, csl, testNode, Options{})
 			}
 		})
 	}
@@ -116,9 +123,9 @@ func BenchmarkFullSync(b *testing.B) {
 // Build plus the partial sync, alternating between two states.
 func BenchmarkIncremental(b *testing.B) {
 	ctx := context.Background()
-	svcs, sl := scaleCluster(10000)
-	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
-	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
+	svcs, sl := compactCluster(10000)
+	states := [2][]*EndpointSlice{sl, append([]*EndpointSlice(nil), sl...)}
+	states[1][4242] = EndpointSliceFrom(scaleSlice(svcs[4242].Name, 4242, 4))
 	for _, kind := range []string{"fake", "render"} {
 		b.Run(kind+"/10000", func(b *testing.B) {
 			var nft knftables.Interface = newRender()
@@ -126,7 +133,7 @@ func BenchmarkIncremental(b *testing.B) {
 				nft = knftables.NewFake(TableFamily, TableName)
 			}
 			a := NewApplier(nft)
-			if _, err := a.Sync(ctx, Build(svcs, sl, testNode, Options{})); err != nil {
+			if _, err := a.Sync(ctx, build(svcs, sl, testNode, Options{})); err != nil {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
@@ -134,7 +141,7 @@ func BenchmarkIncremental(b *testing.B) {
 			ops := 0
 			for b.Loop() {
 				i++
-				res, err := a.Sync(ctx, Build(svcs, states[i%2], testNode, Options{}))
+				res, err := a.Sync(ctx, build(svcs, states[i%2], testNode, Options{}))
 				if err != nil || res.Full {
 					b.Fatalf("sync: %v full=%t", err, res.Full)
 				}
@@ -149,9 +156,9 @@ func BenchmarkIncremental(b *testing.B) {
 // incremental Builder: only the changed Service is rebuilt and diffed.
 func BenchmarkBuilderIncremental(b *testing.B) {
 	ctx := context.Background()
-	svcs, sl := scaleCluster(10000)
-	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
-	states[1][4242] = scaleSlice(svcs[4242].Name, 4242, 4)
+	svcs, sl := compactCluster(10000)
+	states := [2][]*EndpointSlice{sl, append([]*EndpointSlice(nil), sl...)}
+	states[1][4242] = EndpointSliceFrom(scaleSlice(svcs[4242].Name, 4242, 4))
 	bld := NewBuilder()
 	a := NewApplier(newRender())
 	if _, err := a.Sync(ctx, bld.Build(svcs, sl, testNode, Options{})); err != nil {
@@ -171,7 +178,7 @@ func BenchmarkBuilderIncremental(b *testing.B) {
 // 10k Services (its per-Service shares, owners and element maps, the last
 // Ruleset), the data plane's part of the agent's resident memory.
 func BenchmarkBuilderRetained(b *testing.B) {
-	svcs, sl := scaleCluster(10000)
+	svcs, sl := compactCluster(10000)
 	var retained uint64
 	for b.Loop() {
 		before := heapInUse()

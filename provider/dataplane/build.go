@@ -46,16 +46,20 @@ func (fe frontend) key() []string {
 // and the node the agent runs on. It is pure: same input, same Ruleset.
 // Services of type ExternalName and headless ClusterIPs get no rules.
 func Build(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, node Node, opts Options) *Ruleset {
+	return build(servicesFrom(services), slicesFrom(endpointSlices), node, opts)
+}
+
+func build(services []*Service, endpointSlices []*EndpointSlice, node Node, opts Options) *Ruleset {
 	b := newBaseBuilder(node, opts)
 	r := b.r
 
 	bySvc := slicesByService(endpointSlices)
 	sorted := slices.Clone(services)
-	slices.SortFunc(sorted, func(a, c *v1.Service) int {
+	slices.SortFunc(sorted, func(a, c *Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, c.Namespace), cmp.Compare(a.Name, c.Name))
 	})
 	for _, svc := range sorted {
-		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
+		if svc.Type == v1.ServiceTypeExternalName {
 			continue
 		}
 		b.addService(svc, bySvc[svc.Namespace+"/"+svc.Name])
@@ -139,7 +143,6 @@ func nodePortAllowed(ip netip.Addr, cidrs []netip.Prefix) bool {
 
 // svcPlan is what applies to every frontend of one service port.
 type svcPlan struct {
-	svc      *v1.Service
 	name     string // namespace/name:port, used as element comment
 	eps      []endpoint
 	itpLocal bool
@@ -148,16 +151,15 @@ type svcPlan struct {
 	ranges   []netip.Prefix
 }
 
-func (b *builder) addService(svc *v1.Service, sl []*discoveryv1.EndpointSlice) {
+func (b *builder) addService(svc *Service, sl []*EndpointSlice) {
 	plan := svcPlan{
-		svc:      svc,
-		itpLocal: svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == v1.ServiceInternalTrafficPolicyLocal,
-		etpLocal: svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal,
-		affinity: affinityTimeout(svc),
-		ranges:   sourceRanges(svc),
+		itpLocal: svc.InternalLocal,
+		etpLocal: svc.ExternalLocal,
+		affinity: svc.AffinitySeconds,
+		ranges:   svc.SourceRanges,
 	}
-	for _, sp := range svc.Spec.Ports {
-		proto, ok := nftProto(protocolOf(sp))
+	for _, sp := range svc.Ports {
+		proto, ok := nftProto(sp.Protocol)
 		if !ok {
 			continue
 		}
@@ -171,7 +173,7 @@ func (b *builder) addService(svc *v1.Service, sl []*discoveryv1.EndpointSlice) {
 	}
 }
 
-func portName(sp v1.ServicePort) string {
+func portName(sp ServicePort) string {
 	if sp.Name != "" {
 		return sp.Name
 	}
@@ -186,60 +188,27 @@ func nftProto(p v1.Protocol) (string, bool) {
 	return "", false
 }
 
-func affinityTimeout(svc *v1.Service) int32 {
-	if svc.Spec.SessionAffinity != v1.ServiceAffinityClientIP {
-		return 0
-	}
-	c := svc.Spec.SessionAffinityConfig
-	if c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil && *c.ClientIP.TimeoutSeconds > 0 {
-		return *c.ClientIP.TimeoutSeconds
-	}
-	return defaultAffinitySeconds
-}
-
-func sourceRanges(svc *v1.Service) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range svc.Spec.LoadBalancerSourceRanges {
-		if p, err := netip.ParsePrefix(strings.TrimSpace(s)); err == nil {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
-}
-
 // frontends lists where clients reach one service port in one family.
-func frontends(svc *v1.Service, sp v1.ServicePort, proto string, v6 bool) []frontend {
+func frontends(svc *Service, sp ServicePort, proto string, v6 bool) []frontend {
 	var out []frontend
-	add := func(s string, external, lb bool) {
-		a, err := netip.ParseAddr(s)
-		if err != nil || a.Unmap().Is6() != v6 {
-			return
+	add := func(addrs []netip.Addr, external, lb bool) {
+		for _, a := range addrs {
+			if a.Is6() == v6 {
+				out = append(out, frontend{addr: a, proto: proto, port: sp.Port, external: external, lb: lb})
+			}
 		}
-		out = append(out, frontend{addr: a.Unmap(), proto: proto, port: sp.Port, external: external, lb: lb})
 	}
-	ips := svc.Spec.ClusterIPs
-	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
-		ips = []string{svc.Spec.ClusterIP}
-	}
-	for _, ip := range ips {
-		add(ip, false, false)
-	}
-	t := svc.Spec.Type
+	add(svc.ClusterIPs, false, false)
+	t := svc.Type
 	if (t == v1.ServiceTypeNodePort || t == v1.ServiceTypeLoadBalancer) && sp.NodePort != 0 {
 		out = append(out, frontend{nodePort: true, proto: proto, port: sp.NodePort, external: true})
 	}
 	if t == v1.ServiceTypeLoadBalancer {
-		for _, ing := range svc.Status.LoadBalancer.Ingress {
-			// Proxy mode means the load balancer rewrites the destination
-			// itself; capturing its VIP here would bypass it.
-			if ing.IPMode != nil && *ing.IPMode == v1.LoadBalancerIPModeProxy {
-				continue
-			}
-			add(ing.IP, true, true)
-		}
+		// Ingress points in Proxy mode are left out (see Service): the load
+		// balancer rewrites the destination itself, and capturing its VIP
+		// here would bypass it.
+		add(svc.LoadBalancerIPs, true, true)
 	}
-	for _, ip := range svc.Spec.ExternalIPs {
-		add(ip, true, false)
-	}
+	add(svc.ExternalIPs, true, false)
 	return out
 }

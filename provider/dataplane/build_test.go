@@ -62,7 +62,7 @@ func TestPortEndpoints(t *testing.T) {
 		endpointSlice("web", "six", v6, httpPorts, ep{"2001:db8::3", thisNode, ready}),
 		nilConds,
 	}
-	got := portEndpoints(sl, sp, false, Node{Name: thisNode})
+	got := portEndpoints(slicesFrom(sl), ServiceFrom(&v1.Service{Spec: v1.ServiceSpec{Ports: []v1.ServicePort{sp}}}).Ports[0], false, Node{Name: thisNode})
 	if want := []string{"192.0.2.1:8080", "192.0.2.3:8080", "192.0.2.9:8080"}; !slices.Equal(addrsOf(got), want) {
 		t.Fatalf("got %v want %v", addrsOf(got), want)
 	}
@@ -72,7 +72,7 @@ func TestPortEndpoints(t *testing.T) {
 	if !got[2].ready {
 		t.Errorf("nil conditions must read as ready: %+v", got[2])
 	}
-	if six := portEndpoints(sl, sp, true, Node{Name: thisNode}); !slices.Equal(addrsOf(six), []string{"[2001:db8::3]:8080"}) {
+	if six := portEndpoints(slicesFrom(sl), ServiceFrom(&v1.Service{Spec: v1.ServiceSpec{Ports: []v1.ServicePort{sp}}}).Ports[0], true, Node{Name: thisNode}); !slices.Equal(addrsOf(six), []string{"[2001:db8::3]:8080"}) {
 		t.Errorf("IPv6: %v", addrsOf(six))
 	}
 }

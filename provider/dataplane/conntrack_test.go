@@ -71,9 +71,9 @@ func TestStaleUDPFlows(t *testing.T) {
 			svc := dns()
 			var prev *Ruleset
 			if !tc.first {
-				prev = builder.Build([]*v1.Service{svc}, slicesOf(tc.prev), testNode, Options{})
+				prev = buildObjects(builder, []*v1.Service{svc}, slicesOf(tc.prev), testNode, Options{})
 			}
-			got := StaleUDPFlows(prev, builder.Build([]*v1.Service{svc}, slicesOf(tc.next), testNode, Options{}))
+			got := StaleUDPFlows(prev, buildObjects(builder, []*v1.Service{svc}, slicesOf(tc.next), testNode, Options{}))
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("incremental:\n got %+v\nwant %+v", got, tc.want)
 			}

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 
-	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
@@ -28,17 +27,13 @@ type endpoint struct {
 // slicesByService groups EndpointSlices by "namespace/service". The service
 // label, not a selector, is what ties a slice to its Service, so manually
 // managed slices of selector-less Services are found the same way.
-func slicesByService(all []*discoveryv1.EndpointSlice) map[string][]*discoveryv1.EndpointSlice {
-	out := map[string][]*discoveryv1.EndpointSlice{}
+func slicesByService(all []*EndpointSlice) map[string][]*EndpointSlice {
+	out := map[string][]*EndpointSlice{}
 	for _, s := range all {
-		if s == nil {
+		if s.Service == "" {
 			continue
 		}
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			continue
-		}
-		key := s.Namespace + "/" + name
+		key := s.Namespace + "/" + s.Service
 		out[key] = append(out[key], s)
 	}
 	return out
@@ -47,7 +42,7 @@ func slicesByService(all []*discoveryv1.EndpointSlice) map[string][]*discoveryv1
 // portEndpoints returns the endpoints of one service port in one family,
 // sorted and de-duplicated (a pod may appear in two slices while the
 // controller moves it), so that index i means the same endpoint on every sync.
-func portEndpoints(sl []*discoveryv1.EndpointSlice, sp v1.ServicePort, v6 bool, node Node) []endpoint {
+func portEndpoints(sl []*EndpointSlice, sp ServicePort, v6 bool, node Node) []endpoint {
 	want := discoveryv1.AddressTypeIPv4
 	if v6 {
 		want = discoveryv1.AddressTypeIPv6
@@ -64,14 +59,10 @@ func portEndpoints(sl []*discoveryv1.EndpointSlice, sp v1.ServicePort, v6 bool, 
 		}
 		for i := range s.Endpoints {
 			ep := &s.Endpoints[i]
-			if len(ep.Addresses) == 0 {
+			if !ep.Addr.IsValid() || ep.Addr.Is6() != v6 {
 				continue
 			}
-			addr, err := netip.ParseAddr(ep.Addresses[0])
-			if err != nil || addr.Is6() != v6 {
-				continue
-			}
-			e := newEndpoint(ep, addr.Unmap(), port, node)
+			e := newEndpoint(ep, port, node)
 			ap := netip.AddrPortFrom(e.addr, uint16(port))
 			if j, dup := seen[ap]; dup {
 				// keep the most usable view of a duplicated endpoint
@@ -92,54 +83,31 @@ func portEndpoints(sl []*discoveryv1.EndpointSlice, sp v1.ServicePort, v6 bool, 
 	return out
 }
 
-func newEndpoint(ep *discoveryv1.Endpoint, addr netip.Addr, port int32, node Node) endpoint {
-	// A nil condition is "unknown": the API asks consumers to read ready as
-	// true, serving as ready, and terminating as false.
-	ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
-	serving := ready
-	if ep.Conditions.Serving != nil {
-		serving = *ep.Conditions.Serving
-	}
-	terminating := ep.Conditions.Terminating != nil && *ep.Conditions.Terminating
+func newEndpoint(ep *Endpoint, port int32, node Node) endpoint {
 	e := endpoint{
-		addr: addr, port: port,
-		local:       node.Name != "" && ep.NodeName != nil && *ep.NodeName == node.Name,
-		ready:       ready && !terminating,
-		serving:     serving,
-		terminating: terminating,
+		addr: ep.Addr.Unmap(), port: port,
+		local:       node.Name != "" && ep.Node == node.Name,
+		ready:       ep.Ready && !ep.Terminating,
+		serving:     ep.Serving,
+		terminating: ep.Terminating,
 	}
 	if h := ep.Hints; h != nil {
 		e.nodeHinted = len(h.ForNodes) > 0
-		e.forNode = node.Name != "" && slices.ContainsFunc(h.ForNodes, func(n discoveryv1.ForNode) bool { return n.Name == node.Name })
+		e.forNode = node.Name != "" && slices.Contains(h.ForNodes, node.Name)
 		e.zoneHinted = len(h.ForZones) > 0
-		e.forZone = node.Zone != "" && slices.ContainsFunc(h.ForZones, func(z discoveryv1.ForZone) bool { return z.Name == node.Zone })
+		e.forZone = node.Zone != "" && slices.Contains(h.ForZones, node.Zone)
 	}
 	return e
 }
 
 // slicePort finds the slice port that serves sp: same name and protocol.
-func slicePort(s *discoveryv1.EndpointSlice, sp v1.ServicePort) (int32, bool) {
+func slicePort(s *EndpointSlice, sp ServicePort) (int32, bool) {
 	for _, p := range s.Ports {
-		name := ""
-		if p.Name != nil {
-			name = *p.Name
-		}
-		proto := v1.ProtocolTCP
-		if p.Protocol != nil {
-			proto = *p.Protocol
-		}
-		if name == sp.Name && proto == protocolOf(sp) && p.Port != nil {
-			return *p.Port, true
+		if p.Name == sp.Name && p.Protocol == sp.Protocol {
+			return p.Port, true
 		}
 	}
 	return 0, false
-}
-
-func protocolOf(sp v1.ServicePort) v1.Protocol {
-	if sp.Protocol == "" {
-		return v1.ProtocolTCP
-	}
-	return sp.Protocol
 }
 
 // usable picks the endpoints traffic may go to: the ready ones in scope, or,

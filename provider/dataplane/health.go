@@ -27,13 +27,13 @@ type HealthCheck struct {
 // a fallback: reporting them would keep a draining node in the load balancer.
 func HealthChecks(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, node string) map[types.NamespacedName]HealthCheck {
 	out := map[types.NamespacedName]HealthCheck{}
-	var bySvc map[string][]*discoveryv1.EndpointSlice
-	for _, svc := range services {
-		if svc == nil || !needsHealthCheck(svc) {
+	var bySvc map[string][]*EndpointSlice
+	for _, svc := range servicesFrom(services) {
+		if !needsHealthCheck(svc) {
 			continue
 		}
 		if bySvc == nil {
-			bySvc = slicesByService(endpointSlices)
+			bySvc = slicesByService(slicesFrom(endpointSlices))
 		}
 		out[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}] =
 			healthCheck(svc, bySvc[svc.Namespace+"/"+svc.Name], node)
@@ -41,14 +41,14 @@ func HealthChecks(services []*v1.Service, endpointSlices []*discoveryv1.Endpoint
 	return out
 }
 
-func needsHealthCheck(svc *v1.Service) bool {
-	return svc.Spec.HealthCheckNodePort != 0 && svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal
+func needsHealthCheck(svc *Service) bool {
+	return svc.HealthCheckNodePort != 0 && svc.ExternalLocal
 }
 
 // healthCheck is one Service's HealthCheck from its EndpointSlices.
-func healthCheck(svc *v1.Service, sl []*discoveryv1.EndpointSlice, node string) HealthCheck {
+func healthCheck(svc *Service, sl []*EndpointSlice, node string) HealthCheck {
 	local := map[netip.Addr]bool{}
-	for _, sp := range svc.Spec.Ports {
+	for _, sp := range svc.Ports {
 		for _, v6 := range []bool{false, true} {
 			for _, e := range portEndpoints(sl, sp, v6, Node{Name: node}) {
 				if e.local && e.ready {
@@ -57,5 +57,5 @@ func healthCheck(svc *v1.Service, sl []*discoveryv1.EndpointSlice, node string) 
 			}
 		}
 	}
-	return HealthCheck{Port: svc.Spec.HealthCheckNodePort, LocalEndpoints: len(local)}
+	return HealthCheck{Port: svc.HealthCheckNodePort, LocalEndpoints: len(local)}
 }

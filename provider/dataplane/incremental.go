@@ -6,7 +6,6 @@ import (
 	"slices"
 
 	v1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -71,8 +70,8 @@ type round struct {
 // as the agent's informer caches do; Update reads through it.
 type Source interface {
 	// Service returns the Service, or nil if there is none.
-	Service(namespace, name string) *v1.Service
-	EndpointSlices(namespace, service string) []*discoveryv1.EndpointSlice
+	Service(namespace, name string) *Service
+	EndpointSlices(namespace, service string) []*EndpointSlice
 }
 
 type svcID struct{ ns, name string }
@@ -90,8 +89,8 @@ func (a svcID) compare(b svcID) int {
 // 28 MiB.
 type svcShare struct {
 	id     svcID
-	svc    *v1.Service
-	slices []*discoveryv1.EndpointSlice
+	svc    *Service
+	slices []*EndpointSlice
 	gen    uint64
 	health *HealthCheck
 }
@@ -123,14 +122,14 @@ func (b *Builder) Primed(node Node, opts Options) bool {
 }
 
 // Build returns the ruleset for the given state, as Build does.
-func (b *Builder) Build(services []*v1.Service, endpointSlices []*discoveryv1.EndpointSlice, node Node, opts Options) *Ruleset {
+func (b *Builder) Build(services []*Service, endpointSlices []*EndpointSlice, node Node, opts Options) *Ruleset {
 	if !b.Primed(node, opts) {
 		b.reset(node, opts)
 	}
 	b.begin()
 	bySvc := groupSlices(endpointSlices)
 	for _, svc := range services {
-		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
+		if svc == nil || svc.Type == v1.ServiceTypeExternalName {
 			continue
 		}
 		id := svcID{svc.Namespace, svc.Name}
@@ -154,7 +153,7 @@ func (b *Builder) Update(changed []types.NamespacedName, src Source) *Ruleset {
 	for _, n := range changed {
 		id := svcID{n.Namespace, n.Name}
 		svc := src.Service(n.Namespace, n.Name)
-		if svc == nil || svc.Spec.Type == v1.ServiceTypeExternalName {
+		if svc == nil || svc.Type == v1.ServiceTypeExternalName {
 			b.forget(id)
 			continue
 		}
@@ -173,7 +172,7 @@ func (b *Builder) begin() {
 
 // refresh recomputes one Service's share unless its objects are the ones
 // it was computed from.
-func (b *Builder) refresh(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) {
+func (b *Builder) refresh(id svcID, svc *Service, sl []*EndpointSlice) {
 	old := b.svcs[id]
 	if old != nil && old.svc == svc && sameSlices(old.slices, sl) {
 		old.gen = b.gen
@@ -226,14 +225,14 @@ func (b *Builder) reset(node Node, opts Options) {
 // groupSlices is slicesByService keyed without building strings. The map
 // is Build's alone: a Builder keeping it between Builds also kept every
 // replaced EndpointSlice its lists' spare capacity still pointed at.
-func groupSlices(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.EndpointSlice {
-	bySvc := make(map[svcID][]*discoveryv1.EndpointSlice, len(all))
+func groupSlices(all []*EndpointSlice) map[svcID][]*EndpointSlice {
+	bySvc := make(map[svcID][]*EndpointSlice, len(all))
 	for _, s := range all {
 		if s == nil {
 			continue
 		}
-		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
-			id := svcID{s.Namespace, name}
+		if s.Service != "" {
+			id := svcID{s.Namespace, s.Service}
 			bySvc[id] = append(bySvc[id], s)
 		}
 	}
@@ -242,7 +241,7 @@ func groupSlices(all []*discoveryv1.EndpointSlice) map[svcID][]*discoveryv1.Endp
 
 // sameSlices compares two lists of EndpointSlices as sets: listers return
 // them in no particular order.
-func sameSlices(a, b []*discoveryv1.EndpointSlice) bool {
+func sameSlices(a, b []*EndpointSlice) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -255,7 +254,7 @@ func sameSlices(a, b []*discoveryv1.EndpointSlice) bool {
 }
 
 // share starts a Service's share.
-func (b *Builder) share(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSlice) *svcShare {
+func (b *Builder) share(id svcID, svc *Service, sl []*EndpointSlice) *svcShare {
 	s := &svcShare{id: id, svc: svc, slices: sl, gen: b.gen}
 	if needsHealthCheck(svc) {
 		hc := healthCheck(svc, sl, b.node.Name)
@@ -268,7 +267,7 @@ func (b *Builder) share(id svcID, svc *v1.Service, sl []*discoveryv1.EndpointSli
 // as Build, into the scratch Ruleset, which the next call reuses. It is
 // pure: a share's objects are never modified, so they contribute the same
 // when the share is dropped as when it was taken.
-func (b *Builder) contribution(svc *v1.Service, sl []*discoveryv1.EndpointSlice) *Ruleset {
+func (b *Builder) contribution(svc *Service, sl []*EndpointSlice) *Ruleset {
 	own := b.scratch
 	if own == nil {
 		own = &Ruleset{Chains: map[string]*Chain{}, Elements: map[string]Elements{}, Affinity: map[string]map[string]bool{}}

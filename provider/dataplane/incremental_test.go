@@ -146,7 +146,7 @@ func TestBuilderEqualsBuild(t *testing.T) {
 // prev, as the agent's informer handlers do.
 func builderNext(b *Builder, mode string, prev, s *buildState) *Ruleset {
 	if mode == "Build" || prev == nil || !b.Primed(s.node, s.opts) {
-		return b.Build(s.svcs, s.slices, s.node, s.opts)
+		return buildObjects(b, s.svcs, s.slices, s.node, s.opts)
 	}
 	return b.Update(changedServices(prev, s), mapSource(s))
 }
@@ -177,8 +177,8 @@ func changedServices(prev, next *buildState) []types.NamespacedName {
 // listSource is a Source over a state's lists, as the informer caches are.
 type listSource struct{ st *buildState }
 
-func (m listSource) Service(ns, name string) *v1.Service {
-	for _, svc := range m.st.svcs {
+func (m listSource) Service(ns, name string) *Service {
+	for _, svc := range compactServices(m.st.svcs) {
 		if svc.Namespace == ns && svc.Name == name {
 			return svc
 		}
@@ -186,10 +186,10 @@ func (m listSource) Service(ns, name string) *v1.Service {
 	return nil
 }
 
-func (m listSource) EndpointSlices(ns, name string) []*discoveryv1.EndpointSlice {
-	var out []*discoveryv1.EndpointSlice
-	for _, sl := range m.st.slices {
-		if sl.Namespace == ns && sl.Labels[discoveryv1.LabelServiceName] == name {
+func (m listSource) EndpointSlices(ns, name string) []*EndpointSlice {
+	var out []*EndpointSlice
+	for _, sl := range compactSlices(m.st.slices) {
+		if sl.Namespace == ns && sl.Service == name {
 			out = append(out, sl)
 		}
 	}
@@ -270,10 +270,10 @@ func TestBuilderPartialSyncIsSmall(t *testing.T) {
 	svcs, sl := scaleCluster(200)
 	b := NewBuilder()
 	a := NewApplier(knftables.NewFake(TableFamily, TableName))
-	syncOK(t, a, b.Build(svcs, sl, testNode, Options{}))
+	syncOK(t, a, buildObjects(b, svcs, sl, testNode, Options{}))
 	sl = slices.Clone(sl)
 	sl[42] = scaleSlice(svcs[42].Name, 42, 4)
-	r := b.Build(svcs, sl, testNode, Options{})
+	r := buildObjects(b, svcs, sl, testNode, Options{})
 	if n := dirtyKeys(r); n > 8 {
 		t.Errorf("%d dirty keys for one Service", n)
 	}
@@ -293,8 +293,8 @@ func dirtyKeys(r *Ruleset) int {
 func ExampleBuilder() {
 	b := NewBuilder()
 	svc := service("web", clusterIPs("198.51.100.1"), ports(port("http", v1.ProtocolTCP, 80, 0)))
-	r1 := b.Build([]*v1.Service{svc}, nil, testNode, Options{})
-	r2 := b.Build([]*v1.Service{svc}, []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}, testNode, Options{})
+	r1 := buildObjects(b, []*v1.Service{svc}, nil, testNode, Options{})
+	r2 := buildObjects(b, []*v1.Service{svc}, []*discoveryv1.EndpointSlice{webSlice(ep{"192.0.2.101", thisNode, ready})}, testNode, Options{})
 	fmt.Println(len(r1.Elements["svc4"]), len(r2.Elements["svc4"]), dirtyKeys(r2))
 	// Output: 0 1 5
 }
@@ -307,10 +307,10 @@ func TestBuilderSkippedRulesetForcesFull(t *testing.T) {
 	fake := knftables.NewFake(TableFamily, TableName)
 	a := NewApplier(fake)
 	b := NewBuilder()
-	syncOK(t, a, b.Build(st[0].svcs, st[0].slices, st[0].node, st[0].opts))
-	b.Build(st[3].svcs, st[3].slices, st[3].node, st[3].opts) // never applied
+	syncOK(t, a, buildObjects(b, st[0].svcs, st[0].slices, st[0].node, st[0].opts))
+	buildObjects(b, st[3].svcs, st[3].slices, st[3].node, st[3].opts) // never applied
 	s := st[4]
-	if res := syncOK(t, a, b.Build(s.svcs, s.slices, s.node, s.opts)); !res.Full {
+	if res := syncOK(t, a, buildObjects(b, s.svcs, s.slices, s.node, s.opts)); !res.Full {
 		t.Error("a sync after a skipped Ruleset must be full")
 	}
 	ref := knftables.NewFake(TableFamily, TableName)
@@ -328,9 +328,9 @@ func TestBuilderNewNodeAddressIsPartial(t *testing.T) {
 	fake := knftables.NewFake(TableFamily, TableName)
 	a := NewApplier(fake)
 	b := NewBuilder()
-	syncOK(t, a, b.Build(st[0].svcs, st[0].slices, st[0].node, st[0].opts))
+	syncOK(t, a, buildObjects(b, st[0].svcs, st[0].slices, st[0].node, st[0].opts))
 	node := Node{Name: thisNode, IPs: []netip.Addr{nodeIP4, nodeIP6, netip.MustParseAddr("192.0.2.11")}}
-	if res := syncOK(t, a, b.Build(st[0].svcs, st[0].slices, node, st[0].opts)); res.Full || res.Operations != 1 {
+	if res := syncOK(t, a, buildObjects(b, st[0].svcs, st[0].slices, node, st[0].opts)); res.Full || res.Operations != 1 {
 		t.Errorf("a new node address: want a partial sync of one element, got %+v", res)
 	}
 }

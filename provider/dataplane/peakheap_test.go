@@ -64,6 +64,7 @@ func BenchmarkRealRestartPeakHeap10k(b *testing.B) { benchSyncPeakHeap(b, true) 
 func benchSyncPeakHeap(b *testing.B, restart bool) {
 	ctx := context.Background()
 	svcs, sl := scaleCluster(10000)
+	csvcs, csl := servicesFrom(svcs), slicesFrom(sl) // the agent's cache's objects
 	nft := inNetns(b)
 	reloader := NewNetlinkReloader(threadNetns(b))
 	var peak, retained uint64
@@ -82,7 +83,7 @@ func benchSyncPeakHeap(b *testing.B, restart bool) {
 		var a *Applier
 		peak = peakLiveHeap(func() {
 			bld, a = NewBuilder(), NewApplier(nft, BatchElements(), ReloadElements(reloader))
-			res, err := a.Sync(ctx, bld.Build(svcs, sl, testNode, Options{}))
+			res, err := a.Sync(ctx, bld.Build(csvcs, csl, testNode, Options{}))
 			if err != nil || res.Rewritten == restart || res.Reloaded != restart {
 				b.Fatalf("sync: %+v, %v; want the table written over netlink, its elements alone after a restart", res, err)
 			}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-	discoveryv1 "k8s.io/api/discovery/v1"
 )
 
 // The BenchmarkReal* benchmarks drive the real nft binary against the
@@ -182,10 +181,10 @@ func benchRealOneService(b *testing.B, c oneServiceChange) {
 		n = 10000
 	}
 	ctx := context.Background()
-	svcs, sl := scaleCluster(n)
-	states := [2][]*discoveryv1.EndpointSlice{sl, append([]*discoveryv1.EndpointSlice(nil), sl...)}
+	svcs, sl := compactCluster(n)
+	states := [2][]*EndpointSlice{sl, append([]*EndpointSlice(nil), sl...)}
 	one := n * 42 / 100
-	states[1][one] = scaleSlice(svcs[one].Name, one, c.endpoints)
+	states[1][one] = EndpointSliceFrom(scaleSlice(svcs[one].Name, one, c.endpoints))
 	opts := []ApplierOption{BatchElements()}
 	nft := inNetns(b)
 	if c.netlink {

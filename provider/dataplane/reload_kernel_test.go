@@ -161,7 +161,7 @@ func TestRealPartialSyncsOverNetlink(t *testing.T) {
 	remembered := "192.0.2.250 . 198.51.100.7 . tcp . 80"
 	partial := 0
 	for i, s := range st {
-		res, err := a.Sync(ctx, b.Build(s.svcs, s.slices, s.node, s.opts))
+		res, err := a.Sync(ctx, buildObjects(b, s.svcs, s.slices, s.node, s.opts))
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"net/netip"
 	"slices"
 	"testing"
 
@@ -33,7 +32,7 @@ func TestTopologyHints(t *testing.T) {
 		}
 		s := endpointSlice("web", "web-1", v4, httpPorts, ep{ip, onNode, conds})
 		s.Endpoints[0].Hints = h
-		return newEndpoint(&s.Endpoints[0], netip.MustParseAddr(ip), 80, node)
+		return newEndpoint(&EndpointSliceFrom(s).Endpoints[0], 80, node)
 	}
 	zoneA := func(ip string) endpoint { return hinted(ip, false, nil, []string{"zone-a"}, ready) }
 	zoneB := func(ip string) endpoint { return hinted(ip, false, nil, []string{"zone-b"}, ready) }
@@ -71,7 +70,7 @@ func TestTopologyHints(t *testing.T) {
 	noZone := Node{Name: thisNode}
 	s := endpointSlice("web", "web-1", v4, httpPorts, ep{"192.0.2.1", otherNode, ready})
 	s.Endpoints[0].Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: ""}}}
-	if e := newEndpoint(&s.Endpoints[0], netip.MustParseAddr("192.0.2.1"), 80, noZone); e.forZone {
+	if e := newEndpoint(&EndpointSliceFrom(s).Endpoints[0], 80, noZone); e.forZone {
 		t.Error("an empty zone hint matched a node without a zone")
 	}
 }

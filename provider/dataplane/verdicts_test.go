@@ -46,7 +46,7 @@ func TestEndpointCountChangesWriteNoVerdicts(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			svcs, sl := traceCluster()
 			b := NewBuilder()
-			before := b.Build(svcs, sl, testNode, opts)
+			before := buildObjects(b, svcs, sl, testNode, opts)
 			allowed := map[string]bool{}
 			for _, f := range families {
 				for _, c := range verdictContainers(f) {
@@ -68,7 +68,7 @@ func TestEndpointCountChangesWriteNoVerdicts(t *testing.T) {
 				t.Error("the cluster has no affinity element: the check above proves nothing about them")
 			}
 
-			after := b.Build(svcs, withOneMoreEndpoint(sl), testNode, opts)
+			after := buildObjects(b, svcs, withOneMoreEndpoint(sl), testNode, opts)
 			if newChains, ok := chainsOnlyChange(before, after); !ok || len(newChains) > 0 {
 				t.Fatalf("one more endpoint per Service changes the skeleton (partial %t, new chains %v)", ok, newChains)
 			}
