@@ -36,10 +36,8 @@ type Builder struct {
 	started bool
 	gen     uint64
 	svcs    map[svcID]*svcShare
-	// writers records, per container and key, the Service that writes
-	// that element, and contested the rare keys several Services write
-	// (see claim).
-	writers   map[string]map[string]*svcShare
+	// contested holds the keys several Services write (see claim); each
+	// element records its one writer itself (Element.by).
 	contested map[string]map[string][]owner
 	chains    map[string]*chainRef
 	affinity  map[string]map[string]int // family → pair → Services holding it
@@ -97,9 +95,9 @@ type svcShare struct {
 
 // owner is one of the writers of a contested key, with the element it
 // writes. Nearly every key has one writer, whose element is the Builder's
-// elements' own: the writers map then holds a pointer to its share alone
-// (at 10k Services, 50k keys: a Service's name per key was a sixth of the
-// Builder's memory, a list per key a quarter). Keys that several Services
+// elements' own and names its share (Element.by) alone (at 10k Services,
+// 50k keys: a Service's name per key was a sixth of the Builder's memory,
+// a list per key a quarter, a map of writers an eighth). Keys that several Services
 // write (one external IP and port on two Services) keep every writer's
 // element, ordered as Build processes Services: the last one wins.
 type owner struct {
@@ -212,7 +210,6 @@ func (b *Builder) reset(node Node, opts Options) {
 	*b = Builder{
 		node: node, opts: opts, started: true,
 		svcs:      map[svcID]*svcShare{},
-		writers:   map[string]map[string]*svcShare{},
 		contested: map[string]map[string][]owner{},
 		chains:    map[string]*chainRef{},
 		affinity:  map[string]map[string]int{},
@@ -360,23 +357,23 @@ func (b *Builder) drop(s *svcShare, dirty map[string]map[string]prior) bool {
 }
 
 // claim records that o writes an element key, and updates the element.
-// A share is always dropped before its replacement is taken, so writers
+// A share is always dropped before its replacement is taken, so elements
 // never point at a share that is gone.
 func (b *Builder) claim(container, key string, o owner) {
-	byKey, els := b.writers[container], b.elements[container]
-	if byKey == nil {
-		byKey, els = map[string]*svcShare{}, Elements{}
-		b.writers[container], b.elements[container] = byKey, els
+	els := b.elements[container]
+	if els == nil {
+		els = Elements{}
+		b.elements[container] = els
 	}
-	cur, ok := byKey[key]
+	o.el.by = o.s
+	cur, ok := els[key]
 	if !ok {
-		byKey[key] = o.s
 		els[key] = o.el
 		return
 	}
 	all := b.contested[container][key]
 	if all == nil {
-		all = []owner{{s: cur, el: els[key]}}
+		all = []owner{{s: cur.by, el: cur}}
 	}
 	i, _ := slices.BinarySearchFunc(all, o.s.id, func(x owner, id svcID) int { return x.s.id.compare(id) })
 	b.settle(container, key, slices.Insert(all, i, o))
@@ -386,7 +383,6 @@ func (b *Builder) claim(container, key string, o owner) {
 func (b *Builder) unclaim(container, key string, id svcID) {
 	all := b.contested[container][key]
 	if all == nil {
-		delete(b.writers[container], key)
 		delete(b.elements[container], key)
 		return
 	}
@@ -397,7 +393,6 @@ func (b *Builder) unclaim(container, key string, id svcID) {
 // key left with one writer is no longer contested.
 func (b *Builder) settle(container, key string, all []owner) {
 	last := all[len(all)-1]
-	b.writers[container][key] = last.s
 	b.elements[container][key] = last.el
 	byKey := b.contested[container]
 	if byKey == nil {
