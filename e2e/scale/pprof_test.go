@@ -47,10 +47,12 @@ func saveHeapProfile(t *testing.T, port int, token, path string) {
 }
 
 // saveAgentHeap fetches herald-agent's /debug/pprof/heap (served with
-// --profiling on its metrics address) from inside its namespace.
+// --profiling on its metrics address) from inside its namespace, after a
+// collection: the live heap, not the one of the last cycle, which may have
+// run in the middle of a sync.
 func saveAgentHeap(t testing.TB, p *proxy, addr, path string) {
 	t.Helper()
-	resp, err := labkit.HTTPClient(p.node.Netns, time.Minute).Get("http://" + addr + "/debug/pprof/heap")
+	resp, err := labkit.HTTPClient(p.node.Netns, time.Minute).Get("http://" + addr + "/debug/pprof/heap?gc=1")
 	if err != nil {
 		t.Errorf("herald-agent heap profile: %v", err)
 		return
@@ -65,4 +67,18 @@ func saveAgentHeap(t testing.TB, p *proxy, addr, path string) {
 		t.Fatal(err)
 	}
 	t.Logf("herald-agent heap profile: %s (go tool pprof -sample_index=inuse_space %s)", path, path)
+}
+
+// heapGoalAfterGC has herald-agent collect its garbage (a heap profile
+// with gc=1 does) and returns the runtime's next heap goal, from its
+// metrics: the live data times 1+GOGC/100.
+func heapGoalAfterGC(p *proxy, addr string) (float64, error) {
+	client := labkit.HTTPClient(p.node.Netns, time.Minute)
+	resp, err := client.Get("http://" + addr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return 0, fmt.Errorf("forcing a collection: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return metricValue(client, "http://"+addr+"/metrics", "go_memstats_next_gc_bytes")
 }
