@@ -227,21 +227,17 @@ func affinityTimeout(svc *v1.Service) int32 {
 }
 
 // servicesFrom and slicesFrom read lists of API objects, skipping nils.
-func servicesFrom(in []*v1.Service) []*Service {
-	out := make([]*Service, 0, len(in))
-	for _, s := range in {
-		if s != nil {
-			out = append(out, ServiceFrom(s))
-		}
-	}
-	return out
-}
+func servicesFrom(in []*v1.Service) []*Service { return convertAll(in, ServiceFrom) }
 
 func slicesFrom(in []*discoveryv1.EndpointSlice) []*EndpointSlice {
-	out := make([]*EndpointSlice, 0, len(in))
-	for _, s := range in {
-		if s != nil {
-			out = append(out, EndpointSliceFrom(s))
+	return convertAll(in, EndpointSliceFrom)
+}
+
+func convertAll[In, Out any](in []*In, from func(*In) *Out) []*Out {
+	out := make([]*Out, 0, len(in))
+	for _, o := range in {
+		if o != nil {
+			out = append(out, from(o))
 		}
 	}
 	return out

@@ -25,27 +25,23 @@ var compactForms = struct {
 func compactServices(in []*v1.Service) []*Service {
 	compactForms.Lock()
 	defer compactForms.Unlock()
-	out := make([]*Service, 0, len(in))
-	for _, s := range in {
-		c := compactForms.svcs[s]
-		if c == nil {
-			c = ServiceFrom(s)
-			compactForms.svcs[s] = c
-		}
-		out = append(out, c)
-	}
-	return out
+	return compactOnce(compactForms.svcs, in, ServiceFrom)
 }
 
 func compactSlices(in []*discoveryv1.EndpointSlice) []*EndpointSlice {
 	compactForms.Lock()
 	defer compactForms.Unlock()
-	out := make([]*EndpointSlice, 0, len(in))
-	for _, s := range in {
-		c := compactForms.slices[s]
+	return compactOnce(compactForms.slices, in, EndpointSliceFrom)
+}
+
+// compactOnce converts each object the first time it is seen.
+func compactOnce[In, Out any](seen map[*In]*Out, in []*In, from func(*In) *Out) []*Out {
+	out := make([]*Out, 0, len(in))
+	for _, o := range in {
+		c := seen[o]
 		if c == nil {
-			c = EndpointSliceFrom(s)
-			compactForms.slices[s] = c
+			c = from(o)
+			seen[o] = c
 		}
 		out = append(out, c)
 	}
