@@ -117,7 +117,12 @@ func (c cacheSource) Service(namespace, name string) *dataplane.Service {
 }
 
 func (c cacheSource) cached(namespace, name string) *cachedService {
-	obj, ok, _ := c.services.GetByKey(namespace + "/" + name)
+	return lookupService(c.services, namespace, name)
+}
+
+// lookupService finds a Service in the agent's Service cache.
+func lookupService(services cache.Indexer, namespace, name string) *cachedService {
+	obj, ok, _ := services.GetByKey(namespace + "/" + name)
 	if !ok {
 		return nil
 	}
@@ -155,8 +160,10 @@ type SpeakerCache struct{ services, slices cache.Indexer }
 
 // NewSpeakerCache reads the caches of a factory from NewInformerFactory.
 func NewSpeakerCache(f *kubeclient.Informers) SpeakerCache {
-	src := newCacheSource(f)
-	return SpeakerCache{services: src.services, slices: src.slices}
+	return SpeakerCache{
+		services: f.Informer(kubeclient.Services).GetIndexer(),
+		slices:   f.Informer(kubeclient.EndpointSlices).GetIndexer(),
+	}
 }
 
 // Services lists the Services held in full: LoadBalancer Services, and
@@ -173,7 +180,7 @@ func (c SpeakerCache) Services() []*v1.Service {
 
 // Service returns one of the Services held in full, or nil.
 func (c SpeakerCache) Service(namespace, name string) *v1.Service {
-	if s := (cacheSource{services: c.services}).cached(namespace, name); s != nil {
+	if s := lookupService(c.services, namespace, name); s != nil {
 		return s.full
 	}
 	return nil
